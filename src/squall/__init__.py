@@ -1,0 +1,32 @@
+"""squall: batch prediction the serverless way.
+
+``squall.run(squall.JobSpec(model=..., input=..., output=...))`` returns a
+:class:`JobResult`. Importing squall loads nothing heavy; the engine's
+dependencies load when a job starts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from squall.errors import SquallError
+from squall.spec import JobSpec
+
+if TYPE_CHECKING:
+    from squall.api import jobs, plan, resume, run, status
+    from squall.coordinator import JobResult
+
+__all__ = ["JobSpec", "JobResult", "SquallError", "run", "plan", "resume", "status", "jobs"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("run", "plan", "resume", "status", "jobs"):
+        from squall import api
+
+        return getattr(api, name)
+    if name == "JobResult":
+        from squall.coordinator import JobResult
+
+        return JobResult
+    raise AttributeError(f"module 'squall' has no attribute {name!r}")

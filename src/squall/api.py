@@ -1,0 +1,166 @@
+"""The public Python API: ``run``, ``plan``, ``resume``, ``status`` and ``jobs``. The CLI calls exactly these."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from squall.backends.local import LocalBackend
+from squall.coordinator import Coordinator, JobLimits, JobResult
+from squall.errors import ModelLoadError, SquallError, StoreError
+from squall.finalize import finalize_job
+from squall.io.commit import OutputDir
+from squall.models.base import ModelRef
+from squall.models.code import is_code_ref
+from squall.models.registry import detect_flavor
+from squall.observe.events import JobListener
+from squall.plan.planner import Plan, make_plan
+from squall.retry import RetryPolicy
+from squall.runtime.predictions import OutputNaming
+from squall.runtime.task import JobTask
+from squall.spec import JobSpec, default_state_dir
+from squall.store import ChunkCounts, JobRecord, JobStore
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job's record and where its chunks are."""
+
+    job: JobRecord
+    counts: ChunkCounts
+
+    @property
+    def rows_per_s(self) -> float:
+        end = self.job.finished_at or time.time()
+        start = self.job.started_at or self.job.created_at
+        return self.counts.rows_in / (end - start) if end > start else 0.0
+
+
+def new_job_id() -> str:
+    """A fresh, sortable job id: UTC time plus a random suffix."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+def plan(spec: JobSpec, job_id: str | None = None) -> Plan:
+    """The chunks ``spec`` would run, without running anything."""
+    _check_model(spec)
+    return make_plan(spec, job_id or spec.job_id or "dry-run")
+
+
+def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None = None) -> JobResult:
+    """Run ``spec`` to completion and return how it ended.
+
+    Bad specs, inputs, models and outputs raise :class:`squall.errors.UsageError`
+    before any work starts. A job that runs and fails returns a result with
+    state ``FAILED`` (it does not raise).
+    """
+    job_id = job_id or spec.job_id or new_job_id()
+    store = JobStore(spec.resolved_state_dir())
+    try:
+        if store.has_job(job_id):
+            raise StoreError(f"a job named {job_id!r} already exists; pick another --job-id or `squall resume {job_id}`")
+        _check_model(spec)
+        job_plan = make_plan(spec, job_id)
+        task = _task(spec, job_plan)
+        OutputDir(task.output).claim(job_id, spec.overwrite)
+        store.create_job(job_id, spec.to_json(), task.to_json(), task.output)
+        store.lock_job(job_id)
+        store.enqueue(job_id, job_plan.chunks)
+        return _drive(store, spec, task, listeners)
+    finally:
+        store.close()
+
+
+def resume(job_id: str, state_dir: str | Path | None = None, listeners: Sequence[JobListener] = ()) -> JobResult:
+    """Finish a job whose coordinator stopped: leased chunks run again, committed parts are kept."""
+    store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
+    try:
+        job = store.job(job_id)
+        store.lock_job(job_id)
+        spec = JobSpec.model_validate(job.spec)
+        store.release_leases(job_id)
+        OutputDir(job.output).remove_final_markers()
+        return _drive(store, spec, JobTask.from_json(job.task), listeners)
+    finally:
+        store.close()
+
+
+def status(job_id: str, state_dir: str | Path | None = None) -> JobStatus:
+    """Where ``job_id`` stands."""
+    store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
+    try:
+        return JobStatus(store.job(job_id), store.counts(job_id))
+    finally:
+        store.close()
+
+
+def jobs(state_dir: str | Path | None = None, limit: int = 20) -> list[JobStatus]:
+    """The most recent jobs, newest first."""
+    store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
+    try:
+        return [JobStatus(job, store.counts(job.job_id)) for job in store.recent_jobs(limit)]
+    finally:
+        store.close()
+
+
+def limits_of(spec: JobSpec) -> JobLimits:
+    """The coordinator's limits as the spec sets them."""
+    return JobLimits(
+        timeout=spec.timeout,
+        retry=RetryPolicy(spec.max_attempts, spec.backoff_base, spec.backoff_max),
+        max_error_rate=spec.max_error_rate,
+    )
+
+
+def _drive(store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener]) -> JobResult:
+    limits = limits_of(spec)
+    backend = LocalBackend(store.state_dir / "jobs" / task.job_id, spec.resolved_threads())
+    coordinator = Coordinator(store, backend, task, spec.workers, limits, listeners)
+    try:
+        coordinator.drive()
+    except ModelLoadError as exc:
+        store.set_job_state(task.job_id, "FAILED", str(exc))
+        raise
+    except (KeyboardInterrupt, SquallError) as exc:
+        store.release_leases(task.job_id)
+        store.set_job_state(task.job_id, "CANCELLED", f"stopped: {type(exc).__name__}; `squall resume {task.job_id}`")
+        raise
+    result = finalize_job(store, task.job_id, limits, coordinator.invocations)
+    for listener in listeners:
+        listener.job_finished(result)
+    return result
+
+
+def _check_model(spec: JobSpec) -> None:
+    """Fail before any work on a model that cannot be found or whose flavor is unknown."""
+    if spec.flavor == "auto":
+        detect_flavor(spec.model)
+    if not is_code_ref(spec.model) and "://" not in spec.model and not os.path.exists(spec.model):
+        raise ModelLoadError(f"{spec.model}: no such model file; check `model`")
+
+
+def _task(spec: JobSpec, job_plan: Plan) -> JobTask:
+    return JobTask(
+        job_id=job_plan.job_id,
+        model=ModelRef(_absolute(spec.model), spec.flavor, spec.method),
+        read_options=job_plan.read_options,
+        key=job_plan.key,
+        features=job_plan.features,
+        batch_size=spec.batch_size,
+        batch_format=spec.batch_format,
+        preprocess=spec.preprocess,
+        postprocess=spec.postprocess,
+        output=_absolute(spec.output),
+        output_format=spec.output_format,
+        naming=OutputNaming(spec.prediction_column, tuple(spec.output_columns or ())),
+    )
+
+
+def _absolute(uri: str) -> str:
+    if "://" in uri or is_code_ref(uri):
+        return uri
+    return os.path.abspath(uri)

@@ -1,0 +1,83 @@
+"""The ``Backend`` contract: a pool of warm workers that run invocations for the coordinator.
+
+A backend starts workers, hands one chunk at a time to an idle worker, and
+tells the coordinator what happened through events. It keeps no job state:
+which chunk a worker holds is the coordinator's business. When a worker
+dies or is killed, the backend replaces it with a fresh one (a cold start).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Union
+
+from squall.errors import ErrorInfo
+from squall.plan.chunk import Chunk
+from squall.runtime.task import InvocationReport, JobTask
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    """A worker loaded the model and can take work; ``init_s`` is its cold start."""
+
+    worker: int
+    init_s: float
+
+
+@dataclass(frozen=True)
+class InvocationDone:
+    """A worker finished an invocation (successfully or not) and is idle again."""
+
+    worker: int
+    report: InvocationReport
+
+
+@dataclass(frozen=True)
+class WorkerDied:
+    """A worker process ended without being asked to (crash, signal, memory limit)."""
+
+    worker: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class WorkerLoadFailed:
+    """A worker could not load the model; the error is the same for every worker."""
+
+    worker: int
+    error: ErrorInfo
+
+
+WorkerEvent = Union[WorkerReady, InvocationDone, WorkerDied, WorkerLoadFailed]
+
+
+class Backend(Protocol):
+    """A pool of warm workers. Implementations: ``local`` (processes), ``ray`` (actors)."""
+
+    def start(self, task: JobTask, workers: int) -> None:
+        """Begin starting ``workers`` workers for ``task``; returns before they are ready."""
+        ...
+
+    def idle(self) -> list[int]:
+        """Workers that are ready and hold no invocation."""
+        ...
+
+    def submit(self, worker: int, chunk: Chunk, attempt: int) -> None:
+        """Hand ``chunk`` (attempt number ``attempt``) to an idle ``worker``."""
+        ...
+
+    def wait(self, timeout: float) -> list[WorkerEvent]:
+        """Events that happened, waiting up to ``timeout`` seconds for the first."""
+        ...
+
+    def kill(self, worker: int) -> None:
+        """Stop ``worker`` at once, whatever it is doing, and start a fresh one in its place."""
+        ...
+
+    def cold_starts(self) -> int:
+        """How many workers were started so far (each one loads the model)."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop every worker; the backend cannot be used afterwards."""
+        ...

@@ -1,0 +1,187 @@
+"""The local backend: long-lived worker processes on this machine, spoken to over pipes.
+
+Each worker is a ``python -m squall.runtime.worker`` process in its own
+process group, with BLAS/OpenMP threads capped so that workers × threads
+fits the cores. Killing a worker kills its whole group with SIGKILL; a fresh
+worker takes its place. Worker output goes to ``worker-N.log`` in the job's
+state folder.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from squall.backends.base import InvocationDone, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady
+from squall.errors import ErrorInfo
+from squall.plan.chunk import Chunk
+from squall.runtime import wire
+from squall.runtime.task import InvocationReport, JobTask
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@dataclass
+class _Slot:
+    index: int
+    process: subprocess.Popen[bytes]
+    to_worker: int
+    from_worker: int
+    buffer: wire.FrameBuffer = field(default_factory=wire.FrameBuffer)
+    ready: bool = False
+    busy: bool = False
+
+
+class LocalBackend:
+    """Worker processes on this machine (see the module docstring)."""
+
+    def __init__(self, log_dir: Path, threads_per_worker: int = 1) -> None:
+        self._log_dir = log_dir
+        self._threads = threads_per_worker
+        self._slots: dict[int, _Slot] = {}
+        self._selector = selectors.DefaultSelector()
+        self._task: JobTask | None = None
+        self._started = 0
+
+    def start(self, task: JobTask, workers: int) -> None:
+        self._task = task
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        for index in range(workers):
+            self._spawn(index)
+
+    def idle(self) -> list[int]:
+        return [slot.index for slot in self._slots.values() if slot.ready and not slot.busy]
+
+    def submit(self, worker: int, chunk: Chunk, attempt: int) -> None:
+        slot = self._slots[worker]
+        slot.busy = True
+        try:
+            wire.send(slot.to_worker, {"type": "invoke", "chunk": chunk.to_json(), "attempt": attempt})
+        except OSError:
+            pass  # the worker is gone; its end-of-stream arrives through wait()
+
+    def wait(self, timeout: float) -> list[WorkerEvent]:
+        events: list[WorkerEvent] = []
+        for key, _ in self._selector.select(timeout=max(0.0, timeout)):
+            slot = self._slots.get(key.data)
+            if slot is None or slot.from_worker != key.fd:
+                continue
+            events.extend(self._drain(slot))
+        return events
+
+    def kill(self, worker: int) -> None:
+        slot = self._slots.get(worker)
+        if slot is not None:
+            self._retire(slot)
+            self._spawn(worker)
+
+    def cold_starts(self) -> int:
+        return self._started
+
+    def pids(self) -> dict[int, int]:
+        """Process id of each worker, by worker index."""
+        return {index: slot.process.pid for index, slot in self._slots.items()}
+
+    def shutdown(self) -> None:
+        for slot in list(self._slots.values()):
+            try:
+                wire.send(slot.to_worker, {"type": "stop"})
+            except OSError:
+                pass
+        for slot in list(self._slots.values()):
+            try:
+                slot.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            self._retire(slot)
+        self._selector.close()
+
+    def _spawn(self, index: int) -> None:
+        assert self._task is not None
+        parent_read, child_write = os.pipe()
+        child_read, parent_write = os.pipe()
+        log = open(self._log_dir / f"worker-{index}.log", "ab")
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "squall.runtime.worker", str(child_read), str(child_write)],
+                pass_fds=(child_read, child_write),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._environment(),
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+            os.close(child_read)
+            os.close(child_write)
+        os.set_blocking(parent_read, False)
+        slot = _Slot(index, process, parent_write, parent_read)
+        self._slots[index] = slot
+        self._selector.register(parent_read, selectors.EVENT_READ, index)
+        self._started += 1
+        wire.send(parent_write, {"type": "init", "worker": index, "task": self._task.to_json()})
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for name in THREAD_VARIABLES:
+            env[name] = str(self._threads)
+        path = [os.getcwd(), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+        env["PYTHONPATH"] = os.pathsep.join(path)
+        return env
+
+    def _drain(self, slot: _Slot) -> list[WorkerEvent]:
+        events: list[WorkerEvent] = []
+        while True:
+            try:
+                data = os.read(slot.from_worker, 1 << 16)
+            except BlockingIOError:
+                return events
+            if not data:
+                events.append(WorkerDied(slot.index, self._death_reason(slot)))
+                self._retire(slot)
+                self._spawn(slot.index)
+                return events
+            for message in slot.buffer.feed(data):
+                events.append(self._event(slot, message))
+
+    def _event(self, slot: _Slot, message: dict) -> WorkerEvent:
+        kind = message["type"]
+        if kind == "ready":
+            slot.ready = True
+            return WorkerReady(slot.index, float(message["init_s"]))
+        if kind == "load_failed":
+            return WorkerLoadFailed(slot.index, ErrorInfo(**message["error"]))
+        slot.busy = False
+        return InvocationDone(slot.index, InvocationReport.from_dict(message["report"]))
+
+    def _death_reason(self, slot: _Slot) -> str:
+        try:
+            code = slot.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return "the worker closed its pipe but did not exit"
+        if code < 0:
+            return f"the worker was killed by {signal.Signals(-code).name}"
+        return f"the worker exited with code {code}"
+
+    def _retire(self, slot: _Slot) -> None:
+        self._slots.pop(slot.index, None)
+        try:
+            self._selector.unregister(slot.from_worker)
+        except (KeyError, ValueError):
+            pass
+        try:
+            os.killpg(slot.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        slot.process.wait()
+        for fd in (slot.to_worker, slot.from_worker):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -1,0 +1,178 @@
+"""The ``squall`` command line. Thin: parse, build the spec, call :mod:`squall.api`, print.
+
+Every ``JobSpec`` field is an option of ``run`` and ``plan`` (``chunk_rows``
+is ``--chunk-rows``), generated from the spec itself so the two never drift.
+Exit codes: 0 success (SUCCEEDED or PARTIAL), 1 the job failed, 2 bad usage, spec, input, model or output.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from typing import Any, Callable, Literal, Union, get_args, get_origin
+
+import click
+from rich.console import Console
+
+from squall.errors import SquallError, UsageError
+from squall.spec import JobSpec, build_spec, load_spec_file
+
+_FLAG_HELP = {"input": "Input path, directory, glob or URL (repeatable, or comma-separated)."}
+
+
+def _spec_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add one option per spec field, all defaulting to "not given" so the spec file can set them."""
+    for name, field in reversed(list(JobSpec.model_fields.items())):
+        command = click.option(*_option_decl(name, field.annotation), default=None, help=_FLAG_HELP.get(name, field.description), **_option_kind(field.annotation))(command)
+    return click.option("--spec", "spec_file", type=click.Path(dir_okay=False), help="TOML or JSON spec file; options override it.")(command)
+
+
+def _option_decl(name: str, annotation: Any) -> list[str]:
+    flag = "--" + name.replace("_", "-")
+    if _base(annotation) is bool:
+        return [f"{flag}/--no-{name.replace('_', '-')}", name]
+    return [flag, name]
+
+
+def _option_kind(annotation: Any) -> dict[str, Any]:
+    base = _base(annotation)
+    if get_origin(base) is Literal:
+        return {"type": click.Choice([str(v) for v in get_args(base)])}
+    if get_origin(base) is list:
+        return {"multiple": True}
+    if base is bool:
+        return {}
+    return {"type": {int: int, float: float}.get(base, str)}
+
+
+def _base(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return members[0]
+    return annotation
+
+
+def _spec_from(spec_file: str | None, options: dict[str, Any]) -> JobSpec:
+    explicit = {k: (",".join(v) if isinstance(v, tuple) else v) for k, v in options.items()}
+    explicit = {k: v for k, v in explicit.items() if v not in (None, "")}
+    return build_spec(load_spec_file(spec_file) if spec_file else None, explicit)
+
+
+def _fail(console: Console, error: SquallError) -> None:
+    console.print(f"[bold red]error:[/] {error}", highlight=False)
+    sys.exit(error.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="squall")
+def main() -> None:
+    """squall: batch prediction the serverless way. Nothing lost, memory bounded, every core busy."""
+
+
+@main.command()
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar; print only the job id and the final state.")
+@_spec_options
+def run(spec_file: str | None, quiet: bool, **options: Any) -> None:
+    """Run a batch prediction job to completion."""
+    from squall import api
+    from squall.observe.progress import ProgressBar, summary_table
+
+    console = Console(stderr=True)
+    try:
+        spec = _spec_from(spec_file, options)
+        job_id = spec.job_id or api.new_job_id()
+        click.echo(f"job {job_id}")
+        bar = None if quiet else ProgressBar(console)
+        try:
+            result = api.run(spec, listeners=[bar] if bar else [], job_id=job_id)
+        finally:
+            if bar:
+                bar.stop()
+    except SquallError as error:
+        _fail(console, error)
+    if quiet:
+        click.echo(f"{result.state} {result.rows_in} rows in {result.wall_s:.2f} s")
+    else:
+        console.print(summary_table(result))
+    sys.exit(0 if result.state in ("SUCCEEDED", "PARTIAL") else 1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@_spec_options
+def plan(spec_file: str | None, as_json: bool, **options: Any) -> None:
+    """Show the chunks a job would run (rows and bytes each) without running anything."""
+    from squall import api
+    from squall.observe.planview import plan_json, plan_table
+
+    console = Console()
+    try:
+        spec = _spec_from(spec_file, options)
+        job_plan = api.plan(spec)
+    except SquallError as error:
+        _fail(Console(stderr=True), error)
+    if as_json:
+        click.echo(json.dumps(plan_json(job_plan, spec), indent=2))
+    else:
+        plan_table(console, job_plan, spec)
+
+
+@main.command()
+@click.argument("job_id", required=False)
+@click.option("--state-dir", help="Where job state lives; default $SQUALL_HOME or ~/.squall.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def status(job_id: str | None, state_dir: str | None, as_json: bool) -> None:
+    """State, counts and throughput of a job; with no JOB_ID, the recent jobs."""
+    from squall import api
+    from squall.observe.statusview import status_json, status_table
+
+    console = Console()
+    try:
+        found = [api.status(job_id, state_dir)] if job_id else api.jobs(state_dir)
+    except SquallError as error:
+        _fail(Console(stderr=True), error)
+    if as_json:
+        click.echo(json.dumps([status_json(s) for s in found] if not job_id else status_json(found[0]), indent=2))
+    else:
+        status_table(console, found, detailed=bool(job_id))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--state-dir", help="Where job state lives; default $SQUALL_HOME or ~/.squall.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def resume(job_id: str, state_dir: str | None, quiet: bool) -> None:
+    """Finish a job whose coordinator stopped; committed parts are kept."""
+    from squall import api
+    from squall.observe.progress import ProgressBar, summary_table
+
+    console = Console(stderr=True)
+    bar = None if quiet else ProgressBar(console)
+    try:
+        result = api.resume(job_id, state_dir, listeners=[bar] if bar else [])
+    except SquallError as error:
+        _fail(console, error)
+    finally:
+        if bar:
+            bar.stop()
+    console.print(summary_table(result))
+    sys.exit(0 if result.state in ("SUCCEEDED", "PARTIAL") else 1)
+
+
+@main.command()
+@click.option("--dir", "directory", default="demo-run", show_default=True, help="Folder for the demo's data, model and output.")
+@click.option("--rows", default=200_000, show_default=True, help="Rows of generated data.")
+@click.option("--workers", type=int, default=None, help="Worker processes (default: one per core).")
+def demo(directory: str, rows: int, workers: int | None) -> None:
+    """Generate a dataset and a scikit-learn model, then run a real batch prediction on them."""
+    from squall.demo import run_demo
+
+    try:
+        sys.exit(run_demo(directory, rows, workers))
+    except UsageError as error:
+        _fail(Console(stderr=True), error)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

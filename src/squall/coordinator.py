@@ -1,0 +1,227 @@
+"""The coordinator: dispatch chunks to warm workers, enforce deadlines, commit winners, retry, dead-letter, finalize.
+
+It is the only writer of job state. One loop: hand every idle worker a
+claimed chunk, wait for worker events (or the nearest deadline), react to
+each, repeat until nothing is pending or leased. Listeners see every event.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from squall.backends.base import Backend, InvocationDone, WorkerDied, WorkerLoadFailed, WorkerReady
+from squall.errors import ModelLoadError, SquallError
+from squall.io import layout
+from squall.io.commit import OutputDir
+from squall.io.parts import EXTENSIONS
+from squall.observe.events import JobListener
+from squall.plan.chunk import Chunk
+from squall.retry import RetryPolicy
+from squall.runtime.task import InvocationReport, JobTask
+from squall.store import JobStore
+
+_IDLE_WAIT_S = 0.5
+_START_FAILURES_PER_WORKER = 3
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """The coordinator's share of the spec: time per invocation, retries, and how many errors a job tolerates."""
+
+    timeout: float = 900.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_error_rate: float = 0.0
+    max_dead_chunks: int = 0
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """How a job ended: its state, the rows it read and wrote, and where the results are."""
+
+    job_id: str
+    state: str
+    output: str
+    rows_in: int
+    rows_out: int
+    error_rows: int
+    dead_chunks: int
+    chunks: int
+    parts: tuple[str, ...]
+    wall_s: float
+    cold_starts: int
+    invocations: int
+    message: str | None = None
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_in / self.wall_s if self.wall_s > 0 else 0.0
+
+
+@dataclass
+class _Lease:
+    chunk: Chunk
+    attempt: int
+    deadline: float
+
+
+class Coordinator:
+    """Runs one job's queue to completion on a backend."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        backend: Backend,
+        task: JobTask,
+        workers: int,
+        limits: JobLimits,
+        listeners: Sequence[JobListener] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._backend = backend
+        self._task = task
+        self._workers = workers
+        self._limits = limits
+        self._listeners = list(listeners)
+        self._clock = clock
+        self._output = OutputDir(task.output)
+        self._leases: dict[int, _Lease] = {}
+        self._outstanding = 0
+        self._invocations = 0
+        self._start_failures = 0
+        self._ever_ready = False
+
+    def drive(self) -> None:
+        """Run every pending chunk until each is done or dead; raises if the model cannot load."""
+        job_id = self._task.job_id
+        counts = self._store.counts(job_id)
+        self._outstanding = counts.count("pending") + counts.count("leased")
+        for listener in self._listeners:
+            listener.job_started(job_id, sum(counts.by_state.values()), counts.count("done"), self._store.job(job_id).est_rows)
+        self._store.set_job_state(job_id, "RUNNING")
+        if self._outstanding == 0:
+            return
+        self._backend.start(self._task, self._workers)
+        try:
+            while self._outstanding > 0:
+                self._dispatch()
+                for event in self._backend.wait(self._wait_time()):
+                    self._handle(event)
+                self._enforce_deadlines()
+        finally:
+            self._store.add_cold_starts(job_id, self._backend.cold_starts())
+            self._backend.shutdown()
+
+    @property
+    def invocations(self) -> int:
+        return self._invocations
+
+    def _dispatch(self) -> None:
+        for worker in self._backend.idle():
+            if worker in self._leases:
+                continue
+            claim = self._store.claim(self._task.job_id, worker, self._clock())
+            if claim is None:
+                return
+            self._leases[worker] = _Lease(claim.chunk, claim.attempt, self._clock() + self._limits.timeout)
+            self._backend.submit(worker, claim.chunk, claim.attempt)
+            self._invocations += 1
+
+    def _wait_time(self) -> float:
+        now = self._clock()
+        candidates = [_IDLE_WAIT_S] + [lease.deadline - now for lease in self._leases.values()]
+        retry_at = self._store.next_retry_at(self._task.job_id) if len(self._leases) < self._workers else None
+        if retry_at is not None:
+            candidates.append(retry_at - now)
+        return max(0.0, min(candidates))
+
+    def _handle(self, event: object) -> None:
+        if isinstance(event, WorkerReady):
+            self._ever_ready = True
+            for listener in self._listeners:
+                listener.worker_ready(event.worker, event.init_s)
+        elif isinstance(event, InvocationDone):
+            self._on_report(event.worker, event.report)
+        elif isinstance(event, WorkerDied):
+            self._on_worker_died(event.worker, event.reason)
+        elif isinstance(event, WorkerLoadFailed):
+            raise ModelLoadError(f"the model could not be loaded: {event.error}")
+
+    def _on_report(self, worker: int, report: InvocationReport) -> None:
+        lease = self._leases.get(worker)
+        if lease is None or lease.chunk.chunk_id != report.chunk_id or lease.attempt != report.attempt:
+            self._discard(report)
+            self._notify(report, committed=False)
+            return
+        del self._leases[worker]
+        if report.outcome == "ok":
+            self._commit(report)
+            self._notify(report, committed=True)
+        else:
+            self._discard(report)
+            self._notify(report, committed=False)
+            error = str(report.error) if report.error else "unknown error"
+            self._fail(lease, "error", error, report.retryable, report)
+
+    def _commit(self, report: InvocationReport) -> None:
+        ext = EXTENSIONS[self._task.output_format]
+        part = error_part = None
+        if report.part:
+            part = self._output.commit(report.part, layout.committed_part(self._task.output, report.chunk_id, ext))
+        if report.error_part:
+            error_part = self._output.commit(report.error_part, layout.committed_errors(self._task.output, report.chunk_id))
+        self._store.complete(report, part, error_part)
+        self._outstanding -= 1
+
+    def _discard(self, report: InvocationReport) -> None:
+        self._output.discard(report.part)
+        self._output.discard(report.error_part)
+
+    def _on_worker_died(self, worker: int, reason: str) -> None:
+        lease = self._leases.pop(worker, None)
+        if lease is None:
+            self._count_start_failure(reason)
+            return
+        self._discard_attempt(lease)
+        self._fail(lease, "lost", reason, True, None)
+
+    def _count_start_failure(self, reason: str) -> None:
+        if self._ever_ready:
+            return
+        self._start_failures += 1
+        if self._start_failures >= _START_FAILURES_PER_WORKER * self._workers:
+            raise ModelLoadError(f"every worker died while starting ({reason}); see the worker logs in the state folder")
+
+    def _enforce_deadlines(self) -> None:
+        now = self._clock()
+        for worker, lease in list(self._leases.items()):
+            if lease.deadline <= now:
+                del self._leases[worker]
+                self._backend.kill(worker)
+                self._discard_attempt(lease)
+                self._fail(lease, "timeout", f"the invocation ran past the {self._limits.timeout:g} s timeout", True, None)
+
+    def _discard_attempt(self, lease: _Lease) -> None:
+        ext = EXTENSIONS[self._task.output_format]
+        output, chunk_id = self._task.output, lease.chunk.chunk_id
+        self._output.discard(layout.attempt_part(output, chunk_id, lease.attempt, ext))
+        self._output.discard(layout.attempt_errors(output, chunk_id, lease.attempt))
+
+    def _fail(self, lease: _Lease, outcome: str, error: str, retryable: bool, report: InvocationReport | None) -> None:
+        policy = self._limits.retry
+        retry = policy.should_retry(lease.attempt, retryable)
+        retry_at = self._clock() + policy.delay(lease.attempt) if retry else None
+        self._store.fail(self._task.job_id, lease.chunk.chunk_id, lease.attempt, outcome, error, retry_at, report)
+        if not retry:
+            self._outstanding -= 1
+        for listener in self._listeners:
+            listener.chunk_failed(self._task.job_id, lease.chunk.chunk_id, lease.attempt, outcome, error, not retry)
+
+    def _notify(self, report: InvocationReport, committed: bool) -> None:
+        for listener in self._listeners:
+            listener.invocation_finished(report, committed)
+
+
+__all__ = ["Coordinator", "JobLimits", "JobResult", "SquallError"]

@@ -1,0 +1,91 @@
+"""The contract every input format implements, and the records it exchanges.
+
+A format knows three things about its files: how to describe one cheaply
+(schema, size, rows, from footers or the first bytes only), how to cut one
+into pieces no larger than a target, and how to read one piece as Arrow
+record batches that carry an ``_offset`` column (the row's identity within
+its file). It knows nothing about jobs, stores or workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+import pyarrow as pa
+
+from squall.plan.chunk import Piece
+
+OFFSET_COLUMN = "_offset"
+SOURCE_COLUMN = "_source"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One listed input file: its URI (with protocol) and its size in bytes."""
+
+    uri: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to parse input files; built once from the spec and sent to workers."""
+
+    delimiter: str = ","
+    quotechar: str = '"'
+    header: bool = True
+    multiline: bool = False
+    column_types: tuple[tuple[str, str], ...] = ()
+    columns: tuple[str, ...] = ()
+    max_line_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What planning learned about one file without reading its data."""
+
+    file: SourceFile
+    schema: pa.Schema
+    rows: int
+    data_start: int = 0
+    row_group_rows: tuple[int, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A record the reader could not turn into a row: where it is and why."""
+
+    offset: int
+    error_type: str
+    message: str
+
+
+class InputFormat(Protocol):
+    """One input format. Implementations are registered in :mod:`squall.formats.registry`."""
+
+    name: str
+
+    def describe(self, file: SourceFile, options: ReadOptions) -> FileInfo:
+        """Schema and row estimate of ``file``, reading only metadata or a small head sample.
+
+        Raises :class:`squall.errors.InputError` naming the file when it cannot be parsed.
+        """
+        ...
+
+    def cut(self, info: FileInfo, target_rows: int) -> list[tuple[Piece, int]]:
+        """Split the file into pieces of about ``target_rows`` rows each, with each piece's row estimate.
+
+        The pieces cover every row of the file exactly once, in order.
+        """
+        ...
+
+    def read(
+        self, piece: Piece, options: ReadOptions, batch_rows: int, bad: list[BadRecord]
+    ) -> Iterator[pa.RecordBatch]:
+        """Yield the piece's rows as record batches of at most ``batch_rows`` rows with an ``_offset`` column.
+
+        Records that cannot be parsed are appended to ``bad`` instead of failing the piece.
+        """
+        ...

@@ -1,0 +1,213 @@
+"""CSV: byte-range pieces aligned to line ends; whole-file pieces when quoted fields hold newlines.
+
+Column types are inferred once, at planning, from the head of the first file,
+and every piece is parsed with those types, so all parts agree on a schema.
+A value that does not convert becomes a bad record (file and byte offset),
+not a failed chunk.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Iterator
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from squall.errors import InputError
+from squall.formats.base import BadRecord, FileInfo, ReadOptions, SourceFile
+from squall.formats.lines import LineBlock, cut_ranges, nonempty_line_offsets, odd_quote_line, read_line_range
+from squall.formats.table import attach_offsets, convert_leniently, schema_from_types
+from squall.plan.chunk import Piece
+
+_HEAD_BYTES = 1 << 20
+
+
+class CsvFormat:
+    """Comma- (or otherwise) separated text with an optional header line."""
+
+    name = "csv"
+
+    def describe(self, file: SourceFile, options: ReadOptions) -> FileInfo:
+        with fsspec.open(file.uri, "rb") as handle:
+            head = handle.read(_HEAD_BYTES)
+        data_start = _header_end(head, file) if options.header else 0
+        sample = _whole_lines(head[data_start:], at_eof=len(head) == file.size)
+        if not options.multiline:
+            odd = odd_quote_line(LineBlock(sample, data_start), options.quotechar)
+            if odd is not None:
+                raise InputError(
+                    f"{file.uri}: the record at byte {odd} has a quoted field that spans lines; "
+                    "set `multiline = true` (--multiline) so such files are read whole"
+                )
+        names = _column_names(head, data_start, file, options)
+        if sample.strip():
+            schema = _parse(sample, names, options, column_types=None, bad_rows=None).schema
+            sample_rows = len(nonempty_line_offsets(LineBlock(sample, 0)))
+        else:
+            schema, sample_rows = pa.schema([(name, pa.string()) for name in names]), 0
+        rows = _estimate_rows(file.size - data_start, len(sample), sample_rows)
+        notes = ("multiline",) if options.multiline else ()
+        return FileInfo(file=file, schema=schema, rows=rows, data_start=data_start, notes=notes)
+
+    def cut(self, info: FileInfo, target_rows: int) -> list[tuple[Piece, int]]:
+        data_bytes = info.file.size - info.data_start
+        if data_bytes <= 0 or info.rows == 0:
+            return []
+        if _reads_whole_files(info):
+            return [(Piece(info.file.uri, "file", 0, info.file.size, header_end=info.data_start), info.rows)]
+        bytes_per_row = data_bytes / max(info.rows, 1)
+        target_bytes = max(1, int(target_rows * bytes_per_row))
+        ranges = cut_ranges(info.data_start, info.file.size, target_bytes)
+        return [
+            (Piece(info.file.uri, "bytes", lo, hi, header_end=info.data_start), max(1, round((hi - lo) / bytes_per_row)))
+            for lo, hi in ranges
+        ]
+
+    def read(
+        self, piece: Piece, options: ReadOptions, batch_rows: int, bad: list[BadRecord]
+    ) -> Iterator[pa.RecordBatch]:
+        names = [name for name, _ in options.column_types]
+        if piece.kind == "file":
+            table, offsets = _read_whole_file(piece, options, names, bad)
+        else:
+            table, offsets = _read_range(piece, options, names, bad)
+        yield from attach_offsets(table, offsets, options, batch_rows)
+
+
+def _reads_whole_files(info: FileInfo) -> bool:
+    return "multiline" in info.notes
+
+
+def _header_end(head: bytes, file: SourceFile) -> int:
+    newline = head.find(b"\n")
+    if newline < 0:
+        if len(head) < file.size:
+            raise InputError(f"{file.uri}: the header line is longer than {_HEAD_BYTES} bytes; is this a CSV file?")
+        return len(head)
+    return newline + 1
+
+
+def _whole_lines(data: bytes, at_eof: bool) -> bytes:
+    if at_eof:
+        return data
+    cut = data.rfind(b"\n")
+    return data[: cut + 1] if cut >= 0 else b""
+
+
+def _column_names(head: bytes, data_start: int, file: SourceFile, options: ReadOptions) -> list[str]:
+    if options.header:
+        if data_start == 0:
+            raise InputError(f"{file.uri}: the file is empty; a CSV input needs at least a header line")
+        parsed = pacsv.read_csv(
+            io.BytesIO(head[:data_start]),
+            read_options=pacsv.ReadOptions(use_threads=False),
+            parse_options=_parse_options(options),
+        )
+        return parsed.column_names
+    first = head.split(b"\n", 1)[0]
+    width = len(pacsv.read_csv(io.BytesIO(first), read_options=pacsv.ReadOptions(autogenerate_column_names=True)).column_names)
+    return [f"column{i}" for i in range(width)]
+
+
+def _estimate_rows(data_bytes: int, sample_bytes: int, sample_rows: int) -> int:
+    if data_bytes <= 0 or sample_rows == 0:
+        return 0
+    return max(1, round(data_bytes * sample_rows / max(sample_bytes, 1)))
+
+
+def _parse_options(options: ReadOptions, bad_rows: list[tuple[int, str]] | None = None) -> pacsv.ParseOptions:
+    def remember(row: pacsv.InvalidRow) -> str:
+        assert bad_rows is not None
+        bad_rows.append((row.number, f"expected {row.expected_columns} fields, found {row.actual_columns}"))
+        return "skip"
+
+    return pacsv.ParseOptions(
+        delimiter=options.delimiter,
+        quote_char=options.quotechar,
+        newlines_in_values=options.multiline,
+        invalid_row_handler=remember if bad_rows is not None else None,
+    )
+
+
+def _parse(
+    data: bytes,
+    names: list[str],
+    options: ReadOptions,
+    column_types: dict[str, pa.DataType] | None,
+    bad_rows: list[tuple[int, str]] | None,
+) -> pa.Table:
+    return pacsv.read_csv(
+        io.BytesIO(data),
+        read_options=pacsv.ReadOptions(
+            column_names=names, use_threads=False, block_size=max(len(data) + 1, 1 << 20)
+        ),
+        parse_options=_parse_options(options, bad_rows),
+        convert_options=pacsv.ConvertOptions(
+            column_types=column_types or {}, strings_can_be_null=True, quoted_strings_can_be_null=False
+        ),
+    )
+
+
+def _read_range(
+    piece: Piece, options: ReadOptions, names: list[str], bad: list[BadRecord]
+) -> tuple[pa.Table, np.ndarray]:
+    block = read_line_range(piece.uri, piece.start, piece.stop, piece.header_end, options.max_line_bytes)
+    if not options.multiline:
+        odd = odd_quote_line(block, options.quotechar)
+        if odd is not None:
+            raise InputError(
+                f"{piece.uri}: the record at byte {odd} has a quoted field that spans lines; "
+                "set `multiline = true` (--multiline) so such files are read whole"
+            )
+    offsets = nonempty_line_offsets(block)
+    return _parse_typed(block.data, names, options, offsets, bad)
+
+
+def _read_whole_file(
+    piece: Piece, options: ReadOptions, names: list[str], bad: list[BadRecord]
+) -> tuple[pa.Table, np.ndarray]:
+    with fsspec.open(piece.uri, "rb") as handle:
+        data = handle.read()
+    return _parse_typed(data[piece.header_end :], names, options, None, bad)
+
+
+def _parse_typed(
+    data: bytes,
+    names: list[str],
+    options: ReadOptions,
+    offsets: np.ndarray | None,
+    bad: list[BadRecord],
+) -> tuple[pa.Table, np.ndarray]:
+    """Parse with the planned types; rows with the wrong field count or unconvertible values become bad records."""
+    if not data:
+        return schema_from_types(options.column_types).empty_table(), np.empty(0, dtype=np.int64)
+    planned = schema_from_types(options.column_types)
+    invalid: list[tuple[int, str]] = []
+    try:
+        table = _parse(data, names, options, dict(zip(planned.names, planned.types)), invalid)
+        converted = True
+    except pa.ArrowInvalid:
+        invalid.clear()
+        table = _parse(data, names, options, {n: pa.string() for n in names}, invalid)
+        converted = False
+    row_offsets = _surviving_offsets(table.num_rows, invalid, offsets, bad)
+    if converted:
+        return table, row_offsets
+    return convert_leniently(table, options.column_types, row_offsets, bad)
+
+
+def _surviving_offsets(
+    rows: int, invalid: list[tuple[int, str]], offsets: np.ndarray | None, bad: list[BadRecord]
+) -> np.ndarray:
+    """Offsets of the rows the parser kept; the skipped ones are recorded as bad records."""
+    if offsets is None:
+        offsets = np.arange(rows + len(invalid), dtype=np.int64)
+    keep = np.ones(len(offsets), dtype=bool)
+    for number, message in invalid:
+        index = number - 1
+        keep[index] = False
+        bad.append(BadRecord(int(offsets[index]), "MalformedRecord", message))
+    return offsets[keep]

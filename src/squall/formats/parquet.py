@@ -1,0 +1,94 @@
+"""Parquet: pieces are row-group ranges read from the footer, or row slices of one big row group."""
+
+from __future__ import annotations
+
+from itertools import accumulate
+from typing import Iterator
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from squall.errors import InputError
+from squall.formats.base import OFFSET_COLUMN, BadRecord, FileInfo, ReadOptions, SourceFile
+from squall.plan.chunk import Piece
+
+
+class ParquetFormat:
+    """Apache Parquet files; planning reads footers only."""
+
+    name = "parquet"
+
+    def describe(self, file: SourceFile, options: ReadOptions) -> FileInfo:
+        try:
+            with fsspec.open(file.uri, "rb") as handle:
+                metadata = pq.ParquetFile(handle).metadata
+                schema = metadata.schema.to_arrow_schema()
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"{file.uri}: not a readable Parquet file ({exc}); check the file or its extension") from None
+        groups = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
+        return FileInfo(file=file, schema=schema, rows=metadata.num_rows, row_group_rows=groups)
+
+    def cut(self, info: FileInfo, target_rows: int) -> list[tuple[Piece, int]]:
+        pieces: list[tuple[Piece, int]] = []
+        first, rows = 0, 0
+        for index, group_rows in enumerate(info.row_group_rows):
+            if group_rows >= 2 * target_rows:
+                if index > first:
+                    pieces.append((Piece(info.file.uri, "rowgroups", first, index), rows))
+                pieces.extend(_row_slices(info.file.uri, index, group_rows, target_rows))
+                first, rows = index + 1, 0
+                continue
+            if rows and rows + group_rows > target_rows:
+                pieces.append((Piece(info.file.uri, "rowgroups", first, index), rows))
+                first, rows = index, 0
+            rows += group_rows
+        if rows:
+            pieces.append((Piece(info.file.uri, "rowgroups", first, len(info.row_group_rows)), rows))
+        return pieces
+
+    def read(
+        self, piece: Piece, options: ReadOptions, batch_rows: int, bad: list[BadRecord]
+    ) -> Iterator[pa.RecordBatch]:
+        with fsspec.open(piece.uri, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            starts = [0, *accumulate(parquet.metadata.row_group(i).num_rows for i in range(piece.start))]
+            first_row = starts[-1] + piece.row_offset
+            columns = list(options.columns) or None
+            groups = list(range(piece.start, piece.stop))
+            batches = parquet.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns, use_threads=False)
+            yield from _with_offsets(_row_window(batches, piece.row_offset, piece.row_count), first_row)
+
+
+def _row_slices(uri: str, group: int, group_rows: int, target_rows: int) -> list[tuple[Piece, int]]:
+    count = -(-group_rows // target_rows)
+    bounds = [group_rows * i // count for i in range(count + 1)]
+    return [
+        (Piece(uri, "rowgroups", group, group + 1, row_offset=lo, row_count=hi - lo), hi - lo)
+        for lo, hi in zip(bounds, bounds[1:])
+    ]
+
+
+def _row_window(batches: Iterator[pa.RecordBatch], skip: int, take: int | None) -> Iterator[pa.RecordBatch]:
+    """Only the rows ``[skip, skip + take)`` of the stream (all rows from ``skip`` when ``take`` is None)."""
+    seen = 0
+    end = None if take is None else skip + take
+    for batch in batches:
+        lo, hi = seen, seen + batch.num_rows
+        seen = hi
+        if hi <= skip:
+            continue
+        if end is not None and lo >= end:
+            break
+        start = max(skip - lo, 0)
+        stop = batch.num_rows if end is None else min(end - lo, batch.num_rows)
+        yield batch.slice(start, stop - start)
+
+
+def _with_offsets(batches: Iterator[pa.RecordBatch], first_row: int) -> Iterator[pa.RecordBatch]:
+    row = first_row
+    for batch in batches:
+        offsets = pa.array(np.arange(row, row + batch.num_rows, dtype=np.int64))
+        row += batch.num_rows
+        yield batch.append_column(OFFSET_COLUMN, offsets)

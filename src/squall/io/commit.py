@@ -1,0 +1,89 @@
+"""The output committer: the coordinator alone decides which attempt of a chunk wins and commits it.
+
+Workers write under attempt names in ``_tmp/``. Committing the winner is an
+atomic rename to the chunk's part name; every other attempt's file is
+deleted. A duplicate delivery, a late zombie or a retry therefore never
+replaces or doubles a committed part. ``_manifest.json`` and then
+``_SUCCESS`` are written last.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fsspec.core import url_to_fs
+
+from squall.errors import OutputExistsError
+from squall.io import layout
+
+
+class OutputDir:
+    """A job's output location."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri.rstrip("/") or "/"
+        self._fs, self._path = url_to_fs(self.uri)
+
+    def claim(self, job_id: str, overwrite: bool) -> None:
+        """Make the location this job's; refuse one holding anything else unless ``overwrite``."""
+        owner = self._owner()
+        if owner == job_id:
+            return
+        if self._fs.exists(self._path) and self._fs.ls(self._path):
+            if not overwrite:
+                what = f"results of job {owner!r}" if owner else "files squall did not write"
+                raise OutputExistsError(
+                    f"{self.uri} already holds {what}; choose another --output or pass --overwrite to replace them"
+                )
+            self._fs.rm(self._path, recursive=True)
+        self._fs.makedirs(self._path, exist_ok=True)
+        self._write_text(layout.OWNER_FILE, json.dumps({"job_id": job_id}))
+
+    def _owner(self) -> str | None:
+        path = f"{self._path}/{layout.OWNER_FILE}"
+        if not self._fs.exists(path):
+            return None
+        try:
+            return str(json.loads(self._fs.cat_file(path))["job_id"])
+        except (ValueError, KeyError):
+            return None
+
+    def commit(self, attempt_uri: str, final_uri: str) -> str:
+        """Move an attempt's file to its committed name (atomic on a local or POSIX filesystem)."""
+        _, source = url_to_fs(attempt_uri)
+        _, target = url_to_fs(final_uri)
+        self._fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        self._fs.mv(source, target)
+        return final_uri
+
+    def discard(self, attempt_uri: str | None) -> None:
+        """Delete a losing attempt's file, if it exists."""
+        if attempt_uri is None:
+            return
+        _, path = url_to_fs(attempt_uri)
+        if self._fs.exists(path):
+            self._fs.rm(path)
+
+    def clear_attempts(self) -> None:
+        """Remove every attempt file left in ``_tmp/``."""
+        path = f"{self._path}/{layout.TMP_DIR}"
+        if self._fs.exists(path):
+            self._fs.rm(path, recursive=True)
+
+    def remove_final_markers(self) -> None:
+        """Forget an earlier finalize (before a resume or redrive writes a new one)."""
+        for name in (layout.SUCCESS_FILE, layout.MANIFEST_FILE):
+            path = f"{self._path}/{name}"
+            if self._fs.exists(path):
+                self._fs.rm(path)
+
+    def finalize(self, manifest: dict[str, Any], success: bool) -> None:
+        """Write the manifest, then ``_SUCCESS`` when the job's results are final."""
+        self._write_text(layout.MANIFEST_FILE, json.dumps(manifest, indent=2, default=str))
+        if success:
+            self._write_text(layout.SUCCESS_FILE, "")
+
+    def _write_text(self, name: str, text: str) -> None:
+        with self._fs.open(f"{self._path}/{name}", "w") as handle:
+            handle.write(text)

@@ -1,0 +1,39 @@
+"""Where things live in a job's output directory.
+
+```
+OUTPUT/part-00007.parquet          committed predictions of chunk 7
+OUTPUT/_errors/part-00007.parquet  committed error rows of chunk 7
+OUTPUT/_tmp/...-a2.parquet         attempt files, before the coordinator commits one
+OUTPUT/_squall_job.json            which job owns this directory
+OUTPUT/_manifest.json, _SUCCESS    written last, at finalize
+```
+"""
+
+from __future__ import annotations
+
+TMP_DIR = "_tmp"
+ERRORS_DIR = "_errors"
+OWNER_FILE = "_squall_job.json"
+MANIFEST_FILE = "_manifest.json"
+SUCCESS_FILE = "_SUCCESS"
+
+
+def join(base: str, *parts: str) -> str:
+    """``base/part/...`` for local paths and URLs alike."""
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def attempt_part(output: str, chunk_id: int, attempt: int, ext: str) -> str:
+    return join(output, TMP_DIR, f"part-{chunk_id:05d}-a{attempt}.{ext}")
+
+
+def attempt_errors(output: str, chunk_id: int, attempt: int) -> str:
+    return join(output, TMP_DIR, f"errors-{chunk_id:05d}-a{attempt}.parquet")
+
+
+def committed_part(output: str, chunk_id: int, ext: str) -> str:
+    return join(output, f"part-{chunk_id:05d}.{ext}")
+
+
+def committed_errors(output: str, chunk_id: int) -> str:
+    return join(output, ERRORS_DIR, f"part-{chunk_id:05d}.parquet")

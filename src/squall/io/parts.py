@@ -1,0 +1,100 @@
+"""Part writers: one output file per chunk attempt, in the job's output format.
+
+Adding an output format is one writer class and one line in ``_WRITERS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import fsspec
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+
+class PartWriter(Protocol):
+    """Writes record batches that share one schema to one file; ``close`` makes the file complete."""
+
+    def write(self, batch: pa.RecordBatch) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ParquetPartWriter:
+    """A Parquet file with one row group per written batch group (zstd-compressed)."""
+
+    def __init__(self, handle: Any, schema: pa.Schema) -> None:
+        self._writer = pq.ParquetWriter(handle, schema, compression="zstd")
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class CsvPartWriter:
+    """A CSV file with a header line."""
+
+    def __init__(self, handle: Any, schema: pa.Schema) -> None:
+        self._writer = pacsv.CSVWriter(handle, schema)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class JsonlPartWriter:
+    """One JSON object per line."""
+
+    def __init__(self, handle: Any, schema: pa.Schema) -> None:
+        self._handle = handle
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        text = batch.to_pandas().to_json(orient="records", lines=True)
+        self._handle.write(text.encode() + (b"\n" if text and not text.endswith("\n") else b""))
+
+    def close(self) -> None:
+        return None
+
+
+_WRITERS: dict[str, type] = {"parquet": ParquetPartWriter, "csv": CsvPartWriter, "jsonl": JsonlPartWriter}
+EXTENSIONS = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl"}
+
+
+class PartFile:
+    """An output file opened on first write, so that a chunk with no rows leaves no file."""
+
+    def __init__(self, uri: str, output_format: str) -> None:
+        self.uri = uri
+        self.rows = 0
+        self._format = output_format
+        self._opened: Any = None
+        self._writer: PartWriter | None = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        if self._writer is None:
+            self._opened = fsspec.open(self.uri, "wb", auto_mkdir=True)
+            handle = self._opened.__enter__()
+            self._writer = _WRITERS[self._format](handle, batch.schema)
+        self._writer.write(batch)
+        self.rows += batch.num_rows
+
+    def close(self) -> str | None:
+        """Finish the file; returns its URI, or ``None`` when nothing was written."""
+        if self._writer is None:
+            return None
+        self._writer.close()
+        self._opened.__exit__(None, None, None)
+        return self.uri
+
+    def abandon(self) -> None:
+        """Close without caring whether the file is complete (it will be deleted)."""
+        if self._opened is not None:
+            self._opened.__exit__(None, None, None)
+

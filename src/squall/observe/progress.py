@@ -1,0 +1,75 @@
+"""What a person sees while a job runs: a live progress bar, then a summary."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from squall.observe.events import JobListener
+
+if TYPE_CHECKING:
+    from squall.coordinator import JobResult
+    from squall.runtime.task import InvocationReport
+
+
+class ProgressBar(JobListener):
+    """A rich progress bar: chunks done of total, rows, rows/s, elapsed time and ETA."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("chunks · {task.fields[rows]:,} rows · {task.fields[rate]:,.0f} rows/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task_id = None
+        self._rows = 0
+
+    def job_started(self, job_id: str, chunks_total: int, chunks_done: int, est_rows: int) -> None:
+        self._progress.start()
+        self._task_id = self._progress.add_task("predicting", total=chunks_total, completed=chunks_done, rows=0, rate=0.0)
+
+    def invocation_finished(self, report: InvocationReport, committed: bool) -> None:
+        if self._task_id is None or not committed:
+            return
+        self._rows += report.rows_in
+        elapsed = self._progress.tasks[0].elapsed or 0.0
+        rate = self._rows / elapsed if elapsed > 0 else 0.0
+        self._progress.update(self._task_id, advance=1, rows=self._rows, rate=rate)
+
+    def chunk_failed(self, job_id: str, chunk_id: int, attempt: int, outcome: str, error: str, dead: bool) -> None:
+        what = "dead-lettered" if dead else "will retry"
+        self._progress.console.print(f"[yellow]chunk {chunk_id} attempt {attempt} {outcome}: {error} ({what})")
+        if dead and self._task_id is not None:
+            self._progress.update(self._task_id, advance=1)
+
+    def job_finished(self, result: JobResult) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+
+def summary_table(result: JobResult) -> Table:
+    """The end-of-job summary: rows, wall time, rows/s, cold starts, parts, output."""
+    colour = {"SUCCEEDED": "green", "PARTIAL": "yellow"}.get(result.state, "red")
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_row("job", result.job_id)
+    table.add_row("state", f"[bold {colour}]{result.state}")
+    table.add_row("rows", f"{result.rows_in:,} read · {result.rows_out:,} predicted · {result.error_rows:,} errors")
+    table.add_row("wall time", f"{result.wall_s:.2f} s ({result.rows_per_s:,.0f} rows/s)")
+    table.add_row("invocations", f"{result.invocations} ({result.cold_starts} cold starts)")
+    table.add_row("chunks", f"{result.chunks} ({result.dead_chunks} dead) → {len(result.parts)} parts")
+    table.add_row("output", result.output)
+    if result.message:
+        table.add_row("note", result.message)
+    return table

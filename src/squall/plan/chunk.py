@@ -1,0 +1,65 @@
+"""The chunk descriptor: what one invocation reads. Never the data itself.
+
+A ``Piece`` is a contiguous slice of one file:
+
+- ``kind="rowgroups"`` (Parquet): row groups ``[start, stop)``; optionally
+  ``row_offset``/``row_count`` narrow it to a row slice of those groups after a
+  split.
+- ``kind="bytes"`` (CSV/JSONL): the lines that *start* in ``[start, stop)``; a
+  reader skips the partial first line unless ``start`` is where a line
+  begins at the start of the file's data, and reads through the line that
+  crosses ``stop``. So the union of a file's ranges is every line exactly once.
+- ``kind="file"``: the whole file, parsed as one (CSV with newlines in quotes).
+
+A ``Chunk`` is one or more pieces (small files are packed together) plus
+estimates. Descriptors are frozen, versioned and travel as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+PieceKind = Literal["rowgroups", "bytes", "file"]
+DESCRIPTOR_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A contiguous slice of one input file (see the module docstring for each kind)."""
+
+    uri: str
+    kind: PieceKind
+    start: int
+    stop: int
+    row_offset: int = 0
+    row_count: int | None = None
+    header_end: int = 0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One unit of work: the pieces one invocation reads, and how big it is expected to be."""
+
+    job_id: str
+    chunk_id: int
+    format: str
+    pieces: tuple[Piece, ...]
+    est_rows: int
+    est_bytes: int
+    version: int = field(default=DESCRIPTOR_VERSION)
+
+    def to_json(self) -> str:
+        """The descriptor as a JSON document."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Chunk:
+        """Parse a descriptor written by :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Chunk:
+        pieces = tuple(Piece(**piece) for piece in data["pieces"])
+        return cls(**{**data, "pieces": pieces})

@@ -1,0 +1,152 @@
+"""The planner: list inputs, describe each file from metadata, cut and pack them into balanced chunks.
+
+Planning reads footers (Parquet) or the first megabyte of the first file
+(CSV/JSONL), never the data, and checks that every key and feature column
+exists before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from squall.errors import InputError
+from squall.formats.base import OFFSET_COLUMN, SOURCE_COLUMN, FileInfo, ReadOptions, SourceFile
+from squall.formats.registry import detect_format, get_format
+from squall.formats.table import type_name
+from squall.plan.chunk import Chunk, Piece
+from squall.plan.sources import list_inputs
+from squall.spec import JobSpec
+
+CHUNKS_PER_WORKER = 4
+MIN_AUTO_CHUNK_ROWS = 1_000
+MAX_AUTO_CHUNK_ROWS = 1_000_000
+MAX_AUTO_CHUNK_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a job will do: its chunks, the columns it reads, and how planning saw the inputs."""
+
+    job_id: str
+    format: str
+    files: tuple[FileInfo, ...]
+    chunks: tuple[Chunk, ...]
+    read_options: ReadOptions
+    key: tuple[str, ...]
+    features: tuple[str, ...]
+    target_rows: int
+
+    @property
+    def est_rows(self) -> int:
+        return sum(chunk.est_rows for chunk in self.chunks)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(info.file.size for info in self.files)
+
+
+def make_plan(spec: JobSpec, job_id: str) -> Plan:
+    """Plan ``spec`` as job ``job_id``; raises :class:`InputError` for anything that would fail later."""
+    files = list_inputs(spec.input)
+    format_name = _job_format(spec, files)
+    fmt = get_format(format_name)
+    options = _read_options(spec)
+    infos = [fmt.describe(file, options) for file in files]
+    key, features = _columns(spec, infos)
+    options = _with_columns(options, infos, key, features)
+    target = _target_rows(spec, infos)
+    units = [unit for info in infos for unit in fmt.cut(info, target)]
+    chunks = _pack(job_id, format_name, units, target, {i.file.uri: i.file.size for i in infos})
+    return Plan(job_id, format_name, tuple(infos), tuple(chunks), options, key, features, target)
+
+
+def _job_format(spec: JobSpec, files: list[SourceFile]) -> str:
+    if spec.format != "auto":
+        return spec.format
+    formats = {detect_format(f.uri) for f in files}
+    if len(formats) > 1:
+        raise InputError(
+            f"the inputs mix formats ({', '.join(sorted(formats))}); run one job per format or set `format`"
+        )
+    return formats.pop()
+
+
+def _read_options(spec: JobSpec) -> ReadOptions:
+    return ReadOptions(delimiter=spec.delimiter, quotechar=spec.quotechar, header=spec.header, multiline=spec.multiline)
+
+
+def _columns(spec: JobSpec, infos: list[FileInfo]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    described = [i for i in infos if len(i.schema)]
+    if not described:
+        return tuple(spec.key), tuple(spec.features or ())
+    first = described[0].schema.names
+    reserved = {OFFSET_COLUMN, SOURCE_COLUMN}
+    features = spec.features or [c for c in first if c not in spec.key and c not in reserved]
+    if not features:
+        raise InputError(f"{described[0].file.uri}: no feature columns left after the key; set `features`")
+    wanted = [*spec.key, *features]
+    for info in described:
+        missing = [c for c in wanted if c not in info.schema.names]
+        if missing:
+            what = "key" if set(missing) <= set(spec.key) else "feature"
+            raise InputError(
+                f"{info.file.uri}: missing {what} column(s) {missing}; the file has {info.schema.names}. "
+                "Fix `key`/`features` or the file"
+            )
+    return tuple(spec.key), tuple(features)
+
+
+def _with_columns(
+    options: ReadOptions, infos: list[FileInfo], key: tuple[str, ...], features: tuple[str, ...]
+) -> ReadOptions:
+    described = [i for i in infos if len(i.schema)]
+    schema = described[0].schema if described else None
+    types = tuple((f.name, type_name(f.type)) for f in schema) if schema is not None else ()
+    columns = tuple(dict.fromkeys([*key, *features]))
+    return ReadOptions(**{**options.__dict__, "column_types": types, "columns": columns})
+
+
+def _target_rows(spec: JobSpec, infos: list[FileInfo]) -> int:
+    rows = sum(i.rows for i in infos)
+    size = sum(i.file.size for i in infos)
+    bytes_per_row = size / rows if rows else 1.0
+    if spec.chunk_rows:
+        return spec.chunk_rows
+    if spec.chunk_bytes:
+        return max(1, int(spec.chunk_bytes / bytes_per_row))
+    per_worker = -(-rows // (spec.workers * CHUNKS_PER_WORKER)) if rows else MIN_AUTO_CHUNK_ROWS
+    by_bytes = max(1, int(MAX_AUTO_CHUNK_BYTES / bytes_per_row))
+    return max(MIN_AUTO_CHUNK_ROWS, min(per_worker, MAX_AUTO_CHUNK_ROWS, by_bytes))
+
+
+def _pack(
+    job_id: str, format_name: str, units: list[tuple[Piece, int]], target: int, sizes: dict[str, int]
+) -> list[Chunk]:
+    """Greedily pack consecutive pieces into chunks of at most ``target`` estimated rows."""
+    chunks: list[Chunk] = []
+    pending: list[tuple[Piece, int]] = []
+
+    def close() -> None:
+        if pending:
+            pieces = tuple(p for p, _ in pending)
+            chunks.append(
+                Chunk(job_id, len(chunks), format_name, pieces, sum(r for _, r in pending), _bytes(pieces, sizes))
+            )
+            pending.clear()
+
+    for piece, rows in units:
+        if pending and sum(r for _, r in pending) + rows > target:
+            close()
+        pending.append((piece, rows))
+    close()
+    return chunks
+
+
+def _bytes(pieces: tuple[Piece, ...], sizes: dict[str, int]) -> int:
+    total = 0
+    for piece in pieces:
+        if piece.kind == "bytes":
+            total += piece.stop - piece.start
+        else:
+            total += sizes.get(piece.uri, 0)
+    return total

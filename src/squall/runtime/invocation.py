@@ -1,0 +1,255 @@
+"""One invocation: read a chunk as Arrow batches → preprocess → predict → postprocess → write one attempt part.
+
+A batch that raises is bisected until the rows that raise are isolated; they
+become error rows (``_errors/``) and every other row is predicted. An
+invocation never raises: whatever happens becomes its ``InvocationReport``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+
+from squall.errors import ErrorInfo, InputError, SquallError
+from squall.formats.base import OFFSET_COLUMN, SOURCE_COLUMN, BadRecord
+from squall.formats.registry import get_format
+from squall.io import layout
+from squall.io.parts import EXTENSIONS, PartFile
+from squall.models.base import LoadedModel
+from squall.models.code import resolve
+from squall.plan.chunk import Chunk
+from squall.runtime.predictions import to_columns, to_model_input
+from squall.runtime.task import InvocationReport, JobTask
+
+ERROR_SCHEMA = pa.schema(
+    [
+        (SOURCE_COLUMN, pa.string()),
+        (OFFSET_COLUMN, pa.int64()),
+        ("key", pa.string()),
+        ("step", pa.string()),
+        ("error_type", pa.string()),
+        ("message", pa.string()),
+        ("chunk", pa.int64()),
+        ("attempt", pa.int64()),
+    ]
+)
+
+
+class ErrorBudgetExceeded(SquallError):
+    """So many rows of one batch raise that the model, not the data, is at fault."""
+
+
+class _StepFailed(Exception):
+    def __init__(self, step: str, cause: BaseException) -> None:
+        super().__init__(f"{step}: {type(cause).__name__}: {cause}")
+        self.step = step
+        self.cause = cause
+
+
+@dataclass
+class Steps:
+    """The per-batch pipeline of a job, resolved once per worker."""
+
+    model: LoadedModel
+    preprocess: Callable[[Any], Any] | None = None
+    postprocess: Callable[[Any], Any] | None = None
+
+    @classmethod
+    def for_task(cls, task: JobTask, model: LoadedModel) -> Steps:
+        pre = resolve(task.preprocess, "preprocess") if task.preprocess else None
+        post = resolve(task.postprocess, "postprocess") if task.postprocess else None
+        return cls(model, pre, post)
+
+
+@dataclass
+class _Invocation:
+    task: JobTask
+    chunk: Chunk
+    attempt: int
+    steps: Steps
+    part: PartFile
+    errors: PartFile
+    rows_in: int = 0
+    budget: int = 0
+
+
+def invoke(task: JobTask, chunk: Chunk, attempt: int, worker: int, steps: Steps) -> InvocationReport:
+    """Run one chunk and report; the part is written under its attempt name, never committed here."""
+    started, clock = time.time(), time.perf_counter()
+    ext = EXTENSIONS[task.output_format]
+    run = _Invocation(
+        task,
+        chunk,
+        attempt,
+        steps,
+        PartFile(layout.attempt_part(task.output, chunk.chunk_id, attempt, ext), task.output_format),
+        PartFile(layout.attempt_errors(task.output, chunk.chunk_id, attempt), "parquet"),
+    )
+    base = dict(job_id=task.job_id, chunk_id=chunk.chunk_id, attempt=attempt, worker=worker, started_at=started)
+    try:
+        _read_and_predict(run)
+        part, error_part = run.part.close(), run.errors.close()
+    except Exception as exc:  # the report carries it; an invocation must never take its worker down
+        run.part.abandon()
+        run.errors.abandon()
+        return InvocationReport(
+            **base,
+            outcome="error",
+            rows_in=run.rows_in,
+            duration_s=time.perf_counter() - clock,
+            max_rss_mb=_max_rss_mb(),
+            error=ErrorInfo.from_exception(exc, traceback.format_exc()),
+            retryable=not isinstance(exc, InputError),
+        )
+    return InvocationReport(
+        **base,
+        outcome="ok",
+        rows_in=run.rows_in,
+        rows_out=run.part.rows,
+        error_rows=run.errors.rows,
+        part=part,
+        error_part=error_part,
+        duration_s=time.perf_counter() - clock,
+        max_rss_mb=_max_rss_mb(),
+    )
+
+
+def _read_and_predict(run: _Invocation) -> None:
+    fmt = get_format(run.chunk.format)
+    for piece in run.chunk.pieces:
+        bad: list[BadRecord] = []
+        for batch in fmt.read(piece, run.task.read_options, run.task.batch_size, bad):
+            run.rows_in += batch.num_rows
+            _predict_batch(run, batch, piece.uri)
+        run.rows_in += len(bad)
+        _write_bad_records(run, piece.uri, bad)
+
+
+def _predict_batch(run: _Invocation, batch: pa.RecordBatch, source: str) -> None:
+    run.budget = max(256, batch.num_rows // 20)
+    good: list[tuple[int, list[tuple[str, pa.Array]]]] = []
+    failed: list[tuple[int, _StepFailed]] = []
+    _isolate(run, batch, 0, batch.num_rows, good, failed)
+    if good:
+        ok = np.zeros(batch.num_rows, dtype=bool)
+        for start, columns in good:
+            ok[start : start + len(columns[0][1])] = True
+        names = [name for name, _ in good[0][1]]
+        predictions = [pa.concat_arrays([cols[i][1] for _, cols in good]) for i in range(len(names))]
+        identity = _identity(run, batch, source).filter(pa.array(ok))
+        out = pa.RecordBatch.from_arrays([*identity.columns, *predictions], names=[*identity.schema.names, *names])
+        run.part.write(out)
+    if failed:
+        _write_failed_rows(run, batch, source, failed)
+
+
+def _isolate(
+    run: _Invocation,
+    batch: pa.RecordBatch,
+    lo: int,
+    hi: int,
+    good: list[tuple[int, list[tuple[str, pa.Array]]]],
+    failed: list[tuple[int, _StepFailed]],
+) -> None:
+    """Predict rows ``[lo, hi)``; on failure, bisect until each failing row stands alone."""
+    try:
+        good.append((lo, _predict_rows(run, batch.slice(lo, hi - lo))))
+        return
+    except _StepFailed as failure:
+        if hi - lo == 1:
+            failed.append((lo, failure))
+            if len(failed) > run.budget:
+                raise ErrorBudgetExceeded(
+                    f"more than {run.budget} rows of one batch failed; first: {failed[0][1]}"
+                ) from failure.cause
+            return
+    mid = (lo + hi) // 2
+    _isolate(run, batch, lo, mid, good, failed)
+    _isolate(run, batch, mid, hi, good, failed)
+
+
+def _predict_rows(run: _Invocation, batch: pa.RecordBatch) -> list[tuple[str, pa.Array]]:
+    steps, task = run.steps, run.task
+    data = to_model_input(batch, task.features, task.batch_format)
+    if steps.preprocess is not None:
+        data = _step("preprocess", steps.preprocess, data)
+    output = _step("predict", steps.model.call, data)
+    if steps.postprocess is not None:
+        output = _step("postprocess", steps.postprocess, output)
+    try:
+        return to_columns(output, batch.num_rows, task.naming, steps.model.labels)
+    except SquallError as exc:
+        raise _StepFailed("predict", exc) from exc
+
+
+def _step(name: str, function: Callable[[Any], Any], data: Any) -> Any:
+    try:
+        return function(data)
+    except Exception as exc:
+        raise _StepFailed(name, exc) from exc
+
+
+def _identity(run: _Invocation, batch: pa.RecordBatch, source: str) -> pa.RecordBatch:
+    if run.task.key:
+        return batch.select(list(run.task.key))
+    sources = pa.repeat(pa.scalar(source, pa.string()), batch.num_rows)
+    return pa.RecordBatch.from_arrays(
+        [sources, batch.column(OFFSET_COLUMN)], names=[SOURCE_COLUMN, OFFSET_COLUMN]
+    )
+
+
+def _write_failed_rows(
+    run: _Invocation, batch: pa.RecordBatch, source: str, failed: list[tuple[int, _StepFailed]]
+) -> None:
+    rows = [index for index, _ in failed]
+    keys = _key_text(run, batch, rows)
+    offsets = batch.column(OFFSET_COLUMN).take(pa.array(rows)).to_pylist()
+    records = [
+        (offset, key, failure.step, type(failure.cause).__name__, str(failure.cause))
+        for offset, key, (_, failure) in zip(offsets, keys, failed)
+    ]
+    _write_errors(run, source, records)
+
+
+def _write_bad_records(run: _Invocation, source: str, bad: list[BadRecord]) -> None:
+    _write_errors(run, source, [(b.offset, None, "read", b.error_type, b.message) for b in bad])
+
+
+def _write_errors(run: _Invocation, source: str, records: list[tuple[int, str | None, str, str, str]]) -> None:
+    if not records:
+        return
+    offsets, keys, steps, types, messages = (list(column) for column in zip(*records))
+    count = len(records)
+    run.errors.write(
+        pa.RecordBatch.from_arrays(
+            [
+                pa.array([source] * count, pa.string()),
+                pa.array(offsets, pa.int64()),
+                pa.array(keys, pa.string()),
+                pa.array(steps, pa.string()),
+                pa.array(types, pa.string()),
+                pa.array(messages, pa.string()),
+                pa.array([run.chunk.chunk_id] * count, pa.int64()),
+                pa.array([run.attempt] * count, pa.int64()),
+            ],
+            schema=ERROR_SCHEMA,
+        )
+    )
+
+
+def _key_text(run: _Invocation, batch: pa.RecordBatch, rows: list[int]) -> list[str | None]:
+    if not run.task.key:
+        return [None] * len(rows)
+    picked = batch.select(list(run.task.key)).take(pa.array(rows)).to_pylist()
+    return [json.dumps(row, default=str) for row in picked]
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -1,0 +1,70 @@
+"""Turn a batch into what the model expects, and what the model returns into named Arrow columns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from squall.errors import SquallError
+
+
+class OutputShapeError(SquallError):
+    """The model returned something squall cannot turn into one row per input row."""
+
+
+@dataclass(frozen=True)
+class OutputNaming:
+    """How prediction columns are named: a single name/prefix, or explicit names."""
+
+    prefix: str = "prediction"
+    explicit: tuple[str, ...] = ()
+
+
+def to_model_input(batch: pa.RecordBatch, features: Sequence[str], batch_format: str) -> Any:
+    """The feature columns of ``batch`` in the form the model receives."""
+    selected = batch.select(list(features))
+    if batch_format == "arrow":
+        return selected
+    if batch_format == "numpy":
+        return np.column_stack([column.to_numpy(zero_copy_only=False) for column in selected.columns])
+    return selected.to_pandas()
+
+
+def to_columns(output: Any, rows: int, naming: OutputNaming, labels: Sequence[Any] | None) -> list[tuple[str, pa.Array]]:
+    """Named Arrow columns, one value per row, from a model's output."""
+    if isinstance(output, (pa.Table, pa.RecordBatch)):
+        columns = [(name, _flat(output.column(name))) for name in output.column_names]
+    elif isinstance(output, dict):
+        columns = [(str(name), pa.array(np.asarray(values))) for name, values in output.items()]
+    elif hasattr(output, "columns") and hasattr(output, "to_numpy") and not isinstance(output, np.ndarray):
+        columns = [(str(name), pa.array(output[name].to_numpy())) for name in output.columns]
+    else:
+        columns = _array_columns(np.asarray(output), naming, labels)
+    for name, column in columns:
+        if len(column) != rows:
+            raise OutputShapeError(f"the model returned {len(column)} values in column {name!r} for a batch of {rows} rows")
+    if naming.explicit and len(naming.explicit) != len(columns):
+        raise OutputShapeError(
+            f"`output_columns` names {len(naming.explicit)} columns but the model returned {len(columns)}"
+        )
+    if naming.explicit:
+        columns = [(name, column) for name, (_, column) in zip(naming.explicit, columns)]
+    return columns
+
+
+def _flat(column: Any) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _array_columns(values: np.ndarray, naming: OutputNaming, labels: Sequence[Any] | None) -> list[tuple[str, pa.Array]]:
+    if values.ndim == 1:
+        return [(naming.explicit[0] if len(naming.explicit) == 1 else naming.prefix, pa.array(values))]
+    if values.ndim != 2:
+        raise OutputShapeError(f"the model returned an array of shape {values.shape}; expected one or two dimensions")
+    names = [f"{naming.prefix}_{label}" for label in labels] if labels is not None and len(labels) == values.shape[1] else [
+        f"{naming.prefix}_{i}" for i in range(values.shape[1])
+    ]
+    return [(name, pa.array(values[:, i])) for i, name in enumerate(names)]

@@ -1,0 +1,86 @@
+"""The records that cross the process boundary: what a job asks of every invocation, and what one reports."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from squall.errors import ErrorInfo
+from squall.formats.base import ReadOptions
+from squall.models.base import ModelRef
+from squall.runtime.predictions import OutputNaming
+
+REPORT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class JobTask:
+    """Everything an invocation needs besides its chunk; the same for every chunk of a job."""
+
+    job_id: str
+    model: ModelRef
+    read_options: ReadOptions
+    key: tuple[str, ...]
+    features: tuple[str, ...]
+    batch_size: int
+    batch_format: str
+    preprocess: str | None
+    postprocess: str | None
+    output: str
+    output_format: str
+    naming: OutputNaming
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> JobTask:
+        data = json.loads(text)
+        read = data["read_options"]
+        return cls(
+            **{
+                **data,
+                "model": ModelRef(**data["model"]),
+                "read_options": ReadOptions(
+                    **{**read, "column_types": tuple(map(tuple, read["column_types"])), "columns": tuple(read["columns"])}
+                ),
+                "key": tuple(data["key"]),
+                "features": tuple(data["features"]),
+                "naming": OutputNaming(data["naming"]["prefix"], tuple(data["naming"]["explicit"])),
+            }
+        )
+
+
+Outcome = Literal["ok", "error", "timeout", "lost"]
+
+
+@dataclass(frozen=True)
+class InvocationReport:
+    """What one invocation did, as a function platform's REPORT line says it."""
+
+    job_id: str
+    chunk_id: int
+    attempt: int
+    worker: int
+    outcome: Outcome
+    rows_in: int = 0
+    rows_out: int = 0
+    error_rows: int = 0
+    part: str | None = None
+    error_part: str | None = None
+    started_at: float = 0.0
+    duration_s: float = 0.0
+    init_s: float | None = None
+    max_rss_mb: float = 0.0
+    error: ErrorInfo | None = None
+    retryable: bool = True
+    version: int = REPORT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InvocationReport:
+        error = ErrorInfo(**data["error"]) if data.get("error") else None
+        return cls(**{**data, "error": error})

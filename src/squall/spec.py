@@ -1,0 +1,201 @@
+"""``JobSpec``: everything a job needs, validated once at the entry point.
+
+Field names are the CLI's long option names (``--chunk-rows`` is
+``chunk_rows``; a TOML file may spell it either way). Values resolve in this
+order, later winning: defaults < spec file < ``SQUALL_<FIELD>`` environment
+variables < explicit arguments (CLI options or keyword arguments).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from squall.errors import SpecError
+
+Method = Literal["predict", "predict_proba", "decision_function", "transform"]
+InputFormat = Literal["auto", "parquet", "csv", "jsonl"]
+OutputFormat = Literal["parquet", "csv", "jsonl"]
+BatchFormat = Literal["pandas", "numpy", "arrow"]
+Flavor = Literal["auto", "joblib", "pickle", "callable"]
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class JobSpec(BaseModel):
+    """A batch-prediction job: what to read, which model to run, where to write, and the limits.
+
+    Every field is documented in README.md ("Spec fields"); every CLI option of
+    ``squall run`` sets the field of the same name.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    # what to run
+    model: str = Field(description="Model file (.joblib/.pkl) or `module:attr` for user code.")
+    flavor: Flavor = Field("auto", description="How to load the model; `auto` guesses from `model`.")
+    method: Method = Field("predict", description="Model method to call on each batch.")
+    preprocess: str | None = Field(None, description="`module:attr` called on each batch before the model.")
+    postprocess: str | None = Field(None, description="`module:attr` called on each model output.")
+    batch_size: int = Field(65536, gt=0, description="Rows handed to the model per call.")
+    batch_format: BatchFormat = Field("pandas", description="What the model receives: pandas, numpy or arrow.")
+
+    # what to read
+    input: list[str] = Field(description="Paths, directories, globs or fsspec URLs.")
+    format: InputFormat = Field("auto", description="Input format; `auto` uses the file extension.")
+    key: list[str] = Field(default_factory=list, description="Columns copied to the output to identify rows.")
+    features: list[str] | None = Field(None, description="Columns given to the model; default all but the key.")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter.")
+    quotechar: str = Field('"', min_length=1, max_length=1, description="CSV quote character.")
+    header: bool = Field(True, description="CSV files start with a header line.")
+    multiline: bool = Field(False, description="CSV quoted fields may hold newlines: split per file, not per byte range.")
+
+    # how to cut the work
+    chunk_rows: int | None = Field(None, gt=0, description="Target rows per chunk.")
+    chunk_bytes: int | None = Field(None, gt=0, description="Target input bytes per chunk.")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0, description="Worker processes.")
+    threads_per_worker: int | None = Field(None, gt=0, description="BLAS/OpenMP threads per worker; default cores // workers.")
+
+    # where to write
+    output: str = Field(description="Output directory or URL.")
+    output_format: OutputFormat = Field("parquet", description="Format of the part files.")
+    prediction_column: str = Field("prediction", min_length=1, description="Name (or prefix) of prediction columns.")
+    output_columns: list[str] | None = Field(None, description="Explicit names for the prediction columns.")
+    overwrite: bool = Field(False, description="Replace an output that holds another job's results.")
+
+    # limits and failure handling
+    timeout: float = Field(900.0, gt=0, description="Seconds one invocation may run before its worker is killed.")
+    max_attempts: int = Field(3, ge=1, description="Attempts per chunk before it is dead-lettered.")
+    backoff_base: float = Field(0.5, ge=0, description="First retry delay bound in seconds (full jitter).")
+    backoff_max: float = Field(30.0, ge=0, description="Largest retry delay in seconds.")
+    max_error_rate: float = Field(0.0, ge=0, le=1, description="Error rows allowed, as a fraction of rows read.")
+
+    # bookkeeping
+    job_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Name for the job.")
+    state_dir: str | None = Field(None, description="Where job state lives; default $SQUALL_HOME or ~/.squall.")
+
+    _split_lists = field_validator("input", "key", "features", "output_columns", mode="before")(_split_csv)
+
+    @field_validator("input")
+    @classmethod
+    def _input_not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one input path, directory or glob")
+        return value
+
+    @model_validator(mode="after")
+    def _key_not_a_feature(self) -> JobSpec:
+        overlap = set(self.key) & set(self.features or [])
+        if overlap:
+            raise ValueError(f"columns {sorted(overlap)} are both key and feature; drop them from one")
+        return self
+
+    def resolved_state_dir(self) -> Path:
+        """The state directory this job uses."""
+        return default_state_dir(self.state_dir)
+
+    def resolved_threads(self) -> int:
+        """BLAS/OpenMP threads each worker may use so that workers × threads fits the cores."""
+        if self.threads_per_worker:
+            return self.threads_per_worker
+        return max(1, (os.cpu_count() or 1) // self.workers)
+
+    def to_json(self) -> str:
+        """The spec as JSON, the form stored with the job and sent to workers."""
+        return self.model_dump_json()
+
+
+def default_state_dir(explicit: str | None = None) -> Path:
+    """``explicit``, else ``$SQUALL_HOME``, else ``~/.squall``."""
+    return Path(explicit or os.environ.get("SQUALL_HOME") or Path.home() / ".squall").expanduser()
+
+
+def field_names() -> list[str]:
+    """Every spec field, in declaration order."""
+    return list(JobSpec.model_fields)
+
+
+def load_spec_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (or JSON) spec file into raw field values; field names may use ``-`` or ``_``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file {path}: {exc.strerror}; check the path") from exc
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else _toml_loads(text)
+    except ValueError as exc:
+        raise SpecError(f"spec file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from exc
+    return {name.replace("-", "_"): value for name, value in raw.items()}
+
+
+def _toml_loads(text: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
+def environment_values(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Spec fields set through ``SQUALL_<FIELD>`` environment variables."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name in field_names():
+        if name == "state_dir":
+            continue  # SQUALL_HOME already names it
+        raw = environ.get(f"SQUALL_{name.upper()}")
+        if raw is not None:
+            values[name] = raw
+    return values
+
+
+def build_spec(
+    file_values: Mapping[str, Any] | None = None,
+    explicit: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> JobSpec:
+    """Resolve defaults < file < environment < explicit values into a validated ``JobSpec``."""
+    merged: dict[str, Any] = {}
+    merged.update(file_values or {})
+    merged.update(environment_values(environ))
+    merged.update({k: v for k, v in (explicit or {}).items() if v is not None})
+    unknown = [name for name in merged if name not in JobSpec.model_fields]
+    if unknown:
+        raise SpecError(_unknown_field_message(unknown[0]))
+    try:
+        return JobSpec.model_validate(merged)
+    except ValidationError as exc:
+        raise SpecError(_validation_message(exc)) from None
+
+
+def _unknown_field_message(name: str) -> str:
+    close = difflib.get_close_matches(name, field_names(), n=1)
+    hint = f"; did you mean `{close[0]}`?" if close else "; see README.md for the spec fields"
+    return f"unknown spec field `{name}`{hint}"
+
+
+def _validation_message(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "spec"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = f"is required (--{field.replace('_', '-')} on the command line)"
+            lines.append(f"`{field}` {message}")
+        else:
+            lines.append(f"field `{field}`: {message} (got {error.get('input')!r})")
+    return "invalid spec: " + "; ".join(lines)
+
+
+__all__ = ["JobSpec", "build_spec", "load_spec_file", "default_state_dir", "field_names"]

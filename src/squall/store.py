@@ -1,0 +1,362 @@
+"""The job store: SQLite in WAL mode, written by the coordinator alone.
+
+Tables
+------
+``jobs``      one row per job: spec, state, output, timestamps, summary counts.
+``chunks``    one row per chunk: its descriptor and where it is in the queue.
+``attempts``  one row per invocation of a chunk: worker, outcome, error, report.
+
+Chunk states and lease rules
+----------------------------
+``pending`` → ``leased`` (claimed by the coordinator for one worker, with a
+deadline; ``attempts`` counts claims) → ``done`` (its winning attempt is
+committed) or back to ``pending`` (retry, not before ``not_before``) or
+``dead`` (attempts exhausted; ``redrive`` returns it to ``pending``) or
+``split`` (replaced by two children that cover the same rows).
+A coordinator that dies leaves chunks ``leased``; ``resume`` returns them
+to ``pending``. Only one coordinator may run a job at a time: it holds an
+exclusive lock on ``locks/JOB.lock`` for as long as it runs.
+
+Durability: WAL with ``synchronous=NORMAL`` survives a killed process; after
+a power cut the last few acknowledgements may be lost, and those chunks are
+simply run again (their parts are rewritten with identical content).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from squall.errors import JobNotFoundError, StoreError
+from squall.plan.chunk import Chunk
+from squall.runtime.task import InvocationReport
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    task TEXT NOT NULL,
+    output TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    chunks_total INTEGER NOT NULL DEFAULT 0,
+    est_rows INTEGER NOT NULL DEFAULT 0,
+    cold_starts INTEGER NOT NULL DEFAULT 0,
+    message TEXT
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    job_id TEXT NOT NULL,
+    chunk_id INTEGER NOT NULL,
+    descriptor TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    worker INTEGER,
+    rows_in INTEGER NOT NULL DEFAULT 0,
+    rows_out INTEGER NOT NULL DEFAULT 0,
+    error_rows INTEGER NOT NULL DEFAULT 0,
+    part TEXT,
+    error_part TEXT,
+    finished_at REAL,
+    PRIMARY KEY (job_id, chunk_id)
+);
+CREATE INDEX IF NOT EXISTS chunks_queue ON chunks (job_id, state, chunk_id);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id TEXT NOT NULL,
+    chunk_id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker INTEGER,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    outcome TEXT,
+    error TEXT,
+    report TEXT,
+    PRIMARY KEY (job_id, chunk_id, attempt)
+);
+"""
+
+ACTIVE_STATES = ("PENDING", "RUNNING")
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as the store knows it."""
+
+    job_id: str
+    spec: dict[str, Any]
+    task: str
+    output: str
+    state: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    chunks_total: int
+    est_rows: int
+    cold_starts: int
+    message: str | None
+
+
+@dataclass(frozen=True)
+class ChunkCounts:
+    """How many chunks of a job are in each state, and the rows of the finished ones."""
+
+    by_state: dict[str, int]
+    rows_in: int
+    rows_out: int
+    error_rows: int
+
+    def count(self, state: str) -> int:
+        return self.by_state.get(state, 0)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A chunk leased for one attempt."""
+
+    chunk: Chunk
+    attempt: int
+
+
+class JobStore:
+    """The SQLite store under a state directory (see the module docstring)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(state_dir / "squall.db", timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{state_dir / 'squall.db'}: cannot open the job store ({exc}); use another --state-dir") from exc
+        self._check_version()
+        self._locks: dict[str, Any] = {}
+
+    def _check_version(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
+        if row is None:
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise StoreError(f"the job store has schema version {row[0]}; this squall reads {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        for handle in self._locks.values():
+            handle.close()
+        self._locks.clear()
+        self._db.close()
+
+    # --- ownership -------------------------------------------------------------------------
+
+    def lock_job(self, job_id: str) -> None:
+        """Become the one coordinator of ``job_id``; raises if another process runs it."""
+        lock_dir = self.state_dir / "locks"
+        lock_dir.mkdir(exist_ok=True)
+        handle = open(lock_dir / f"{job_id}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreError(f"job {job_id} is being run by another squall process; wait for it or stop it") from None
+        self._locks[job_id] = handle
+
+    def unlock_job(self, job_id: str) -> None:
+        handle = self._locks.pop(job_id, None)
+        if handle is not None:
+            handle.close()
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    def create_job(self, job_id: str, spec_json: str, task_json: str, output: str) -> None:
+        """Record a new job in state PENDING; raises if the id is taken."""
+        try:
+            self._db.execute(
+                "INSERT INTO jobs (job_id, spec, task, output, state, created_at) VALUES (?, ?, ?, ?, 'PENDING', ?)",
+                (job_id, spec_json, task_json, output, time.time()),
+            )
+        except sqlite3.IntegrityError:
+            raise StoreError(f"a job named {job_id!r} already exists; pick another --job-id or `squall resume` it") from None
+
+    def job(self, job_id: str) -> JobRecord:
+        row = self._db.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(f"no job {job_id!r} in {self.state_dir}; `squall status` lists the jobs there")
+        return _job_record(row)
+
+    def has_job(self, job_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM jobs WHERE job_id=?", (job_id,)).fetchone() is not None
+
+    def recent_jobs(self, limit: int = 20) -> list[JobRecord]:
+        rows = self._db.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+        return [_job_record(row) for row in rows]
+
+    def set_job_state(self, job_id: str, state: str, message: str | None = None) -> None:
+        now = time.time()
+        finished = now if state not in ACTIVE_STATES else None
+        self._db.execute(
+            "UPDATE jobs SET state=?, message=?, finished_at=?, "
+            "started_at=CASE WHEN ?='RUNNING' AND started_at IS NULL THEN ? ELSE started_at END WHERE job_id=?",
+            (state, message, finished, state, now, job_id),
+        )
+
+    def add_cold_starts(self, job_id: str, count: int) -> None:
+        self._db.execute("UPDATE jobs SET cold_starts=cold_starts+? WHERE job_id=?", (count, job_id))
+
+    # --- the queue -------------------------------------------------------------------------
+
+    def enqueue(self, job_id: str, chunks: Iterable[Chunk]) -> int:
+        """Add chunks as pending, in one transaction; returns how many."""
+        rows = [(job_id, c.chunk_id, c.to_json(), c.est_rows) for c in chunks]
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO chunks (job_id, chunk_id, descriptor, state) VALUES (?, ?, ?, 'pending')",
+                [row[:3] for row in rows],
+            )
+            self._db.execute(
+                "UPDATE jobs SET chunks_total=chunks_total+?, est_rows=est_rows+? WHERE job_id=?",
+                (len(rows), sum(row[3] for row in rows), job_id),
+            )
+        return len(rows)
+
+    def claim(self, job_id: str, worker: int, now: float | None = None) -> Claim | None:
+        """Lease the lowest pending chunk that may run now to ``worker``; ``None`` if there is none."""
+        now = time.time() if now is None else now
+        with self._transaction():
+            row = self._db.execute(
+                "SELECT chunk_id, descriptor, attempts FROM chunks WHERE job_id=? AND state='pending' "
+                "AND not_before<=? ORDER BY chunk_id LIMIT 1",
+                (job_id, now),
+            ).fetchone()
+            if row is None:
+                return None
+            chunk_id, descriptor, attempts = row
+            attempt = attempts + 1
+            self._db.execute(
+                "UPDATE chunks SET state='leased', attempts=?, worker=? WHERE job_id=? AND chunk_id=?",
+                (attempt, worker, job_id, chunk_id),
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO attempts (job_id, chunk_id, attempt, worker, started_at) VALUES (?, ?, ?, ?, ?)",
+                (job_id, chunk_id, attempt, worker, now),
+            )
+        return Claim(Chunk.from_json(descriptor), attempt)
+
+    def complete(self, report: InvocationReport, part: str | None, error_part: str | None) -> None:
+        """Mark the chunk done with its committed files, and close the attempt."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE chunks SET state='done', rows_in=?, rows_out=?, error_rows=?, part=?, error_part=?, "
+                "finished_at=? WHERE job_id=? AND chunk_id=?",
+                (report.rows_in, report.rows_out, report.error_rows, part, error_part, time.time(),
+                 report.job_id, report.chunk_id),
+            )
+            self._close_attempt(report.job_id, report.chunk_id, report.attempt, "ok", None, report)
+
+    def fail(
+        self,
+        job_id: str,
+        chunk_id: int,
+        attempt: int,
+        outcome: str,
+        error: str,
+        retry_at: float | None,
+        report: InvocationReport | None = None,
+    ) -> str:
+        """Close a failed attempt; the chunk goes back to pending (at ``retry_at``) or, if ``None``, dead."""
+        state = "pending" if retry_at is not None else "dead"
+        with self._transaction():
+            self._db.execute(
+                "UPDATE chunks SET state=?, not_before=?, worker=NULL WHERE job_id=? AND chunk_id=?",
+                (state, retry_at or 0, job_id, chunk_id),
+            )
+            self._close_attempt(job_id, chunk_id, attempt, outcome, error, report)
+        return state
+
+    def _close_attempt(
+        self, job_id: str, chunk_id: int, attempt: int, outcome: str, error: str | None, report: InvocationReport | None
+    ) -> None:
+        self._db.execute(
+            "UPDATE attempts SET finished_at=?, outcome=?, error=?, report=? WHERE job_id=? AND chunk_id=? AND attempt=?",
+            (time.time(), outcome, error, json.dumps(report.to_dict()) if report else None, job_id, chunk_id, attempt),
+        )
+
+    def release_leases(self, job_id: str) -> int:
+        """Return every leased chunk of ``job_id`` to pending (after a coordinator died); returns how many."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE attempts SET outcome='lost', error='the coordinator stopped', finished_at=? "
+                "WHERE job_id=? AND outcome IS NULL",
+                (time.time(), job_id),
+            )
+            cursor = self._db.execute(
+                "UPDATE chunks SET state='pending', worker=NULL, not_before=0 WHERE job_id=? AND state='leased'",
+                (job_id,),
+            )
+        return cursor.rowcount
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def counts(self, job_id: str) -> ChunkCounts:
+        rows = self._db.execute(
+            "SELECT state, COUNT(*), SUM(rows_in), SUM(rows_out), SUM(error_rows) FROM chunks WHERE job_id=? GROUP BY state",
+            (job_id,),
+        ).fetchall()
+        by_state = {state: count for state, count, *_ in rows}
+        done = [row for row in rows if row[0] == "done"]
+        rows_in, rows_out, errors = (int(done[0][i] or 0) for i in (2, 3, 4)) if done else (0, 0, 0)
+        return ChunkCounts(by_state, rows_in, rows_out, errors)
+
+    def done_chunks(self, job_id: str) -> list[tuple[int, int, int, int, str | None, str | None]]:
+        """``(chunk_id, rows_in, rows_out, error_rows, part, error_part)`` of every done chunk, in order."""
+        return self._db.execute(
+            "SELECT chunk_id, rows_in, rows_out, error_rows, part, error_part FROM chunks "
+            "WHERE job_id=? AND state='done' ORDER BY chunk_id",
+            (job_id,),
+        ).fetchall()
+
+    def chunks_in_state(self, job_id: str, state: str) -> list[Chunk]:
+        rows = self._db.execute(
+            "SELECT descriptor FROM chunks WHERE job_id=? AND state=? ORDER BY chunk_id", (job_id, state)
+        ).fetchall()
+        return [Chunk.from_json(row[0]) for row in rows]
+
+    def attempts(self, job_id: str, chunk_id: int) -> list[dict[str, Any]]:
+        cursor = self._db.execute(
+            "SELECT attempt, worker, started_at, finished_at, outcome, error FROM attempts "
+            "WHERE job_id=? AND chunk_id=? ORDER BY attempt",
+            (job_id, chunk_id),
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def next_retry_at(self, job_id: str) -> float | None:
+        row = self._db.execute(
+            "SELECT MIN(not_before) FROM chunks WHERE job_id=? AND state='pending'", (job_id,)
+        ).fetchone()
+        return row[0] if row and row[0] is not None else None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+
+def _job_record(row: tuple[Any, ...]) -> JobRecord:
+    job_id, spec, task, output, state, created, started, finished, total, est_rows, cold, message = row
+    return JobRecord(job_id, json.loads(spec), task, output, state, created, started, finished, total, est_rows, cold, message)
