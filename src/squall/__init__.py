@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from squall.errors import SquallError
-from squall.spec import JobSpec
 
 if TYPE_CHECKING:
     from squall.api import jobs, plan, resume, run, status
     from squall.coordinator import JobResult
+    from squall.spec import JobSpec
+    from squall.spec import JobSpec
 
 __all__ = ["JobSpec", "JobResult", "SquallError", "run", "plan", "resume", "status", "jobs"]
 __version__ = "0.1.0"
@@ -25,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from squall import api
 
         return getattr(api, name)
+    if name == "JobSpec":
+        from squall.spec import JobSpec
+
+        return JobSpec
     if name == "JobResult":
         from squall.coordinator import JobResult
 

@@ -9,21 +9,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from typing import TYPE_CHECKING
+
 from squall.backends.local import LocalBackend
-from squall.coordinator import Coordinator, JobLimits, JobResult
 from squall.errors import ModelLoadError, SquallError, StoreError
-from squall.finalize import finalize_job
-from squall.io.commit import OutputDir
 from squall.models.base import ModelRef
 from squall.models.code import is_code_ref
 from squall.models.registry import detect_flavor
 from squall.observe.events import JobListener
-from squall.plan.planner import Plan, make_plan
 from squall.retry import RetryPolicy
-from squall.runtime.predictions import OutputNaming
-from squall.runtime.task import JobTask
+from squall.runtime.task import JobTask, OutputNaming
 from squall.spec import JobSpec, default_state_dir
 from squall.store import ChunkCounts, JobRecord, JobStore
+
+if TYPE_CHECKING:
+    from squall.coordinator import JobLimits, JobResult
+    from squall.plan.planner import Plan
+
+# The planner, coordinator and committer pull in pyarrow and fsspec; they are imported
+# inside the functions below so that workers start loading the model first.
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ def new_job_id() -> str:
 
 def plan(spec: JobSpec, job_id: str | None = None) -> Plan:
     """The chunks ``spec`` would run, without running anything."""
+    from squall.plan.planner import make_plan
+
     _check_model(spec)
     return make_plan(spec, job_id or spec.job_id or "dry-run")
 
@@ -60,31 +66,45 @@ def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None
     """
     job_id = job_id or spec.job_id or new_job_id()
     store = JobStore(spec.resolved_state_dir())
+    backend = _backend(store, spec, job_id)
     try:
         if store.has_job(job_id):
             raise StoreError(f"a job named {job_id!r} already exists; pick another --job-id or `squall resume {job_id}`")
         _check_model(spec)
+        backend.start(_model_ref(spec), spec.workers)  # workers load the model while we plan
+        from squall.io.commit import OutputDir
+        from squall.plan.planner import make_plan
+
         job_plan = make_plan(spec, job_id)
         task = _task(spec, job_plan)
         OutputDir(task.output).claim(job_id, spec.overwrite)
         store.create_job(job_id, spec.to_json(), task.to_json(), task.output)
         store.lock_job(job_id)
         store.enqueue(job_id, job_plan.chunks)
-        return _drive(store, spec, task, listeners)
+        return _drive(store, spec, task, listeners, backend)
     finally:
+        backend.shutdown()
         store.close()
 
 
 def resume(job_id: str, state_dir: str | Path | None = None, listeners: Sequence[JobListener] = ()) -> JobResult:
     """Finish a job whose coordinator stopped: leased chunks run again, committed parts are kept."""
+    from squall.io.commit import OutputDir
+
     store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
     try:
         job = store.job(job_id)
         store.lock_job(job_id)
         spec = JobSpec.model_validate(job.spec)
+        task = JobTask.from_json(job.task)
         store.release_leases(job_id)
         OutputDir(job.output).remove_final_markers()
-        return _drive(store, spec, JobTask.from_json(job.task), listeners)
+        backend = _backend(store, spec, job_id)
+        try:
+            backend.start(task.model, spec.workers)
+            return _drive(store, spec, task, listeners, backend)
+        finally:
+            backend.shutdown()
     finally:
         store.close()
 
@@ -109,6 +129,8 @@ def jobs(state_dir: str | Path | None = None, limit: int = 20) -> list[JobStatus
 
 def limits_of(spec: JobSpec) -> JobLimits:
     """The coordinator's limits as the spec sets them."""
+    from squall.coordinator import JobLimits
+
     return JobLimits(
         timeout=spec.timeout,
         retry=RetryPolicy(spec.max_attempts, spec.backoff_base, spec.backoff_max),
@@ -116,9 +138,18 @@ def limits_of(spec: JobSpec) -> JobLimits:
     )
 
 
-def _drive(store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener]) -> JobResult:
+def _backend(store: JobStore, spec: JobSpec, job_id: str) -> LocalBackend:
+    return LocalBackend(store.state_dir / "jobs" / job_id, spec.resolved_threads(), spec.batch_format)
+
+
+def _drive(
+    store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener], backend: LocalBackend
+) -> JobResult:
+    from squall.coordinator import Coordinator
+    from squall.finalize import finalize_job
+
     limits = limits_of(spec)
-    backend = LocalBackend(store.state_dir / "jobs" / task.job_id, spec.resolved_threads())
+    backend.configure(task)
     coordinator = Coordinator(store, backend, task, spec.workers, limits, listeners)
     try:
         coordinator.drive()
@@ -146,7 +177,7 @@ def _check_model(spec: JobSpec) -> None:
 def _task(spec: JobSpec, job_plan: Plan) -> JobTask:
     return JobTask(
         job_id=job_plan.job_id,
-        model=ModelRef(_absolute(spec.model), spec.flavor, spec.method),
+        model=_model_ref(spec),
         read_options=job_plan.read_options,
         key=job_plan.key,
         features=job_plan.features,
@@ -158,6 +189,10 @@ def _task(spec: JobSpec, job_plan: Plan) -> JobTask:
         output_format=spec.output_format,
         naming=OutputNaming(spec.prediction_column, tuple(spec.output_columns or ())),
     )
+
+
+def _model_ref(spec: JobSpec) -> ModelRef:
+    return ModelRef(_absolute(spec.model), spec.flavor, spec.method)
 
 
 def _absolute(uri: str) -> str:

@@ -60,7 +60,7 @@ def _spec_from(spec_file: str | None, options: dict[str, Any]) -> JobSpec:
 
 
 def _fail(console: Console, error: SquallError) -> None:
-    console.print(f"[bold red]error:[/] {error}", highlight=False)
+    console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
     sys.exit(error.exit_code)
 
 

@@ -94,16 +94,16 @@ class Coordinator:
         self._ever_ready = False
 
     def drive(self) -> None:
-        """Run every pending chunk until each is done or dead; raises if the model cannot load."""
+        """Run every pending chunk on the (started, configured) backend until each is done or dead.
+
+        Raises :class:`ModelLoadError` if the workers cannot load the model.
+        """
         job_id = self._task.job_id
         counts = self._store.counts(job_id)
         self._outstanding = counts.count("pending") + counts.count("leased")
         for listener in self._listeners:
             listener.job_started(job_id, sum(counts.by_state.values()), counts.count("done"), self._store.job(job_id).est_rows)
         self._store.set_job_state(job_id, "RUNNING")
-        if self._outstanding == 0:
-            return
-        self._backend.start(self._task, self._workers)
         try:
             while self._outstanding > 0:
                 self._dispatch()
@@ -112,7 +112,6 @@ class Coordinator:
                 self._enforce_deadlines()
         finally:
             self._store.add_cold_starts(job_id, self._backend.cold_starts())
-            self._backend.shutdown()
 
     @property
     def invocations(self) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol, Union
 
 from squall.errors import ErrorInfo
+from squall.models.base import ModelRef
 from squall.plan.chunk import Chunk
 from squall.runtime.task import InvocationReport, JobTask
 
@@ -54,8 +55,12 @@ WorkerEvent = Union[WorkerReady, InvocationDone, WorkerDied, WorkerLoadFailed]
 class Backend(Protocol):
     """A pool of warm workers. Implementations: ``local`` (processes), ``ray`` (actors)."""
 
-    def start(self, task: JobTask, workers: int) -> None:
-        """Begin starting ``workers`` workers for ``task``; returns before they are ready."""
+    def start(self, model: ModelRef, workers: int) -> None:
+        """Begin starting ``workers`` workers that load ``model``; returns before they are ready."""
+        ...
+
+    def configure(self, task: JobTask) -> None:
+        """Give every worker, present and future, the job's task; no invocation is submitted before this."""
         ...
 
     def idle(self) -> list[int]:

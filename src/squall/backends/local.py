@@ -14,11 +14,12 @@ import selectors
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from squall.backends.base import InvocationDone, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady
 from squall.errors import ErrorInfo
+from squall.models.base import ModelRef
 from squall.plan.chunk import Chunk
 from squall.runtime import wire
 from squall.runtime.task import InvocationReport, JobTask
@@ -40,28 +41,41 @@ class _Slot:
 class LocalBackend:
     """Worker processes on this machine (see the module docstring)."""
 
-    def __init__(self, log_dir: Path, threads_per_worker: int = 1) -> None:
+    def __init__(self, log_dir: Path, threads_per_worker: int = 1, batch_format: str = "pandas") -> None:
         self._log_dir = log_dir
         self._threads = threads_per_worker
+        self._batch_format = batch_format
         self._slots: dict[int, _Slot] = {}
         self._selector = selectors.DefaultSelector()
+        self._model: ModelRef | None = None
         self._task: JobTask | None = None
         self._started = 0
+        self._closed = False
 
-    def start(self, task: JobTask, workers: int) -> None:
-        self._task = task
+    def start(self, model: ModelRef, workers: int) -> None:
+        self._model = model
         self._log_dir.mkdir(parents=True, exist_ok=True)
         for index in range(workers):
             self._spawn(index)
 
+    def configure(self, task: JobTask) -> None:
+        self._task = task
+        for slot in list(self._slots.values()):
+            self._send(slot, {"type": "task", "task": task.to_json()})
+
     def idle(self) -> list[int]:
+        if self._task is None:
+            return []
         return [slot.index for slot in self._slots.values() if slot.ready and not slot.busy]
 
     def submit(self, worker: int, chunk: Chunk, attempt: int) -> None:
         slot = self._slots[worker]
         slot.busy = True
+        self._send(slot, {"type": "invoke", "chunk": chunk.to_json(), "attempt": attempt})
+
+    def _send(self, slot: _Slot, message: dict) -> None:
         try:
-            wire.send(slot.to_worker, {"type": "invoke", "chunk": chunk.to_json(), "attempt": attempt})
+            wire.send(slot.to_worker, message)
         except OSError:
             pass  # the worker is gone; its end-of-stream arrives through wait()
 
@@ -88,21 +102,15 @@ class LocalBackend:
         return {index: slot.process.pid for index, slot in self._slots.items()}
 
     def shutdown(self) -> None:
+        """Kill every worker at once: between invocations they hold nothing worth a graceful exit."""
+        if self._closed:
+            return
+        self._closed = True
         for slot in list(self._slots.values()):
-            try:
-                wire.send(slot.to_worker, {"type": "stop"})
-            except OSError:
-                pass
-        for slot in list(self._slots.values()):
-            try:
-                slot.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
             self._retire(slot)
         self._selector.close()
 
     def _spawn(self, index: int) -> None:
-        assert self._task is not None
         parent_read, child_write = os.pipe()
         child_read, parent_write = os.pipe()
         log = open(self._log_dir / f"worker-{index}.log", "ab")
@@ -125,7 +133,10 @@ class LocalBackend:
         self._slots[index] = slot
         self._selector.register(parent_read, selectors.EVENT_READ, index)
         self._started += 1
-        wire.send(parent_write, {"type": "init", "worker": index, "task": self._task.to_json()})
+        assert self._model is not None
+        self._send(slot, {"type": "init", "worker": index, "model": asdict(self._model), "batch_format": self._batch_format})
+        if self._task is not None:
+            self._send(slot, {"type": "task", "task": self._task.to_json()})
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -14,10 +14,12 @@ from typing import Iterator, Protocol
 
 import pyarrow as pa
 
+from squall.formats.options import ReadOptions
 from squall.plan.chunk import Piece
 
 OFFSET_COLUMN = "_offset"
 SOURCE_COLUMN = "_source"
+__all__ = ["OFFSET_COLUMN", "SOURCE_COLUMN", "SourceFile", "ReadOptions", "FileInfo", "BadRecord", "InputFormat"]
 
 
 @dataclass(frozen=True)
@@ -26,19 +28,6 @@ class SourceFile:
 
     uri: str
     size: int
-
-
-@dataclass(frozen=True)
-class ReadOptions:
-    """How to parse input files; built once from the spec and sent to workers."""
-
-    delimiter: str = ","
-    quotechar: str = '"'
-    header: bool = True
-    multiline: bool = False
-    column_types: tuple[tuple[str, str], ...] = ()
-    columns: tuple[str, ...] = ()
-    max_line_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)

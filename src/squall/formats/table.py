@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -56,6 +55,8 @@ def convert_leniently(
 def _unconvertible(column: pa.ChunkedArray, target: pa.DataType) -> np.ndarray:
     present = column.is_valid().to_numpy(zero_copy_only=False)
     if pa.types.is_integer(target) or pa.types.is_floating(target):
+        import pandas as pd
+
         numbers = pd.to_numeric(column.to_pandas(), errors="coerce")
         failed = present & numbers.isna().to_numpy()
         if pa.types.is_integer(target):

@@ -7,7 +7,7 @@ exists before any work starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from squall.errors import InputError
 from squall.formats.base import OFFSET_COLUMN, SOURCE_COLUMN, FileInfo, ReadOptions, SourceFile
@@ -15,12 +15,14 @@ from squall.formats.registry import detect_format, get_format
 from squall.formats.table import type_name
 from squall.plan.chunk import Chunk, Piece
 from squall.plan.sources import list_inputs
+from squall.plan.split import can_split, split_chunk
 from squall.spec import JobSpec
 
 CHUNKS_PER_WORKER = 4
 MIN_AUTO_CHUNK_ROWS = 1_000
 MAX_AUTO_CHUNK_ROWS = 1_000_000
 MAX_AUTO_CHUNK_BYTES = 256 * 1024 * 1024
+TAIL_SPLIT_LEVELS = 3
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ def make_plan(spec: JobSpec, job_id: str) -> Plan:
     target = _target_rows(spec, infos)
     units = [unit for info in infos for unit in fmt.cut(info, target)]
     chunks = _pack(job_id, format_name, units, target, {i.file.uri: i.file.size for i in infos})
+    if not (spec.chunk_rows or spec.chunk_bytes):
+        chunks = _refine_tail(chunks, spec.workers)
     return Plan(job_id, format_name, tuple(infos), tuple(chunks), options, key, features, target)
 
 
@@ -140,6 +144,22 @@ def _pack(
         pending.append((piece, rows))
     close()
     return chunks
+
+
+def _refine_tail(chunks: list[Chunk], workers: int) -> list[Chunk]:
+    """Cut the last ``workers`` chunks into eighths, so that workers finish together instead of one idling."""
+    head, tail = chunks[:-workers], chunks[-workers:]
+    refined: list[Chunk] = []
+    for chunk in tail:
+        refined.extend(_split_times(chunk, TAIL_SPLIT_LEVELS))
+    return [replace(chunk, chunk_id=index) for index, chunk in enumerate(head + refined)]
+
+
+def _split_times(chunk: Chunk, levels: int) -> list[Chunk]:
+    if levels == 0 or not can_split(chunk, MIN_AUTO_CHUNK_ROWS):
+        return [chunk]
+    left, right = split_chunk(chunk, chunk.chunk_id, chunk.chunk_id)
+    return _split_times(left, levels - 1) + _split_times(right, levels - 1)
 
 
 def _bytes(pieces: tuple[Piece, ...], sizes: dict[str, int]) -> int:

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from squall.errors import SquallError
+from squall.runtime.task import OutputNaming
 
 
 class OutputShapeError(SquallError):
     """The model returned something squall cannot turn into one row per input row."""
-
-
-@dataclass(frozen=True)
-class OutputNaming:
-    """How prediction columns are named: a single name/prefix, or explicit names."""
-
-    prefix: str = "prediction"
-    explicit: tuple[str, ...] = ()
 
 
 def to_model_input(batch: pa.RecordBatch, features: Sequence[str], batch_format: str) -> Any:

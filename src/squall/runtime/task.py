@@ -7,11 +7,18 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from squall.errors import ErrorInfo
-from squall.formats.base import ReadOptions
+from squall.formats.options import ReadOptions
 from squall.models.base import ModelRef
-from squall.runtime.predictions import OutputNaming
 
 REPORT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class OutputNaming:
+    """How prediction columns are named: a single name/prefix, or explicit names."""
+
+    prefix: str = "prediction"
+    explicit: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

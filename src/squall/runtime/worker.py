@@ -1,9 +1,11 @@
 """The worker process: a warm function instance.
 
-It loads the model once (the cold start, timed from process creation), then
-serves invocations one at a time until told to stop or its pipe closes. It
-never opens the job store: it receives chunk descriptors and returns
-reports. Run as ``python -m squall.runtime.worker READ_FD WRITE_FD``.
+It loads the model as soon as it starts (the cold start, timed from process
+creation), while the coordinator is still planning; then it receives the
+job's task once and serves invocations one at a time until told to stop or
+its pipe closes. It never opens the job store: it receives chunk
+descriptors and returns reports. Run as
+``python -m squall.runtime.worker READ_FD WRITE_FD``.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import os
 import sys
 import time
 import traceback
+from typing import Any
 
 from squall.errors import ErrorInfo
+from squall.models.base import LoadedModel, ModelRef
 from squall.models.registry import load_warm
 from squall.plan.chunk import Chunk
 from squall.runtime import wire
@@ -27,20 +31,47 @@ def serve(read_fd: int, write_fd: int) -> int:
     if init is None:
         return 0
     worker = int(init["worker"])
-    task = JobTask.from_json(init["task"])
     try:
-        steps = Steps.for_task(task, load_warm(task.model))
+        model = load_warm(ModelRef(**init["model"]))
+        _preload(init.get("batch_format", "pandas"))
     except Exception as exc:
-        wire.send(write_fd, {"type": "load_failed", "error": ErrorInfo.from_exception(exc, traceback.format_exc()).__dict__})
-        return 3
+        return _load_failed(write_fd, exc)
     wire.send(write_fd, {"type": "ready", "pid": os.getpid(), "init_s": _seconds_since_start()})
+    return _serve_jobs(read_fd, write_fd, worker, model)
+
+
+def _serve_jobs(read_fd: int, write_fd: int, worker: int, model: LoadedModel) -> int:
+    task: JobTask | None = None
+    steps: Steps | None = None
     while True:
         message = wire.receive(read_fd)
         if message is None or message["type"] == "stop":
             return 0
-        chunk = Chunk.from_json(message["chunk"])
-        report = invoke(task, chunk, int(message["attempt"]), worker, steps)
+        if message["type"] == "task":
+            task = JobTask.from_json(message["task"])
+            try:
+                steps = Steps.for_task(task, model)
+            except Exception as exc:
+                return _load_failed(write_fd, exc)
+            continue
+        assert task is not None and steps is not None, "an invocation arrived before the job's task"
+        report = invoke(task, Chunk.from_json(message["chunk"]), int(message["attempt"]), worker, steps)
         wire.send(write_fd, {"type": "report", "report": report.to_dict()})
+
+
+def _load_failed(write_fd: int, exc: BaseException) -> int:
+    error = ErrorInfo.from_exception(exc, traceback.format_exc())
+    wire.send(write_fd, {"type": "load_failed", "error": error.__dict__})
+    return 3
+
+
+def _preload(batch_format: str) -> Any:
+    """Import what the first batch would otherwise import, so it counts as cold start, not invocation time."""
+    if batch_format == "pandas":
+        import pandas
+
+        return pandas
+    return None
 
 
 def _seconds_since_start() -> float:

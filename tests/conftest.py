@@ -1,0 +1,94 @@
+"""Shared fixtures: a private state directory, real scikit-learn models, and datasets in every format."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import joblib
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+FEATURES = [f"f{i}" for i in range(6)]
+_SCRIPT = Path(sys.executable).parent / "squall"
+SQUALL = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "squall.cli"]
+
+
+@pytest.fixture(autouse=True)
+def squall_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own state directory, so tests never see each other's jobs."""
+    home = tmp_path / "state"
+    monkeypatch.setenv("SQUALL_HOME", str(home))
+    return home
+
+
+def make_frame(rows: int, seed: int = 0, start: int = 0) -> pd.DataFrame:
+    """``id`` plus float feature columns, deterministic from ``seed``."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(rows, len(FEATURES))).astype("float64"), columns=FEATURES)
+    frame.insert(0, "id", np.arange(start, start + rows, dtype=np.int64))
+    return frame
+
+
+@pytest.fixture(scope="session")
+def linear_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LogisticRegression fitted on named features, dumped with joblib."""
+    train = make_frame(2_000, seed=42)
+    labels = (train[FEATURES].to_numpy() @ np.arange(1, len(FEATURES) + 1)) > 0
+    path = tmp_path_factory.mktemp("models") / "linear.joblib"
+    joblib.dump(LogisticRegression().fit(train[FEATURES], labels), path)
+    return path
+
+
+def write_frame(frame: pd.DataFrame, path: Path, fmt: str, row_group_size: int = 1_000) -> Path:
+    """Write ``frame`` as parquet, csv or jsonl."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=row_group_size)
+    elif fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_json(path, orient="records", lines=True)
+    return path
+
+
+def read_output(output: Path, fmt: str = "parquet") -> pd.DataFrame:
+    """Every committed part of an output directory, as one frame."""
+    parts = sorted(p for p in output.glob(f"part-*.{fmt}"))
+    if fmt == "parquet":
+        frames = [pd.read_parquet(p) for p in parts]
+    elif fmt == "csv":
+        frames = [pd.read_csv(p) for p in parts]
+    else:
+        frames = [pd.read_json(p, lines=True) for p in parts]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``squall ARGS`` as a user would, in a fresh process."""
+    return subprocess.run(
+        [*SQUALL, *args], capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=240
+    )
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Callable[..., tuple[Path, pd.DataFrame]]:
+    """Factory: write ``files`` files of ``rows`` rows each in ``fmt``; returns the folder and all rows."""
+
+    def build(fmt: str, rows: int = 3_000, files: int = 1, row_group_size: int = 500) -> tuple[Path, pd.DataFrame]:
+        folder = tmp_path / f"input-{fmt}"
+        frames = []
+        for index in range(files):
+            frame = make_frame(rows, seed=index, start=index * rows)
+            write_frame(frame, folder / f"data-{index}.{fmt}", fmt, row_group_size)
+            frames.append(frame)
+        return folder, pd.concat(frames, ignore_index=True)
+
+    return build
