@@ -14,6 +14,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -111,6 +112,7 @@ class LocalBackend:
         self._selector.close()
 
     def _spawn(self, index: int) -> None:
+        spawned_at = time.time()
         parent_read, child_write = os.pipe()
         child_read, parent_write = os.pipe()
         log = open(self._log_dir / f"worker-{index}.log", "ab")
@@ -134,7 +136,8 @@ class LocalBackend:
         self._selector.register(parent_read, selectors.EVENT_READ, index)
         self._started += 1
         assert self._model is not None
-        self._send(slot, {"type": "init", "worker": index, "model": asdict(self._model), "batch_format": self._batch_format})
+        self._send(slot, {"type": "init", "worker": index, "model": asdict(self._model), "batch_format": self._batch_format,
+                          "spawned_at": spawned_at})
         if self._task is not None:
             self._send(slot, {"type": "task", "task": self._task.to_json()})
 

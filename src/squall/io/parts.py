@@ -22,10 +22,15 @@ class PartWriter(Protocol):
 
 
 class ParquetPartWriter:
-    """A Parquet file with one row group per written batch group (zstd-compressed)."""
+    """A zstd-compressed Parquet file.
+
+    Dictionary encoding is kept for text-like columns only: on float predictions
+    it is tried, fails and costs four times the rest of the write.
+    """
 
     def __init__(self, handle: Any, schema: pa.Schema) -> None:
-        self._writer = pq.ParquetWriter(handle, schema, compression="zstd")
+        textual = [f.name for f in schema if not (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))]
+        self._writer = pq.ParquetWriter(handle, schema, compression="zstd", use_dictionary=textual or False)
 
     def write(self, batch: pa.RecordBatch) -> None:
         self._writer.write_batch(batch)

@@ -58,8 +58,11 @@ def _halve_piece(piece: Piece, est_rows: int) -> tuple[Piece, Piece] | None:
         if rows < 2:
             return None
         half = rows // 2
+        # The second half reads on to the end of what the piece covered, so the
+        # union is exact even when ``est_rows`` is only an estimate.
+        rest = None if piece.row_count is None else rows - half
         return (
-            replace(piece, row_offset=piece.row_offset, row_count=half),
-            replace(piece, row_offset=piece.row_offset + half, row_count=rows - half),
+            replace(piece, row_count=half),
+            replace(piece, row_offset=piece.row_offset + half, row_count=rest),
         )
     return None

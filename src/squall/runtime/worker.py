@@ -1,7 +1,7 @@
 """The worker process: a warm function instance.
 
-It loads the model as soon as it starts (the cold start, timed from process
-creation), while the coordinator is still planning; then it receives the
+It loads the model as soon as it starts (the cold start, timed from the
+moment the coordinator spawned it), while the coordinator is still planning; then it receives the
 job's task once and serves invocations one at a time until told to stop or
 its pipe closes. It never opens the job store: it receives chunk
 descriptors and returns reports. Run as
@@ -36,7 +36,8 @@ def serve(read_fd: int, write_fd: int) -> int:
         _preload(init.get("batch_format", "pandas"))
     except Exception as exc:
         return _load_failed(write_fd, exc)
-    wire.send(write_fd, {"type": "ready", "pid": os.getpid(), "init_s": _seconds_since_start()})
+    init_s = time.time() - float(init.get("spawned_at", time.time()))
+    wire.send(write_fd, {"type": "ready", "pid": os.getpid(), "init_s": max(0.0, init_s)})
     return _serve_jobs(read_fd, write_fd, worker, model)
 
 
@@ -72,12 +73,6 @@ def _preload(batch_format: str) -> Any:
 
         return pandas
     return None
-
-
-def _seconds_since_start() -> float:
-    import psutil
-
-    return max(0.0, time.time() - psutil.Process().create_time())
 
 
 if __name__ == "__main__":
