@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from squall.errors import SpecError
 
@@ -59,6 +59,7 @@ class JobSpec(BaseModel):
     quotechar: str = Field('"', min_length=1, max_length=1, description="CSV quote character.")
     header: bool = Field(True, description="CSV files start with a header line.")
     multiline: bool = Field(False, description="CSV quoted fields may hold newlines: split per file, not per byte range.")
+    max_line_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Longer CSV/JSONL lines become error rows.")
 
     # how to cut the work
     chunk_rows: int | None = Field(None, gt=0, description="Target rows per chunk.")
@@ -92,13 +93,6 @@ class JobSpec(BaseModel):
         if not value:
             raise ValueError("give at least one input path, directory or glob")
         return value
-
-    @model_validator(mode="after")
-    def _key_not_a_feature(self) -> JobSpec:
-        overlap = set(self.key) & set(self.features or [])
-        if overlap:
-            raise ValueError(f"columns {sorted(overlap)} are both key and feature; drop them from one")
-        return self
 
     def resolved_state_dir(self) -> Path:
         """The state directory this job uses."""

@@ -18,7 +18,7 @@ import pyarrow.csv as pacsv
 
 from squall.errors import InputError
 from squall.formats.base import BadRecord, FileInfo, ReadOptions, SourceFile
-from squall.formats.lines import LineBlock, cut_ranges, nonempty_line_offsets, odd_quote_line, read_line_range
+from squall.formats.lines import cut_ranges, head_block, odd_quote_line, oversized_records, read_line_range
 from squall.formats.table import attach_offsets, convert_leniently, schema_from_types
 from squall.plan.chunk import Piece
 
@@ -31,12 +31,14 @@ class CsvFormat:
     name = "csv"
 
     def describe(self, file: SourceFile, options: ReadOptions) -> FileInfo:
+        if file.size == 0:
+            return FileInfo(file=file, schema=pa.schema([]), rows=0)
         with fsspec.open(file.uri, "rb") as handle:
             head = handle.read(_HEAD_BYTES)
         data_start = _header_end(head, file) if options.header else 0
         sample = _whole_lines(head[data_start:], at_eof=len(head) == file.size)
         if not options.multiline:
-            odd = odd_quote_line(LineBlock(sample, data_start), options.quotechar)
+            odd = odd_quote_line(head_block(sample, data_start), options.quotechar)
             if odd is not None:
                 raise InputError(
                     f"{file.uri}: the record at byte {odd} has a quoted field that spans lines; "
@@ -45,7 +47,7 @@ class CsvFormat:
         names = _column_names(head, data_start, file, options)
         if sample.strip():
             schema = _parse(sample, names, options, column_types=None, bad_rows=None).schema
-            sample_rows = len(nonempty_line_offsets(LineBlock(sample, 0)))
+            sample_rows = len(head_block(sample, 0).offsets)
         else:
             schema, sample_rows = pa.schema([(name, pa.string()) for name in names]), 0
         rows = _estimate_rows(file.size - data_start, len(sample), sample_rows)
@@ -99,8 +101,6 @@ def _whole_lines(data: bytes, at_eof: bool) -> bytes:
 
 def _column_names(head: bytes, data_start: int, file: SourceFile, options: ReadOptions) -> list[str]:
     if options.header:
-        if data_start == 0:
-            raise InputError(f"{file.uri}: the file is empty; a CSV input needs at least a header line")
         parsed = pacsv.read_csv(
             io.BytesIO(head[:data_start]),
             read_options=pacsv.ReadOptions(use_threads=False),
@@ -162,8 +162,8 @@ def _read_range(
                 f"{piece.uri}: the record at byte {odd} has a quoted field that spans lines; "
                 "set `multiline = true` (--multiline) so such files are read whole"
             )
-    offsets = nonempty_line_offsets(block)
-    return _parse_typed(block.data, names, options, offsets, bad)
+    bad.extend(oversized_records(block, options.max_line_bytes))
+    return _parse_typed(block.data, names, options, block.offsets, bad)
 
 
 def _read_whole_file(

@@ -18,7 +18,7 @@ import pyarrow.json as pajson
 
 from squall.errors import InputError
 from squall.formats.base import BadRecord, FileInfo, ReadOptions, SourceFile
-from squall.formats.lines import LineBlock, cut_ranges, line_bounds, nonempty_line_offsets, read_line_range
+from squall.formats.lines import LineBlock, cut_ranges, head_block, line_bounds, oversized_records, read_line_range
 from squall.formats.table import attach_offsets, schema_from_types
 from squall.plan.chunk import Piece
 
@@ -44,7 +44,7 @@ class JsonlFormat:
             table = _parse(sample, schema=None)
         except pa.ArrowInvalid as exc:
             raise InputError(f"{file.uri}: the first lines are not JSON objects ({exc}); is this JSON Lines?") from None
-        sample_rows = len(nonempty_line_offsets(LineBlock(sample, 0)))
+        sample_rows = len(head_block(sample, 0).offsets)
         rows = max(1, round(file.size * sample_rows / len(sample)))
         return FileInfo(file=file, schema=table.schema, rows=rows)
 
@@ -60,7 +60,8 @@ class JsonlFormat:
     ) -> Iterator[pa.RecordBatch]:
         block = read_line_range(piece.uri, piece.start, piece.stop, 0, options.max_line_bytes)
         schema = schema_from_types(options.column_types)
-        offsets = nonempty_line_offsets(block)
+        offsets = block.offsets
+        bad.extend(oversized_records(block, options.max_line_bytes))
         if not block.data.strip():
             table = schema.empty_table()
         else:
@@ -83,18 +84,17 @@ def _parse(data: bytes, schema: pa.Schema | None) -> pa.Table:
 def _parse_line_by_line(block: LineBlock, schema: pa.Schema, bad: list[BadRecord]) -> tuple[pa.Table, np.ndarray]:
     """The slow path, taken only when a block has a bad line: find each bad line, parse the rest at once."""
     starts, ends = line_bounds(block.data)
+    nonempty = ends > starts
     good_lines: list[bytes] = []
     good_offsets: list[int] = []
-    for start, end in zip(starts.tolist(), ends.tolist()):
+    for start, end, offset in zip(starts[nonempty].tolist(), ends[nonempty].tolist(), block.offsets.tolist()):
         line = block.data[start:end]
-        if not line.strip():
-            continue
         problem = _line_problem(line, schema)
         if problem is None:
             good_lines.append(line)
-            good_offsets.append(block.base + start)
+            good_offsets.append(offset)
         else:
-            bad.append(BadRecord(block.base + start, problem[0], problem[1]))
+            bad.append(BadRecord(offset, problem[0], problem[1]))
     if not good_lines:
         return schema.empty_table(), np.empty(0, dtype=np.int64)
     return _parse(b"\n".join(good_lines) + b"\n", schema), np.array(good_offsets, dtype=np.int64)

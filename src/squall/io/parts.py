@@ -5,6 +5,7 @@ Adding an output format is one writer class and one line in ``_WRITERS``.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 
 import fsspec
@@ -53,14 +54,14 @@ class CsvPartWriter:
 
 
 class JsonlPartWriter:
-    """One JSON object per line."""
+    """One JSON object per line; floats are written exactly (shortest round-trip form)."""
 
     def __init__(self, handle: Any, schema: pa.Schema) -> None:
         self._handle = handle
 
     def write(self, batch: pa.RecordBatch) -> None:
-        text = batch.to_pandas().to_json(orient="records", lines=True)
-        self._handle.write(text.encode() + (b"\n" if text and not text.endswith("\n") else b""))
+        lines = [json.dumps(row, default=str, allow_nan=True) for row in batch.to_pylist()]
+        self._handle.write(("\n".join(lines) + "\n").encode())
 
     def close(self) -> None:
         return None

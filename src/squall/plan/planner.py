@@ -76,7 +76,13 @@ def _job_format(spec: JobSpec, files: list[SourceFile]) -> str:
 
 
 def _read_options(spec: JobSpec) -> ReadOptions:
-    return ReadOptions(delimiter=spec.delimiter, quotechar=spec.quotechar, header=spec.header, multiline=spec.multiline)
+    return ReadOptions(
+        delimiter=spec.delimiter,
+        quotechar=spec.quotechar,
+        header=spec.header,
+        multiline=spec.multiline,
+        max_line_bytes=spec.max_line_bytes,
+    )
 
 
 def _columns(spec: JobSpec, infos: list[FileInfo]) -> tuple[tuple[str, ...], tuple[str, ...]]:
