@@ -18,7 +18,7 @@ estimates. Descriptors are frozen, versioned and travel as JSON.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 PieceKind = Literal["rowgroups", "bytes", "file"]
@@ -52,7 +52,10 @@ class Chunk:
 
     def to_json(self) -> str:
         """The descriptor as a JSON document."""
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # Hand-built rather than dataclasses.asdict, which deep-copies and was
+        # 70% of the time of enqueueing a million chunks.
+        data = {**self.__dict__, "pieces": [piece.__dict__ for piece in self.pieces]}
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Chunk:

@@ -85,7 +85,7 @@ class InvocationReport:
     version: int = REPORT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**self.__dict__, "error": self.error.__dict__ if self.error else None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InvocationReport:

@@ -1,0 +1,47 @@
+"""Spec resolution: defaults < spec file < SQUALL_* environment < explicit options, with messages that name the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from squall.errors import SpecError
+from squall.spec import build_spec, field_names, load_spec_file
+
+
+def test_later_sources_override_earlier_ones_field_by_field(tmp_path):
+    spec_file = tmp_path / "job.toml"
+    spec_file.write_text('model = "m.joblib"\ninput = ["a.parquet"]\noutput = "out"\nworkers = 3\nbatch-size = 10\n')
+    spec = build_spec(
+        load_spec_file(spec_file),
+        explicit={"workers": 5, "key": "id,region"},
+        environ={"SQUALL_BATCH_SIZE": "20", "SQUALL_WORKERS": "4", "SQUALL_METHOD": "predict_proba"},
+    )
+    assert spec.workers == 5
+    assert spec.batch_size == 20
+    assert spec.method == "predict_proba"
+    assert spec.key == ["id", "region"]
+    assert spec.input == ["a.parquet"] and spec.chunk_rows is None and spec.max_attempts == 3
+
+
+def test_every_field_has_a_description_for_the_cli_and_readme():
+    from squall.spec import JobSpec
+
+    assert all(JobSpec.model_fields[name].description for name in field_names())
+
+
+def test_errors_name_the_field_and_what_was_given():
+    with pytest.raises(SpecError, match=r"field `batch_size`: .*greater than 0.*\(got -1\)"):
+        build_spec(explicit={"model": "m", "input": "a", "output": "o", "batch_size": -1}, environ={})
+    with pytest.raises(SpecError, match=r"field `method`: .*'predict'.*\(got 'guess'\)"):
+        build_spec(explicit={"model": "m", "input": "a", "output": "o", "method": "guess"}, environ={})
+    with pytest.raises(SpecError, match="`output` is required"):
+        build_spec(explicit={"model": "m", "input": "a"}, environ={})
+
+
+def test_a_broken_spec_file_names_the_file(tmp_path):
+    spec_file = tmp_path / "job.toml"
+    spec_file.write_text("model = \n")
+    with pytest.raises(SpecError, match="job.toml is not valid TOML"):
+        load_spec_file(spec_file)
+    with pytest.raises(SpecError, match="cannot read spec file"):
+        load_spec_file(tmp_path / "missing.toml")
