@@ -11,8 +11,8 @@ from typing import Sequence
 
 from typing import TYPE_CHECKING
 
-from squall.backends.local import LocalBackend
-from squall.errors import ModelLoadError, SquallError, StoreError
+from squall.backends.local import LocalBackend, WorkerRecycling
+from squall.errors import ModelLoadError, SpecError, SquallError, StoreError
 from squall.models.base import ModelRef
 from squall.models.code import is_code_ref
 from squall.models.registry import detect_flavor
@@ -109,6 +109,75 @@ def resume(job_id: str, state_dir: str | Path | None = None, listeners: Sequence
         store.close()
 
 
+def redrive(
+    job_id: str,
+    chunks: Sequence[int] | None = None,
+    state_dir: str | Path | None = None,
+    overrides: dict[str, object] | None = None,
+    listeners: Sequence[JobListener] = (),
+) -> JobResult:
+    """Put dead chunks back (all, or ``chunks``), optionally with new limits, and finish the job again.
+
+    ``overrides`` may change any spec field that does not change results
+    (limits, retries, workers); the manifest is rewritten at the end.
+    """
+    store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
+    try:
+        job = store.job(job_id)
+        spec = JobSpec.model_validate({**job.spec, **_redrive_overrides(overrides or {})})
+        store.lock_job(job_id)
+        store.update_spec(job_id, spec.to_json())
+        count = store.redrive(job_id, chunks)
+        if count == 0:
+            raise StoreError(f"job {job_id} has no dead chunks{'' if chunks is None else f' among {list(chunks)}'} to redrive")
+    finally:
+        store.close()
+    return resume(job_id, state_dir, listeners)
+
+
+def cancel(job_id: str, state_dir: str | Path | None = None) -> None:
+    """Ask a running job to stop; its coordinator keeps what was committed and marks it CANCELLED."""
+    store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
+    try:
+        store.request_cancel(job_id)
+    finally:
+        store.close()
+
+
+@dataclass(frozen=True)
+class DeadChunk:
+    """A dead-lettered chunk: what it reads and why each attempt failed."""
+
+    chunk_id: int
+    est_rows: int
+    pieces: list[dict[str, object]]
+    attempts: list[dict[str, object]]
+
+
+def dead_letters(job_id: str, state_dir: str | Path | None = None) -> list[DeadChunk]:
+    """Every dead chunk of ``job_id`` with every attempt's outcome, reason and timings."""
+    store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
+    try:
+        store.job(job_id)
+        return [
+            DeadChunk(c.chunk_id, c.est_rows, [dict(p.__dict__) for p in c.pieces], store.attempts(job_id, c.chunk_id))
+            for c in store.chunks_in_state(job_id, "dead")
+        ]
+    finally:
+        store.close()
+
+
+_RESULT_FIELDS = {"model", "flavor", "method", "preprocess", "postprocess", "input", "format", "key", "features", "output",
+                  "output_format", "prediction_column", "output_columns", "delimiter", "quotechar", "header", "multiline"}
+
+
+def _redrive_overrides(overrides: dict[str, object]) -> dict[str, object]:
+    changed = sorted(set(overrides) & _RESULT_FIELDS)
+    if changed:
+        raise SpecError(f"a redrive cannot change {changed}: they change results; start a new job instead")
+    return overrides
+
+
 def status(job_id: str, state_dir: str | Path | None = None) -> JobStatus:
     """Where ``job_id`` stands."""
     store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
@@ -133,19 +202,25 @@ def limits_of(spec: JobSpec) -> JobLimits:
 
     return JobLimits(
         timeout=spec.timeout,
-        retry=RetryPolicy(spec.max_attempts, spec.backoff_base, spec.backoff_max),
+        retry=RetryPolicy(spec.max_attempts, spec.backoff_base, spec.backoff_max, tuple(spec.no_retry_on)),
+        split_after=spec.split_after,
+        min_chunk_rows=spec.min_chunk_rows,
+        batch_lane=spec.batch_lane,
+        batch_lane_timeout=spec.batch_lane_timeout,
         max_error_rate=spec.max_error_rate,
+        max_dead_chunks=spec.max_dead_chunks,
     )
 
 
 def _backend(store: JobStore, spec: JobSpec, job_id: str) -> LocalBackend:
-    return LocalBackend(store.state_dir / "jobs" / job_id, spec.resolved_threads(), spec.batch_format)
+    recycling = WorkerRecycling(spec.memory, spec.max_invocations_per_worker, spec.recycle_rss_mb)
+    return LocalBackend(store.state_dir / "jobs" / job_id, spec.resolved_threads(), spec.batch_format, recycling)
 
 
 def _drive(
     store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener], backend: LocalBackend
 ) -> JobResult:
-    from squall.coordinator import Coordinator
+    from squall.coordinator import Coordinator, JobCancelled
     from squall.finalize import finalize_job
 
     limits = limits_of(spec)
@@ -158,7 +233,9 @@ def _drive(
         raise
     except (KeyboardInterrupt, SquallError) as exc:
         store.release_leases(task.job_id)
-        store.set_job_state(task.job_id, "CANCELLED", f"stopped: {type(exc).__name__}; `squall resume {task.job_id}`")
+        store.clear_cancel(task.job_id)
+        reason = "cancelled" if isinstance(exc, (KeyboardInterrupt, JobCancelled)) else f"stopped: {exc}"
+        store.set_job_state(task.job_id, "CANCELLED", f"{reason}; committed parts are kept; `squall resume {task.job_id}` finishes it")
         raise
     result = finalize_job(store, task.job_id, limits, coordinator.invocations)
     for listener in listeners:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import types
-from typing import Any, Callable, Literal, Union, get_args, get_origin
+from typing import Any, Callable, Literal, NoReturn, Union, get_args, get_origin
 
 import click
 from rich.console import Console
@@ -59,7 +59,15 @@ def _spec_from(spec_file: str | None, options: dict[str, Any]) -> JobSpec:
     return build_spec(load_spec_file(spec_file) if spec_file else None, explicit)
 
 
-def _fail(console: Console, error: SquallError) -> None:
+def _stderr() -> Console:
+    return Console(stderr=True)
+
+
+def _stdout() -> Console:
+    return Console()
+
+
+def _fail(console: Console, error: SquallError) -> NoReturn:
     console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
     sys.exit(error.exit_code)
 
@@ -76,26 +84,14 @@ def main() -> None:
 def run(spec_file: str | None, quiet: bool, **options: Any) -> None:
     """Run a batch prediction job to completion."""
     from squall import api
-    from squall.observe.progress import ProgressBar, summary_table
 
-    console = Console(stderr=True)
     try:
         spec = _spec_from(spec_file, options)
-        job_id = spec.job_id or api.new_job_id()
-        click.echo(f"job {job_id}")
-        bar = None if quiet else ProgressBar(console)
-        try:
-            result = api.run(spec, listeners=[bar] if bar else [], job_id=job_id)
-        finally:
-            if bar:
-                bar.stop()
     except SquallError as error:
-        _fail(console, error)
-    if quiet:
-        click.echo(f"{result.state} {result.rows_in} rows in {result.wall_s:.2f} s")
-    else:
-        console.print(summary_table(result))
-    sys.exit(0 if result.state in ("SUCCEEDED", "PARTIAL") else 1)
+        _fail(_stderr(), error)
+    job_id = spec.job_id or api.new_job_id()
+    click.echo(f"job {job_id}")
+    _run_and_summarise(lambda listeners: api.run(spec, listeners=listeners, job_id=job_id), quiet)
 
 
 @main.command()
@@ -106,12 +102,12 @@ def plan(spec_file: str | None, as_json: bool, **options: Any) -> None:
     from squall import api
     from squall.observe.planview import plan_json, plan_table
 
-    console = Console()
+    console = _stdout()
     try:
         spec = _spec_from(spec_file, options)
         job_plan = api.plan(spec)
     except SquallError as error:
-        _fail(Console(stderr=True), error)
+        _fail(_stderr(), error)
     if as_json:
         click.echo(json.dumps(plan_json(job_plan, spec), indent=2))
     else:
@@ -127,11 +123,11 @@ def status(job_id: str | None, state_dir: str | None, as_json: bool) -> None:
     from squall import api
     from squall.observe.statusview import status_json, status_table
 
-    console = Console()
+    console = _stdout()
     try:
         found = [api.status(job_id, state_dir)] if job_id else api.jobs(state_dir)
     except SquallError as error:
-        _fail(Console(stderr=True), error)
+        _fail(_stderr(), error)
     if as_json:
         click.echo(json.dumps([status_json(s) for s in found] if not job_id else status_json(found[0]), indent=2))
     else:
@@ -143,21 +139,96 @@ def status(job_id: str | None, state_dir: str | None, as_json: bool) -> None:
 @click.option("--state-dir", help="Where job state lives; default $SQUALL_HOME or ~/.squall.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def resume(job_id: str, state_dir: str | None, quiet: bool) -> None:
-    """Finish a job whose coordinator stopped; committed parts are kept."""
+    """Finish a job whose coordinator stopped (killed, cancelled); committed parts are kept."""
     from squall import api
+
+    _run_and_summarise(lambda listeners: api.resume(job_id, state_dir, listeners), quiet)
+
+
+def _run_and_summarise(start: Callable[[list[Any]], Any], quiet: bool, job_line: str | None = None) -> None:
+    """Run a job with a progress bar (unless quiet), print its summary, exit with its code."""
     from squall.observe.progress import ProgressBar, summary_table
 
-    console = Console(stderr=True)
+    console = _stderr()
+    _stop_on_sigterm()
     bar = None if quiet else ProgressBar(console)
     try:
-        result = api.resume(job_id, state_dir, listeners=[bar] if bar else [])
+        try:
+            result = start([bar] if bar else [])
+        finally:
+            if bar:
+                bar.stop()
     except SquallError as error:
         _fail(console, error)
-    finally:
-        if bar:
-            bar.stop()
-    console.print(summary_table(result))
+    except KeyboardInterrupt:
+        console.print("[yellow]stopped; committed parts are kept. `squall resume JOB` finishes the job.")
+        sys.exit(130)
+    if quiet:
+        click.echo(f"{result.state} {result.rows_in} rows in {result.wall_s:.2f} s")
+    else:
+        console.print(summary_table(result))
     sys.exit(0 if result.state in ("SUCCEEDED", "PARTIAL") else 1)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops a job the way Ctrl-C does: cleanly, keeping what was committed."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--state-dir", help="Where job state lives; default $SQUALL_HOME or ~/.squall.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def dlq(job_id: str, state_dir: str | None, as_json: bool) -> None:
+    """List a job's dead-lettered chunks with every attempt's reason and timings."""
+    from squall import api
+    from squall.observe.statusview import dlq_table
+
+    try:
+        dead = api.dead_letters(job_id, state_dir)
+    except SquallError as error:
+        _fail(_stderr(), error)
+    if as_json:
+        click.echo(json.dumps([d.__dict__ for d in dead], indent=2, default=str))
+    else:
+        dlq_table(_stdout(), dead)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--chunk", "chunks", type=int, multiple=True, help="Only this dead chunk (repeatable).")
+@click.option("--state-dir", help="Where job state lives; default $SQUALL_HOME or ~/.squall.")
+@click.option("--timeout", type=float, help="New invocation time limit in seconds.")
+@click.option("--memory", type=int, help="New worker memory limit in MB.")
+@click.option("--max-attempts", type=int, help="New number of attempts per chunk.")
+@click.option("--workers", type=int, help="New number of workers.")
+@click.option("--batch-lane/--no-batch-lane", default=None, help="Enable the batch lane for chunks that cannot be split.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def redrive(job_id: str, chunks: tuple[int, ...], state_dir: str | None, quiet: bool, **limits: Any) -> None:
+    """Put dead chunks back on the queue (optionally with new limits) and finish the job."""
+    from squall import api
+
+    overrides = {name: value for name, value in limits.items() if value is not None}
+    _run_and_summarise(lambda listeners: api.redrive(job_id, list(chunks) or None, state_dir, overrides, listeners), quiet)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--state-dir", help="Where job state lives; default $SQUALL_HOME or ~/.squall.")
+def cancel(job_id: str, state_dir: str | None) -> None:
+    """Ask a running job to stop; what was committed is kept and `squall resume` can finish it."""
+    from squall import api
+
+    try:
+        api.cancel(job_id, state_dir)
+    except SquallError as error:
+        _fail(_stderr(), error)
+    click.echo(f"cancel requested for job {job_id}")
 
 
 @main.command()
@@ -171,7 +242,7 @@ def demo(directory: str, rows: int, workers: int | None) -> None:
     try:
         sys.exit(run_demo(directory, rows, workers))
     except UsageError as error:
-        _fail(Console(stderr=True), error)
+        _fail(_stderr(), error)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,9 +18,10 @@ from squall.io.commit import OutputDir
 from squall.io.parts import EXTENSIONS
 from squall.observe.events import JobListener
 from squall.plan.chunk import Chunk
+from squall.plan.split import can_split, split_chunk
 from squall.retry import RetryPolicy
 from squall.runtime.task import InvocationReport, JobTask
-from squall.store import JobStore
+from squall.store import Claim, JobStore
 
 _IDLE_WAIT_S = 0.5
 _START_FAILURES_PER_WORKER = 3
@@ -28,12 +29,26 @@ _START_FAILURES_PER_WORKER = 3
 
 @dataclass(frozen=True)
 class JobLimits:
-    """The coordinator's share of the spec: time per invocation, retries, and how many errors a job tolerates."""
+    """The coordinator's share of the spec: time per invocation, retries, splitting, and how many errors a job tolerates."""
 
     timeout: float = 900.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    split_after: int = 2
+    min_chunk_rows: int = 1
+    batch_lane: bool = False
+    batch_lane_timeout: float | None = None
     max_error_rate: float = 0.0
     max_dead_chunks: int = 0
+
+    def deadline(self, lane: str, now: float) -> float:
+        """When an invocation started ``now`` in ``lane`` must have reported."""
+        if lane == "batch":
+            return now + self.batch_lane_timeout if self.batch_lane_timeout else float("inf")
+        return now + self.timeout
+
+
+class JobCancelled(SquallError):
+    """The job was asked to stop (``squall cancel``, Ctrl-C or SIGTERM); what was committed is kept."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +76,16 @@ class JobResult:
 
 @dataclass
 class _Lease:
-    chunk: Chunk
-    attempt: int
+    claim: Claim
     deadline: float
+
+    @property
+    def chunk(self) -> Chunk:
+        return self.claim.chunk
+
+    @property
+    def attempt(self) -> int:
+        return self.claim.attempt
 
 
 class Coordinator:
@@ -92,6 +114,7 @@ class Coordinator:
         self._invocations = 0
         self._start_failures = 0
         self._ever_ready = False
+        self._last_cancel_check = 0.0
 
     def drive(self) -> None:
         """Run every pending chunk on the (started, configured) backend until each is done or dead.
@@ -106,6 +129,7 @@ class Coordinator:
         self._store.set_job_state(job_id, "RUNNING")
         try:
             while self._outstanding > 0:
+                self._check_cancel()
                 self._dispatch()
                 for event in self._backend.wait(self._wait_time()):
                     self._handle(event)
@@ -124,9 +148,17 @@ class Coordinator:
             claim = self._store.claim(self._task.job_id, worker, self._clock())
             if claim is None:
                 return
-            self._leases[worker] = _Lease(claim.chunk, claim.attempt, self._clock() + self._limits.timeout)
+            self._leases[worker] = _Lease(claim, self._limits.deadline(claim.lane, self._clock()))
             self._backend.submit(worker, claim.chunk, claim.attempt)
             self._invocations += 1
+
+    def _check_cancel(self) -> None:
+        now = self._clock()
+        if now - self._last_cancel_check < _IDLE_WAIT_S:
+            return
+        self._last_cancel_check = now
+        if self._store.cancel_requested(self._task.job_id):
+            raise JobCancelled(f"job {self._task.job_id} was cancelled; committed parts are kept")
 
     def _wait_time(self) -> float:
         now = self._clock()
@@ -144,7 +176,7 @@ class Coordinator:
         elif isinstance(event, InvocationDone):
             self._on_report(event.worker, event.report)
         elif isinstance(event, WorkerDied):
-            self._on_worker_died(event.worker, event.reason)
+            self._on_worker_died(event.worker, event.reason, event.cause)
         elif isinstance(event, WorkerLoadFailed):
             raise ModelLoadError(f"the model could not be loaded: {event.error}")
 
@@ -162,7 +194,8 @@ class Coordinator:
             self._discard(report)
             self._notify(report, committed=False)
             error = str(report.error) if report.error else "unknown error"
-            self._fail(lease, "error", error, report.retryable, report)
+            retryable = report.retryable and not (report.error and report.error.type in self._limits.retry.no_retry_on)
+            self._fail(lease, "error", error, retryable, report)
 
     def _commit(self, report: InvocationReport) -> None:
         ext = EXTENSIONS[self._task.output_format]
@@ -178,13 +211,13 @@ class Coordinator:
         self._output.discard(report.part)
         self._output.discard(report.error_part)
 
-    def _on_worker_died(self, worker: int, reason: str) -> None:
+    def _on_worker_died(self, worker: int, reason: str, cause: str) -> None:
         lease = self._leases.pop(worker, None)
         if lease is None:
             self._count_start_failure(reason)
             return
         self._discard_attempt(lease)
-        self._fail(lease, "lost", reason, True, None)
+        self._killed(lease, "memory" if cause == "memory" else "lost", reason)
 
     def _count_start_failure(self, reason: str) -> None:
         if self._ever_ready:
@@ -200,7 +233,33 @@ class Coordinator:
                 del self._leases[worker]
                 self._backend.kill(worker)
                 self._discard_attempt(lease)
-                self._fail(lease, "timeout", f"the invocation ran past the {self._limits.timeout:g} s timeout", True, None)
+                limit = self._limits.timeout if lease.claim.lane == "function" else self._limits.batch_lane_timeout
+                self._killed(lease, "timeout", f"the invocation ran past the {limit:g} s time limit")
+
+    def _killed(self, lease: _Lease, outcome: str, error: str) -> None:
+        """A timeout, memory kill or crash: split the chunk once that happened ``split_after`` times
+        (a row that crashes the process is isolated this way, as bisection isolates rows that raise),
+        else hand it to the batch lane if it cannot be split, else retry as any failure."""
+        limits, claim = self._limits, lease.claim
+        if claim.kills + 1 >= limits.split_after and claim.lane == "function":
+            if can_split(claim.chunk, limits.min_chunk_rows):
+                self._split(lease, f"{outcome}: {error}")
+                return
+            if limits.batch_lane:
+                self._store.to_batch_lane(self._task.job_id, claim.chunk.chunk_id, claim.attempt, f"{outcome}: {error}")
+                self._notify_failed(lease, outcome, f"{error}; moved to the batch lane", dead=False)
+                return
+            self._fail(lease, outcome, f"{error}; the chunk cannot be split below min_chunk_rows", False, None)
+            return
+        self._fail(lease, outcome, error, True, None)
+
+    def _split(self, lease: _Lease, error: str) -> None:
+        job_id = self._task.job_id
+        first = self._store.next_chunk_id(job_id)
+        children = split_chunk(lease.chunk, first, first + 1)
+        self._store.split(job_id, lease.chunk.chunk_id, lease.attempt, error, children)
+        self._outstanding += 1
+        self._notify_failed(lease, "split", f"{error}; split into chunks {first} and {first + 1}", dead=False)
 
     def _discard_attempt(self, lease: _Lease) -> None:
         ext = EXTENSIONS[self._task.output_format]
@@ -210,17 +269,21 @@ class Coordinator:
 
     def _fail(self, lease: _Lease, outcome: str, error: str, retryable: bool, report: InvocationReport | None) -> None:
         policy = self._limits.retry
-        retry = policy.should_retry(lease.attempt, retryable)
-        retry_at = self._clock() + policy.delay(lease.attempt) if retry else None
+        failures = lease.claim.attempts_since_redrive
+        retry = policy.should_retry(failures, retryable)
+        retry_at = self._clock() + policy.delay(failures) if retry else None
         self._store.fail(self._task.job_id, lease.chunk.chunk_id, lease.attempt, outcome, error, retry_at, report)
         if not retry:
             self._outstanding -= 1
+        self._notify_failed(lease, outcome, error, dead=not retry)
+
+    def _notify_failed(self, lease: _Lease, outcome: str, error: str, dead: bool) -> None:
         for listener in self._listeners:
-            listener.chunk_failed(self._task.job_id, lease.chunk.chunk_id, lease.attempt, outcome, error, not retry)
+            listener.chunk_failed(self._task.job_id, lease.chunk.chunk_id, lease.attempt, outcome, error, dead)
 
     def _notify(self, report: InvocationReport, committed: bool) -> None:
         for listener in self._listeners:
             listener.invocation_finished(report, committed)
 
 
-__all__ = ["Coordinator", "JobLimits", "JobResult", "SquallError"]
+__all__ = ["Coordinator", "JobCancelled", "JobLimits", "JobResult"]

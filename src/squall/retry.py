@@ -13,6 +13,7 @@ class RetryPolicy:
     max_attempts: int = 3
     backoff_base: float = 0.5
     backoff_max: float = 30.0
+    no_retry_on: tuple[str, ...] = ()
 
     def delay(self, failed_attempts: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before the next attempt, after ``failed_attempts`` failures (≥ 1)."""

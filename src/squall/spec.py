@@ -76,16 +76,25 @@ class JobSpec(BaseModel):
 
     # limits and failure handling
     timeout: float = Field(900.0, gt=0, description="Seconds one invocation may run before its worker is killed.")
+    memory: int | None = Field(None, gt=0, description="MB of RSS a worker (with its children) may use before it is killed.")
     max_attempts: int = Field(3, ge=1, description="Attempts per chunk before it is dead-lettered.")
     backoff_base: float = Field(0.5, ge=0, description="First retry delay bound in seconds (full jitter).")
     backoff_max: float = Field(30.0, ge=0, description="Largest retry delay in seconds.")
+    no_retry_on: list[str] = Field(default_factory=list, description="Exception type names whose chunks are not retried.")
+    split_after: int = Field(2, ge=1, description="Timeouts, memory kills or crashes of a chunk before it is split in two.")
+    min_chunk_rows: int = Field(1, ge=1, description="Chunks are not split below this many rows.")
+    batch_lane: bool = Field(False, description="Run chunks that cannot be split further without the time limit.")
+    batch_lane_timeout: float | None = Field(None, gt=0, description="Time limit in the batch lane; default none.")
+    max_invocations_per_worker: int | None = Field(None, gt=0, description="Recycle a worker after this many invocations.")
+    recycle_rss_mb: int | None = Field(None, gt=0, description="Recycle a worker whose RSS exceeds this between invocations.")
     max_error_rate: float = Field(0.0, ge=0, le=1, description="Error rows allowed, as a fraction of rows read.")
+    max_dead_chunks: int = Field(0, ge=0, description="Dead-lettered chunks allowed before the job is FAILED.")
 
     # bookkeeping
     job_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Name for the job.")
     state_dir: str | None = Field(None, description="Where job state lives; default $SQUALL_HOME or ~/.squall.")
 
-    _split_lists = field_validator("input", "key", "features", "output_columns", mode="before")(_split_csv)
+    _split_lists = field_validator("input", "key", "features", "output_columns", "no_retry_on", mode="before")(_split_csv)
 
     @field_validator("input")
     @classmethod

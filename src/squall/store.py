@@ -11,8 +11,11 @@ Chunk states and lease rules
 ``pending`` → ``leased`` (claimed by the coordinator for one worker, with a
 deadline; ``attempts`` counts claims) → ``done`` (its winning attempt is
 committed) or back to ``pending`` (retry, not before ``not_before``) or
-``dead`` (attempts exhausted; ``redrive`` returns it to ``pending``) or
-``split`` (replaced by two children that cover the same rows).
+``dead`` (attempts exhausted; ``redrive`` returns it to ``pending`` and
+sets ``attempt_base`` so it gets a full set of attempts again) or
+``split`` (replaced by two children, whose ``parent`` names it, that cover
+the same rows). ``kills`` counts timeouts and memory kills, which decide
+splitting (crashes count too); ``lane`` is ``function`` (time-limited) or ``batch`` (not).
 A coordinator that dies leaves chunks ``leased``; ``resume`` returns them
 to ``pending``. Only one coordinator may run a job at a time: it holds an
 exclusive lock on ``locks/JOB.lock`` for as long as it runs.
@@ -31,7 +34,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from squall.errors import JobNotFoundError, StoreError
 from squall.plan.chunk import Chunk
@@ -53,6 +56,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     chunks_total INTEGER NOT NULL DEFAULT 0,
     est_rows INTEGER NOT NULL DEFAULT 0,
     cold_starts INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
     message TEXT
 );
 CREATE TABLE IF NOT EXISTS chunks (
@@ -61,6 +65,10 @@ CREATE TABLE IF NOT EXISTS chunks (
     descriptor TEXT NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
+    attempt_base INTEGER NOT NULL DEFAULT 0,
+    kills INTEGER NOT NULL DEFAULT 0,
+    lane TEXT NOT NULL DEFAULT 'function',
+    parent INTEGER,
     not_before REAL NOT NULL DEFAULT 0,
     worker INTEGER,
     rows_in INTEGER NOT NULL DEFAULT 0,
@@ -87,6 +95,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 """
 
 ACTIVE_STATES = ("PENDING", "RUNNING")
+KILL_OUTCOMES = ("timeout", "memory", "lost")
 
 
 @dataclass(frozen=True)
@@ -122,10 +131,17 @@ class ChunkCounts:
 
 @dataclass(frozen=True)
 class Claim:
-    """A chunk leased for one attempt."""
+    """A chunk leased for one attempt: ``attempt`` numbers all its attempts, ``attempt - attempt_base`` those since the last redrive."""
 
     chunk: Chunk
     attempt: int
+    attempt_base: int = 0
+    kills: int = 0
+    lane: str = "function"
+
+    @property
+    def attempts_since_redrive(self) -> int:
+        return self.attempt - self.attempt_base
 
 
 class JobStore:
@@ -234,13 +250,13 @@ class JobStore:
         now = time.time() if now is None else now
         with self._transaction():
             row = self._db.execute(
-                "SELECT chunk_id, descriptor, attempts FROM chunks WHERE job_id=? AND state='pending' "
-                "AND not_before<=? ORDER BY chunk_id LIMIT 1",
+                "SELECT chunk_id, descriptor, attempts, attempt_base, kills, lane FROM chunks "
+                "WHERE job_id=? AND state='pending' AND not_before<=? ORDER BY chunk_id LIMIT 1",
                 (job_id, now),
             ).fetchone()
             if row is None:
                 return None
-            chunk_id, descriptor, attempts = row
+            chunk_id, descriptor, attempts, base, kills, lane = row
             attempt = attempts + 1
             self._db.execute(
                 "UPDATE chunks SET state='leased', attempts=?, worker=? WHERE job_id=? AND chunk_id=?",
@@ -250,7 +266,7 @@ class JobStore:
                 "INSERT OR REPLACE INTO attempts (job_id, chunk_id, attempt, worker, started_at) VALUES (?, ?, ?, ?, ?)",
                 (job_id, chunk_id, attempt, worker, now),
             )
-        return Claim(Chunk.from_json(descriptor), attempt)
+        return Claim(Chunk.from_json(descriptor), attempt, base, kills, lane)
 
     def complete(self, report: InvocationReport, part: str | None, error_part: str | None) -> None:
         """Mark the chunk done with its committed files, and close the attempt."""
@@ -275,10 +291,11 @@ class JobStore:
     ) -> str:
         """Close a failed attempt; the chunk goes back to pending (at ``retry_at``) or, if ``None``, dead."""
         state = "pending" if retry_at is not None else "dead"
+        killed = 1 if outcome in KILL_OUTCOMES else 0
         with self._transaction():
             self._db.execute(
-                "UPDATE chunks SET state=?, not_before=?, worker=NULL WHERE job_id=? AND chunk_id=?",
-                (state, retry_at or 0, job_id, chunk_id),
+                "UPDATE chunks SET state=?, not_before=?, worker=NULL, kills=kills+? WHERE job_id=? AND chunk_id=?",
+                (state, retry_at or 0, killed, job_id, chunk_id),
             )
             self._close_attempt(job_id, chunk_id, attempt, outcome, error, report)
         return state
@@ -290,6 +307,60 @@ class JobStore:
             "UPDATE attempts SET finished_at=?, outcome=?, error=?, report=? WHERE job_id=? AND chunk_id=? AND attempt=?",
             (time.time(), outcome, error, json.dumps(report.to_dict()) if report else None, job_id, chunk_id, attempt),
         )
+
+    def split(self, job_id: str, chunk_id: int, attempt: int, error: str, children: Sequence[Chunk]) -> None:
+        """Close a killed attempt and replace the chunk by ``children`` (pending), which cover the same rows."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE chunks SET state='split', worker=NULL, kills=kills+1 WHERE job_id=? AND chunk_id=?",
+                (job_id, chunk_id),
+            )
+            self._close_attempt(job_id, chunk_id, attempt, "split", error, None)
+            self._db.executemany(
+                "INSERT INTO chunks (job_id, chunk_id, descriptor, state, parent) VALUES (?, ?, ?, 'pending', ?)",
+                [(job_id, c.chunk_id, c.to_json(), chunk_id) for c in children],
+            )
+            self._db.execute("UPDATE jobs SET chunks_total=chunks_total+? WHERE job_id=?", (len(children) - 1, job_id))
+
+    def to_batch_lane(self, job_id: str, chunk_id: int, attempt: int, error: str) -> None:
+        """Close a killed attempt and queue the chunk again in the batch lane (no time limit)."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE chunks SET state='pending', lane='batch', worker=NULL, not_before=0, kills=kills+1, "
+                "attempt_base=attempts WHERE job_id=? AND chunk_id=?",
+                (job_id, chunk_id),
+            )
+            self._close_attempt(job_id, chunk_id, attempt, "to-batch-lane", error, None)
+
+    def next_chunk_id(self, job_id: str) -> int:
+        row = self._db.execute("SELECT MAX(chunk_id) FROM chunks WHERE job_id=?", (job_id,)).fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def redrive(self, job_id: str, chunk_ids: Sequence[int] | None = None) -> int:
+        """Put dead chunks (all, or those named) back to pending with a fresh set of attempts; returns how many."""
+        query = "UPDATE chunks SET state='pending', not_before=0, kills=0, attempt_base=attempts WHERE job_id=? AND state='dead'"
+        params: list[Any] = [job_id]
+        if chunk_ids is not None:
+            query += f" AND chunk_id IN ({','.join('?' * len(chunk_ids))})"
+            params.extend(chunk_ids)
+        with self._transaction():
+            return self._db.execute(query, params).rowcount
+
+    def update_spec(self, job_id: str, spec_json: str) -> None:
+        """Replace the stored spec (a redrive with new limits)."""
+        self._db.execute("UPDATE jobs SET spec=? WHERE job_id=?", (spec_json, job_id))
+
+    def request_cancel(self, job_id: str) -> None:
+        """Ask the job's coordinator, wherever it runs, to stop after committing what has finished."""
+        self.job(job_id)
+        self._db.execute("UPDATE jobs SET cancel_requested=1 WHERE job_id=?", (job_id,))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        row = self._db.execute("SELECT cancel_requested FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        return bool(row and row[0])
+
+    def clear_cancel(self, job_id: str) -> None:
+        self._db.execute("UPDATE jobs SET cancel_requested=0 WHERE job_id=?", (job_id,))
 
     def release_leases(self, job_id: str) -> int:
         """Return every leased chunk of ``job_id`` to pending (after a coordinator died); returns how many."""
@@ -358,5 +429,5 @@ class JobStore:
 
 
 def _job_record(row: tuple[Any, ...]) -> JobRecord:
-    job_id, spec, task, output, state, created, started, finished, total, est_rows, cold, message = row
+    job_id, spec, task, output, state, created, started, finished, total, est_rows, cold, _, message = row
     return JobRecord(job_id, json.loads(spec), task, output, state, created, started, finished, total, est_rows, cold, message)

@@ -35,10 +35,11 @@ class InvocationDone:
 
 @dataclass(frozen=True)
 class WorkerDied:
-    """A worker process ended without being asked to (crash, signal, memory limit)."""
+    """A worker ended without being asked to: ``cause`` is ``crash`` or ``memory`` (killed over its limit)."""
 
     worker: int
     reason: str
+    cause: str = "crash"
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,13 @@ process group, with BLAS/OpenMP threads capped so that workers × threads
 fits the cores. Killing a worker kills its whole group with SIGKILL; a fresh
 worker takes its place. Worker output goes to ``worker-N.log`` in the job's
 state folder.
+
+The memory limit is a watchdog, not ``RLIMIT_AS``: the address-space limit
+counts virtual memory, which numpy, Arrow and OpenBLAS reserve far beyond what
+they touch, so it kills healthy workers; and it turns overuse into a
+``MemoryError`` that user code may swallow. The watchdog sums the resident
+memory of a busy worker and its children every 100 ms and kills the group
+over the limit; an allocation faster than that can overshoot briefly.
 """
 
 from __future__ import annotations
@@ -25,7 +32,35 @@ from squall.plan.chunk import Chunk
 from squall.runtime import wire
 from squall.runtime.task import InvocationReport, JobTask
 
+MEMORY_CHECK_S = 0.1
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class WorkerRecycling:
+    """When workers are replaced: over ``memory_mb`` while busy (a kill, the attempt fails), or
+    after ``max_invocations`` or above ``rss_mb`` between invocations (a planned restart)."""
+
+    memory_mb: int | None = None
+    max_invocations: int | None = None
+    rss_mb: int | None = None
+
+
+def _tree_rss_mb(pid: int) -> float:
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        members = [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for member in members:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:
+            continue
+    return total / (1024 * 1024)
 
 
 @dataclass
@@ -37,15 +72,24 @@ class _Slot:
     buffer: wire.FrameBuffer = field(default_factory=wire.FrameBuffer)
     ready: bool = False
     busy: bool = False
+    invocations: int = 0
 
 
 class LocalBackend:
     """Worker processes on this machine (see the module docstring)."""
 
-    def __init__(self, log_dir: Path, threads_per_worker: int = 1, batch_format: str = "pandas") -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        threads_per_worker: int = 1,
+        batch_format: str = "pandas",
+        recycling: WorkerRecycling | None = None,
+    ) -> None:
         self._log_dir = log_dir
         self._threads = threads_per_worker
         self._batch_format = batch_format
+        self._recycling = recycling or WorkerRecycling()
+        self._last_memory_check = 0.0
         self._slots: dict[int, _Slot] = {}
         self._selector = selectors.DefaultSelector()
         self._model: ModelRef | None = None
@@ -81,12 +125,29 @@ class LocalBackend:
             pass  # the worker is gone; its end-of-stream arrives through wait()
 
     def wait(self, timeout: float) -> list[WorkerEvent]:
+        if self._recycling.memory_mb is not None:
+            timeout = min(timeout, MEMORY_CHECK_S)
         events: list[WorkerEvent] = []
         for key, _ in self._selector.select(timeout=max(0.0, timeout)):
             slot = self._slots.get(key.data)
             if slot is None or slot.from_worker != key.fd:
                 continue
             events.extend(self._drain(slot))
+        events.extend(self._enforce_memory())
+        return events
+
+    def _enforce_memory(self) -> list[WorkerEvent]:
+        limit = self._recycling.memory_mb
+        now = time.monotonic()
+        if limit is None or now - self._last_memory_check < MEMORY_CHECK_S:
+            return []
+        self._last_memory_check = now
+        events: list[WorkerEvent] = []
+        for slot in [s for s in self._slots.values() if s.busy]:
+            used = _tree_rss_mb(slot.process.pid)
+            if used > limit:
+                events.append(WorkerDied(slot.index, f"the worker used {used:.0f} MB, over the {limit} MB memory limit", "memory"))
+                self.kill(slot.index)
         return events
 
     def kill(self, worker: int) -> None:
@@ -155,14 +216,16 @@ class LocalBackend:
             try:
                 data = os.read(slot.from_worker, 1 << 16)
             except BlockingIOError:
-                return events
+                break
             if not data:
                 events.append(WorkerDied(slot.index, self._death_reason(slot)))
                 self._retire(slot)
                 self._spawn(slot.index)
                 return events
-            for message in slot.buffer.feed(data):
-                events.append(self._event(slot, message))
+            events.extend(self._event(slot, message) for message in slot.buffer.feed(data))
+        if any(isinstance(event, InvocationDone) for event in events):
+            self._recycle_if_due(slot)
+        return events
 
     def _event(self, slot: _Slot, message: dict) -> WorkerEvent:
         kind = message["type"]
@@ -172,7 +235,17 @@ class LocalBackend:
         if kind == "load_failed":
             return WorkerLoadFailed(slot.index, ErrorInfo(**message["error"]))
         slot.busy = False
+        slot.invocations += 1
         return InvocationDone(slot.index, InvocationReport.from_dict(message["report"]))
+
+    def _recycle_if_due(self, slot: _Slot) -> None:
+        """Replace a worker that served its quota of invocations or grew past the RSS threshold (leaks)."""
+        policy = self._recycling
+        due = policy.max_invocations is not None and slot.invocations >= policy.max_invocations
+        if not due and policy.rss_mb is not None:
+            due = _tree_rss_mb(slot.process.pid) > policy.rss_mb
+        if due:
+            self.kill(slot.index)
 
     def _death_reason(self, slot: _Slot) -> str:
         try:

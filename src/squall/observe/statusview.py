@@ -51,3 +51,21 @@ def status_table(console: Console, statuses: list[JobStatus], detailed: bool) ->
             f"{status.rows_per_s:,.0f}", created,
         )
     console.print(table)
+
+
+def dlq_table(console: Console, dead: list[Any]) -> None:
+    """Each dead chunk, then one line per attempt with its outcome, duration and reason."""
+    if not dead:
+        console.print("no dead chunks")
+        return
+    for chunk in dead:
+        where = ", ".join(f"{p['uri'].rsplit('/', 1)[-1]}[{p['kind']} {p['start']}:{p['stop']}]" for p in chunk.pieces)
+        console.print(f"[bold]chunk {chunk.chunk_id}[/] (~{chunk.est_rows:,} rows) {where}", highlight=False)
+        table = Table("attempt", "worker", "outcome", "seconds", "reason", box=None)
+        for attempt in chunk.attempts:
+            took = (attempt["finished_at"] or 0) - attempt["started_at"] if attempt["finished_at"] else None
+            table.add_row(
+                str(attempt["attempt"]), str(attempt["worker"]), str(attempt["outcome"]),
+                f"{took:.2f}" if took is not None else "-", str(attempt["error"] or ""),
+            )
+        console.print(table)

@@ -27,6 +27,7 @@ from squall.runtime.task import JobTask
 
 def serve(read_fd: int, write_fd: int) -> int:
     """Serve invocations until stopped; returns the process exit code."""
+    _die_with_parent()
     init = wire.receive(read_fd)
     if init is None:
         return 0
@@ -58,6 +59,24 @@ def _serve_jobs(read_fd: int, write_fd: int, worker: int, model: LoadedModel) ->
         assert task is not None and steps is not None, "an invocation arrived before the job's task"
         report = invoke(task, Chunk.from_json(message["chunk"]), int(message["attempt"]), worker, steps)
         wire.send(write_fd, {"type": "report", "report": report.to_dict()})
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this worker if the coordinator dies, so no orphan writes late files."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import resource
+    import signal
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crashing model must not fill the disk with cores
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:
+        os._exit(0)
 
 
 def _load_failed(write_fd: int, exc: BaseException) -> int:
