@@ -21,12 +21,27 @@ _SCRIPT = Path(sys.executable).parent / "squall"
 SQUALL = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "squall.cli"]
 
 
+TESTS_DIR = Path(__file__).parent
+
+
 @pytest.fixture(autouse=True)
 def squall_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own state directory, so tests never see each other's jobs."""
+    """Every test gets its own state directory, and worker processes can import the test models."""
     home = tmp_path / "state"
     monkeypatch.setenv("SQUALL_HOME", str(home))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])))
     return home
+
+
+def ids_dataset(folder: Path, rows: int, files: int = 1, row_group_size: int = 1_000) -> Path:
+    """Parquet files with an `id` key and an `id_copy` feature (what the fault models read)."""
+    per_file = rows // files
+    for index in range(files):
+        ids = np.arange(index * per_file, (index + 1) * per_file, dtype=np.int64)
+        table = pa.table({"id": ids, "id_copy": ids})
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, folder / f"ids-{index}.parquet", row_group_size=row_group_size)
+    return folder
 
 
 def make_frame(rows: int, seed: int = 0, start: int = 0) -> pd.DataFrame:

@@ -50,6 +50,8 @@ class JobLimits:
 class JobCancelled(SquallError):
     """The job was asked to stop (``squall cancel``, Ctrl-C or SIGTERM); what was committed is kept."""
 
+    exit_code = 130
+
 
 @dataclass(frozen=True)
 class JobResult:
@@ -183,7 +185,8 @@ class Coordinator:
     def _on_report(self, worker: int, report: InvocationReport) -> None:
         lease = self._leases.get(worker)
         if lease is None or lease.chunk.chunk_id != report.chunk_id or lease.attempt != report.attempt:
-            self._discard(report)
+            if not self._leased(report.chunk_id, report.attempt):
+                self._discard(report)  # a late or duplicate delivery; never a live attempt's file
             self._notify(report, committed=False)
             return
         del self._leases[worker]
@@ -196,6 +199,9 @@ class Coordinator:
             error = str(report.error) if report.error else "unknown error"
             retryable = report.retryable and not (report.error and report.error.type in self._limits.retry.no_retry_on)
             self._fail(lease, "error", error, retryable, report)
+
+    def _leased(self, chunk_id: int, attempt: int) -> bool:
+        return any(l.chunk.chunk_id == chunk_id and l.attempt == attempt for l in self._leases.values())
 
     def _commit(self, report: InvocationReport) -> None:
         ext = EXTENSIONS[self._task.output_format]

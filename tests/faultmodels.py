@@ -1,0 +1,96 @@
+"""Models that misbehave on purpose, for the fault-injection tests. Workers import them as `faultmodels:NAME`.
+
+Each reads the row ids from the `id_copy` feature and predicts `id_copy * 2`
+when it behaves; what it does wrong, and on which rows, is set by
+environment variables so that a worker process sees the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+_hoard: list[np.ndarray] = []
+
+
+def _ids(frame) -> np.ndarray:
+    return frame["id_copy"].to_numpy()
+
+
+def _bad() -> int:
+    return int(os.environ["FAULT_ID"])
+
+
+def steady(frame):
+    if "FAULT_PIDS" in os.environ:
+        with open(os.environ["FAULT_PIDS"], "a") as log:
+            log.write(f"{os.getpid()}\n")
+    time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
+    return _ids(frame) * 2.0
+
+
+def hang_on_row(frame):
+    if (_ids(frame) == _bad()).any():
+        time.sleep(3600)
+    return _ids(frame) * 2.0
+
+
+def abort_on_row(frame):
+    if (_ids(frame) == _bad()).any():
+        os.abort()
+    return _ids(frame) * 2.0
+
+
+def hog_on_row(frame):
+    if (_ids(frame) == _bad()).any():
+        _hoard.append(np.ones(1_500 * 131_072))  # 1.5 GB, touched
+        time.sleep(30)
+    return _ids(frame) * 2.0
+
+
+def leak(frame):
+    _hoard.append(np.ones(int(os.environ.get("FAULT_LEAK_MB", "40")) * 131_072))
+    return _ids(frame) * 2.0
+
+
+def broken_until_fixed(frame):
+    """Raises on every row of ids 1000-1499 while the flag file exists (a model bug, fixed by deleting it)."""
+    ids = _ids(frame)
+    if Path(os.environ["FAULT_FLAG"]).exists() and ((ids >= 1000) & (ids < 1500)).any():
+        raise RuntimeError("model bug on this segment")
+    return ids * 2.0
+
+
+def raise_on_some(frame):
+    ids = _ids(frame)
+    if (ids % 1000 == 7).any():
+        raise ValueError("cannot score this row")
+    return ids * 2.0
+
+
+def scheduled(frame):
+    """Misbehaves as a schedule file says: {"<chunk>": ["crash" | "hang" | "rows" | "ok", ...]} per attempt.
+
+    The chunk is `min(id) // FAULT_CHUNK_ROWS`; the attempt is counted in a file per chunk.
+    """
+    ids = _ids(frame)
+    chunk = int(ids.min()) // int(os.environ["FAULT_CHUNK_ROWS"])
+    schedule = json.loads(Path(os.environ["FAULT_SCHEDULE"]).read_text())
+    marks = Path(os.environ["FAULT_SCHEDULE"]).parent / f"attempts-{chunk}"
+    if len(ids) == int(os.environ["FAULT_CHUNK_ROWS"]):
+        with open(marks, "a") as log:
+            log.write("x")
+    attempt = len(marks.read_text()) if marks.exists() else 1
+    plan = schedule.get(str(chunk), [])
+    kind = plan[attempt - 1] if attempt - 1 < len(plan) else "ok"
+    if kind == "crash":
+        os._exit(7)
+    if kind == "hang":
+        time.sleep(3600)
+    if kind == "rows" and (ids % 5 == 0).any():
+        raise ValueError("bad row by schedule")
+    return ids * 2.0

@@ -1,0 +1,260 @@
+"""Fault injection with real processes: kills, hangs, leaks, aborts and bad rows end in documented states, nothing lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+import squall
+from conftest import SQUALL, ids_dataset, read_output, run_cli
+
+
+def ids_spec(tmp_path: Path, model: str, **fields) -> squall.JobSpec:
+    return squall.JobSpec(
+        model=f"faultmodels:{model}", input=[str(tmp_path / "in")], output=str(tmp_path / "out"),
+        key=["id"], features=["id_copy"], **fields,
+    )
+
+
+def assert_exact_output(output: Path, expected_ids: set[int]) -> pd.DataFrame:
+    """Every expected id exactly once, each predicted as id * 2, and every part matching the manifest."""
+    got = read_output(output)
+    assert not got["id"].duplicated().any()
+    assert set(got["id"]) == expected_ids
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), got["id"].to_numpy() * 2.0)
+    manifest = json.loads((output / "_manifest.json").read_text())
+    for part in manifest["parts"]:
+        assert pq.ParquetFile(output / part["path"]).metadata.num_rows == part["rows"]
+    assert sorted(p.name for p in output.glob("part-*")) == sorted(part["path"] for part in manifest["parts"])
+    assert not (output / "_tmp").exists()
+    return got
+
+
+def worker_pids(coordinator_pid: int) -> list[int]:
+    try:
+        children = psutil.Process(coordinator_pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    return [c.pid for c in children if "squall.runtime.worker" in " ".join(c.cmdline())]
+
+
+def test_killing_a_random_worker_every_half_second_loses_and_duplicates_nothing(tmp_path, monkeypatch):
+    ids_dataset(tmp_path / "in", 60_000, files=3, row_group_size=500)
+    monkeypatch.setenv("FAULT_SLEEP", "0.02")
+    spec = ids_spec(tmp_path, "steady", workers=2, chunk_rows=1_000, batch_size=250, max_attempts=50, split_after=50, backoff_base=0.05)
+    kills: list[int] = []
+    done = threading.Event()
+
+    def killer() -> None:
+        rng = random.Random(7)
+        while not done.wait(0.5) and len(kills) < 16:
+            pids = worker_pids(os.getpid())
+            if pids:
+                victim = rng.choice(pids)
+                os.kill(victim, signal.SIGKILL)
+                kills.append(victim)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        result = squall.run(spec)
+    finally:
+        done.set()
+        thread.join()
+    assert len(kills) >= 8
+    assert result.state == "SUCCEEDED" and result.rows_out == 60_000
+    assert result.cold_starts >= 2 + len(kills) - 1
+    assert_exact_output(tmp_path / "out", set(range(60_000)))
+
+
+def test_a_killed_coordinator_resumes_redoing_only_leased_chunks(tmp_path):
+    ids_dataset(tmp_path / "in", 40_000, files=2, row_group_size=500)
+    env = {"FAULT_SLEEP": "0.05"}
+    args = ["run", "--model", "faultmodels:steady", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+            "--key", "id", "--features", "id_copy", "--workers", "2", "--chunk-rows", "1000", "--batch-size", "250",
+            "--job-id", "crash-me", "-q"]
+    process = subprocess.Popen([*SQUALL, *args], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    database = Path(os.environ["SQUALL_HOME"]) / "squall.db"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.2)
+        if database.exists():
+            with sqlite3.connect(database) as db:
+                done = db.execute("SELECT COUNT(*) FROM chunks WHERE state='done'").fetchone()[0]
+            if done >= 6:
+                break
+    workers = worker_pids(process.pid)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    time.sleep(0.5)
+    assert workers and not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in workers)
+    resumed = run_cli("resume", "crash-me", "-q", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exact_output(tmp_path / "out", set(range(40_000)))
+    with sqlite3.connect(database) as db:
+        redone = db.execute("SELECT COUNT(*) FROM attempts WHERE outcome='lost' AND error='the coordinator stopped'").fetchone()[0]
+        state = db.execute("SELECT state FROM jobs WHERE job_id='crash-me'").fetchone()[0]
+    assert state == "SUCCEEDED"
+    assert 1 <= redone <= 2
+
+
+def test_a_model_that_hangs_on_one_row_is_isolated_by_timeouts_and_splits(tmp_path, monkeypatch):
+    ids_dataset(tmp_path / "in", 2_000, row_group_size=2_000)
+    monkeypatch.setenv("FAULT_ID", "1234")
+    spec = ids_spec(tmp_path, "hang_on_row", chunk_rows=64, batch_size=64, timeout=1.0, split_after=1, max_dead_chunks=1, backoff_base=0.0)
+    result = squall.run(spec)
+    assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 1_999, 1)
+    assert_exact_output(tmp_path / "out", set(range(2_000)) - {1234})
+    (dead,) = squall.api.dead_letters(result.job_id)
+    assert dead.est_rows == 1 and dead.attempts[-1]["outcome"] == "timeout"
+    assert "cannot be split below min_chunk_rows" in dead.attempts[-1]["error"]
+
+
+def test_the_batch_lane_finishes_a_chunk_that_needs_more_than_the_timeout(tmp_path, monkeypatch):
+    ids_dataset(tmp_path / "in", 400, row_group_size=400)
+    monkeypatch.setenv("FAULT_SLEEP", "1.5")
+    spec = ids_spec(tmp_path, "steady", chunk_rows=400, batch_size=400, timeout=1.0, split_after=1, min_chunk_rows=400, batch_lane=True)
+    result = squall.run(spec)
+    assert (result.state, result.rows_out) == ("SUCCEEDED", 400)
+    with sqlite3.connect(Path(os.environ["SQUALL_HOME"]) / "squall.db") as db:
+        outcomes = [row[0] for row in db.execute("SELECT outcome FROM attempts ORDER BY attempt")]
+    assert outcomes == ["to-batch-lane", "ok"]
+
+
+def test_a_row_that_aborts_the_process_is_isolated_by_splitting_on_crashes(tmp_path, monkeypatch):
+    ids_dataset(tmp_path / "in", 1_000, row_group_size=1_000)
+    monkeypatch.setenv("FAULT_ID", "321")
+    spec = ids_spec(tmp_path, "abort_on_row", chunk_rows=128, batch_size=32, split_after=1, max_dead_chunks=1, backoff_base=0.0)
+    result = squall.run(spec)
+    assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 999, 1)
+    assert_exact_output(tmp_path / "out", set(range(1_000)) - {321})
+    (dead,) = squall.api.dead_letters(result.job_id)
+    assert dead.est_rows == 1 and "SIGABRT" in dead.attempts[-1]["error"]
+
+
+def test_a_worker_over_its_memory_limit_is_killed_and_its_chunk_split(tmp_path, monkeypatch):
+    ids_dataset(tmp_path / "in", 1_000, row_group_size=1_000)
+    monkeypatch.setenv("FAULT_ID", "500")
+    spec = ids_spec(tmp_path, "hog_on_row", chunk_rows=250, batch_size=50, memory=600, split_after=1, max_dead_chunks=1, backoff_base=0.0)
+    result = squall.run(spec)
+    assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 999, 1)
+    assert_exact_output(tmp_path / "out", set(range(1_000)) - {500})
+    (dead,) = squall.api.dead_letters(result.job_id)
+    assert dead.attempts[-1]["outcome"] == "memory" and "600 MB memory limit" in dead.attempts[-1]["error"]
+
+
+def test_a_leaking_model_is_recycled_between_invocations_before_it_is_killed(tmp_path, monkeypatch):
+    ids_dataset(tmp_path / "in", 4_000, row_group_size=200)
+    monkeypatch.setenv("FAULT_LEAK_MB", "40")
+    spec = ids_spec(tmp_path, "leak", workers=1, chunk_rows=200, batch_size=200, memory=1_500, recycle_rss_mb=450)
+    result = squall.run(spec)
+    assert (result.state, result.rows_out) == ("SUCCEEDED", 4_000)
+    assert result.cold_starts >= 2
+    with sqlite3.connect(Path(os.environ["SQUALL_HOME"]) / "squall.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM attempts WHERE outcome != 'ok'").fetchone()[0] == 0
+    assert_exact_output(tmp_path / "out", set(range(4_000)))
+
+
+def test_max_invocations_per_worker_recycles_workers(tmp_path):
+    ids_dataset(tmp_path / "in", 2_000, row_group_size=100)
+    spec = ids_spec(tmp_path, "steady", workers=1, chunk_rows=100, max_invocations_per_worker=5)
+    result = squall.run(spec)
+    assert result.state == "SUCCEEDED" and result.invocations == 20
+    assert result.cold_starts == 5
+
+
+def test_raising_on_a_tenth_of_a_percent_of_rows_isolates_exactly_those(tmp_path):
+    ids_dataset(tmp_path / "in", 20_000, row_group_size=2_000)
+    spec = ids_spec(tmp_path, "raise_on_some", batch_size=4_096, max_error_rate=0.002)
+    result = squall.run(spec)
+    bad = {i for i in range(20_000) if i % 1000 == 7}
+    assert (result.state, result.error_rows, result.rows_out) == ("PARTIAL", 20, 19_980)
+    assert_exact_output(tmp_path / "out", set(range(20_000)) - bad)
+    errors = pq.read_table(tmp_path / "out" / "_errors").to_pandas()
+    assert sorted(json.loads(k)["id"] for k in errors["key"]) == sorted(bad)
+
+
+def test_redrive_after_fixing_the_model_turns_partial_into_succeeded(tmp_path, monkeypatch):
+    ids_dataset(tmp_path / "in", 3_000, row_group_size=500)
+    flag = tmp_path / "bug"
+    flag.write_text("on")
+    monkeypatch.setenv("FAULT_FLAG", str(flag))
+    spec = ids_spec(tmp_path, "broken_until_fixed", chunk_rows=500, max_attempts=2, max_dead_chunks=2, backoff_base=0.0)
+    first = squall.run(spec)
+    assert (first.state, first.rows_out, first.dead_chunks) == ("PARTIAL", 2_500, 1)
+    listing = run_cli("dlq", first.job_id)
+    assert listing.returncode == 0 and "model bug on this segment" in listing.stdout and "attempt" in listing.stdout
+    flag.unlink()
+    redriven = run_cli("redrive", first.job_id, "--max-attempts", "3", "-q")
+    assert redriven.returncode == 0, redriven.stderr
+    assert "SUCCEEDED 3000 rows" in redriven.stdout
+    assert_exact_output(tmp_path / "out", set(range(3_000)))
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["state"] == "SUCCEEDED" and manifest["rows"]["written"] == 3_000 and manifest["dead_chunks"] == []
+    assert (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_cancel_stops_a_running_job_keeping_committed_parts_and_resume_finishes_it(tmp_path):
+    ids_dataset(tmp_path / "in", 20_000, row_group_size=500)
+    env = {"FAULT_SLEEP": "0.2"}
+    args = ["run", "--model", "faultmodels:steady", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+            "--key", "id", "--features", "id_copy", "--workers", "1", "--chunk-rows", "500", "--batch-size", "100",
+            "--job-id", "stop-me", "-q"]
+    process = subprocess.Popen([*SQUALL, *args], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while len(list((tmp_path / "out").glob("part-*.parquet"))) < 2:
+        time.sleep(0.1)
+    assert run_cli("cancel", "stop-me").returncode == 0
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    status = json.loads(run_cli("status", "stop-me", "--json").stdout)
+    assert status["state"] == "CANCELLED" and 0 < status["rows_out"] < 20_000
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+    resumed = run_cli("resume", "stop-me", "-q", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exact_output(tmp_path / "out", set(range(20_000)))
+
+
+def test_sigstopped_worker_past_its_deadline_is_killed_and_its_late_attempt_never_lands(tmp_path, monkeypatch):
+    ids_dataset(tmp_path / "in", 3_000, row_group_size=500)
+    pids_file = tmp_path / "busy-pids"
+    monkeypatch.setenv("FAULT_SLEEP", "0.3")
+    monkeypatch.setenv("FAULT_PIDS", str(pids_file))
+    spec = ids_spec(tmp_path, "steady", workers=2, chunk_rows=500, batch_size=100, timeout=2.0, backoff_base=0.0)
+    stopped: list[int] = []
+
+    def stopper() -> None:
+        while not pids_file.exists():
+            time.sleep(0.02)
+        victim = int(pids_file.read_text().split()[0])
+        os.kill(victim, signal.SIGSTOP)
+        stopped.append(victim)
+
+    thread = threading.Thread(target=stopper, daemon=True)
+    thread.start()
+    result = squall.run(spec)
+    thread.join(timeout=1)
+    assert stopped
+    try:
+        os.kill(stopped[0], signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+    time.sleep(0.5)
+    assert result.state == "SUCCEEDED" and result.rows_out == 3_000
+    assert_exact_output(tmp_path / "out", set(range(3_000)))
+    with sqlite3.connect(Path(os.environ["SQUALL_HOME"]) / "squall.db") as db:
+        outcomes = db.execute("SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome").fetchall()
+    assert dict(outcomes) == {"ok": 6, "timeout": 1}
+    assert not psutil.pid_exists(stopped[0]) or psutil.Process(stopped[0]).status() == "zombie"
