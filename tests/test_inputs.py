@@ -8,6 +8,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 import squall
@@ -45,15 +46,17 @@ def test_csv_with_newlines_inside_quotes_is_refused_unless_multiline_then_read_w
 
 def test_quoted_newline_past_the_sampled_head_fails_the_job_loudly_not_silently(linear_model, tmp_path):
     source = tmp_path / "late.csv"
-    quoted_newline_csv(source, rows=50, padding_rows=20_000)
+    frame = quoted_newline_csv(source, rows=50, padding_rows=20_000)
     assert source.stat().st_size > 1 << 20
-    spec = squall.JobSpec(model=str(linear_model), input=[str(source)], output=str(tmp_path / "out"), key=["id"], features=FEATURES, chunk_rows=2_000, max_attempts=1)
+    spec = squall.JobSpec(model=str(linear_model), input=[str(source)], output=str(tmp_path / "out"), key=["id"], features=FEATURES, chunk_rows=2_000)
     result = squall.run(spec)
-    assert result.state == "FAILED"
-    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
-    reasons = [a["error"] for dead in manifest["dead_chunks"] for a in dead["attempts"]]
-    assert reasons and all("multiline" in reason and str(source) in reason for reason in reasons)
-    assert not (tmp_path / "out" / "_SUCCESS").exists()
+    torn = frame["note"].str.contains("\n").sum()
+    assert (result.state, result.rows_out, result.error_rows) == ("FAILED", len(frame) - torn, 2 * torn)
+    errors = pq.read_table(tmp_path / "out" / "_errors").to_pandas()
+    assert all("multiline" in message for message in errors["message"])
+    raw = source.read_bytes()
+    assert all(raw[offset:].split(b"\n", 1)[0].count(b'"') % 2 == 1 for offset in errors["_offset"])
+    assert "rows failed" in (result.message or "") and not (tmp_path / "out" / "_SUCCESS").exists()
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])

@@ -18,8 +18,21 @@ import pyarrow.csv as pacsv
 
 from squall.errors import InputError
 from squall.formats.base import BadRecord, FileInfo, ReadOptions, SourceFile
-from squall.formats.lines import cut_ranges, head_block, odd_quote_line, oversized_records, read_line_range
-from squall.formats.table import attach_offsets, convert_leniently, schema_from_types
+from squall.formats.lines import (
+    LineBlock,
+    compression_of,
+    content_size_guess,
+    cut_ranges,
+    drop_lines,
+    head_block,
+    invalid_utf8_lines,
+    odd_quote_lines,
+    oversized_records,
+    read_head,
+    read_line_range,
+    stream_line_blocks,
+)
+from squall.formats.table import attach_offsets, convert_leniently, majority_schema, schema_from_types
 from squall.plan.chunk import Piece
 
 _HEAD_BYTES = 1 << 20
@@ -33,33 +46,31 @@ class CsvFormat:
     def describe(self, file: SourceFile, options: ReadOptions) -> FileInfo:
         if file.size == 0:
             return FileInfo(file=file, schema=pa.schema([]), rows=0)
-        with fsspec.open(file.uri, "rb") as handle:
-            head = handle.read(_HEAD_BYTES)
+        head = read_head(file.uri, _HEAD_BYTES)
+        compressed = compression_of(file.uri) is not None
         data_start = _header_end(head, file) if options.header else 0
-        sample = _whole_lines(head[data_start:], at_eof=len(head) == file.size)
-        if not options.multiline:
-            odd = odd_quote_line(head_block(sample, data_start), options.quotechar)
-            if odd is not None:
-                raise InputError(
-                    f"{file.uri}: the record at byte {odd} has a quoted field that spans lines; "
-                    "set `multiline = true` (--multiline) so such files are read whole"
-                )
+        sample = _whole_lines(head[data_start:], at_eof=len(head) < _HEAD_BYTES if compressed else len(head) == file.size)
         names = _column_names(head, data_start, file, options)
+        if not options.multiline:
+            _refuse_multiline_records(file, head_block(sample, data_start), names, options)
+            sample = _clean(head_block(sample, data_start), options, []).data
         if sample.strip():
-            schema = _parse(sample, names, options, column_types=None, bad_rows=None).schema
+            schema = majority_schema(_parse(sample, names, options, column_types=None, bad_rows=[]))
             sample_rows = len(head_block(sample, 0).offsets)
         else:
             schema, sample_rows = pa.schema([(name, pa.string()) for name in names]), 0
-        rows = _estimate_rows(file.size - data_start, len(sample), sample_rows)
-        notes = ("multiline",) if options.multiline else ()
+        rows = _estimate_rows(content_size_guess(file.size, compressed) - data_start, len(sample), sample_rows)
+        notes = ("multiline",) * options.multiline + ("compressed",) * compressed
         return FileInfo(file=file, schema=schema, rows=rows, data_start=data_start, notes=notes)
 
     def cut(self, info: FileInfo, target_rows: int) -> list[tuple[Piece, int]]:
         data_bytes = info.file.size - info.data_start
         if data_bytes <= 0 or info.rows == 0:
             return []
-        if _reads_whole_files(info):
+        if "multiline" in info.notes:
             return [(Piece(info.file.uri, "file", 0, info.file.size, header_end=info.data_start), info.rows)]
+        if "compressed" in info.notes:
+            return [(Piece(info.file.uri, "stream", 0, info.file.size, header_end=info.data_start), info.rows)]
         bytes_per_row = data_bytes / max(info.rows, 1)
         target_bytes = max(1, int(target_rows * bytes_per_row))
         ranges = cut_ranges(info.data_start, info.file.size, target_bytes)
@@ -73,14 +84,14 @@ class CsvFormat:
     ) -> Iterator[pa.RecordBatch]:
         names = [name for name, _ in options.column_types]
         if piece.kind == "file":
-            table, offsets = _read_whole_file(piece, options, names, bad)
+            yield from attach_offsets(*_read_whole_file(piece, options, names, bad), options, batch_rows)
+            return
+        if piece.kind == "stream":
+            blocks = stream_line_blocks(piece.uri, piece.header_end, options.max_line_bytes)
         else:
-            table, offsets = _read_range(piece, options, names, bad)
-        yield from attach_offsets(table, offsets, options, batch_rows)
-
-
-def _reads_whole_files(info: FileInfo) -> bool:
-    return "multiline" in info.notes
+            blocks = iter([read_line_range(piece.uri, piece.start, piece.stop, piece.header_end, options.max_line_bytes)])
+        for block in blocks:
+            yield from attach_offsets(*_parse_block(block, options, names, bad), options, batch_rows)
 
 
 def _header_end(head: bytes, file: SourceFile) -> int:
@@ -151,25 +162,55 @@ def _parse(
     )
 
 
-def _read_range(
-    piece: Piece, options: ReadOptions, names: list[str], bad: list[BadRecord]
+def _parse_block(
+    block: LineBlock, options: ReadOptions, names: list[str], bad: list[BadRecord]
 ) -> tuple[pa.Table, np.ndarray]:
-    block = read_line_range(piece.uri, piece.start, piece.stop, piece.header_end, options.max_line_bytes)
-    if not options.multiline:
-        odd = odd_quote_line(block, options.quotechar)
-        if odd is not None:
-            raise InputError(
-                f"{piece.uri}: the record at byte {odd} has a quoted field that spans lines; "
-                "set `multiline = true` (--multiline) so such files are read whole"
-            )
     bad.extend(oversized_records(block, options.max_line_bytes))
+    block = _clean(block, options, bad)
     return _parse_typed(block.data, names, options, block.offsets, bad)
+
+
+def _clean(block: LineBlock, options: ReadOptions, bad: list[BadRecord]) -> LineBlock:
+    """Drop lines that are not UTF-8 or have an unbalanced quote (without `multiline`), as bad records."""
+    broken = invalid_utf8_lines(block)
+    reasons = {int(o): ("InvalidEncoding", "the line is not valid UTF-8") for o in block.offsets[broken]}
+    if not options.multiline:
+        odd = odd_quote_lines(block, options.quotechar) & ~broken
+        message = "unbalanced quote character; if quoted fields hold line breaks, set multiline = true"
+        reasons.update({int(o): ("MalformedRecord", message) for o in block.offsets[odd]})
+        broken |= odd
+    if not broken.any():
+        return block
+    bad.extend(BadRecord(offset, kind, message) for offset, (kind, message) in sorted(reasons.items()))
+    return drop_lines(block, broken)
+
+
+def _refuse_multiline_records(file: SourceFile, head: LineBlock, names: list[str], options: ReadOptions) -> None:
+    """Refuse a CSV whose head holds quoted fields across lines: read per byte range, its records would be torn."""
+    odd = odd_quote_lines(head, options.quotechar)
+    if not odd.any():
+        return
+    try:
+        records = pacsv.read_csv(
+            io.BytesIO(head.data),
+            read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
+            parse_options=pacsv.ParseOptions(
+                delimiter=options.delimiter, quote_char=options.quotechar, newlines_in_values=True
+            ),
+        ).num_rows
+    except pa.ArrowInvalid:
+        return  # unterminated quotes, not multi-line records: those lines become error rows
+    if records < len(head.offsets):
+        raise InputError(
+            f"{file.uri}: the record at byte {int(head.offsets[odd][0])} has a quoted field that spans lines; "
+            "set `multiline = true` (--multiline) so such files are read whole"
+        )
 
 
 def _read_whole_file(
     piece: Piece, options: ReadOptions, names: list[str], bad: list[BadRecord]
 ) -> tuple[pa.Table, np.ndarray]:
-    with fsspec.open(piece.uri, "rb") as handle:
+    with fsspec.open(piece.uri, "rb", compression="infer") as handle:
         data = handle.read()
     return _parse_typed(data[piece.header_end :], names, options, None, bad)
 

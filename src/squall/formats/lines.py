@@ -13,7 +13,7 @@ left out of the block and reported as oversized, with its offset.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import fsspec
 import numpy as np
@@ -48,7 +48,7 @@ def read_line_range(uri: str, start: int, stop: int, data_start: int, max_line_b
     """Read the whole lines that begin in ``[start, stop)`` of ``uri``."""
     oversized: list[int] = []
     with fsspec.open(uri, "rb") as handle:
-        first = data_start if start <= data_start else _first_line_start(handle, start)
+        first = data_start if start <= data_start else _first_line_start(handle, start, stop)
         if first >= stop:
             return LineBlock(b"", np.empty(0, dtype=np.int64))
         handle.seek(first)
@@ -64,18 +64,22 @@ def read_line_range(uri: str, start: int, stop: int, data_start: int, max_line_b
     return _without_long_lines(body, first, max_line_bytes, oversized)
 
 
-def _first_line_start(handle: BinaryIO, start: int) -> int:
-    """The offset of the first line that begins at or after ``start`` (streams over a long line)."""
+def _first_line_start(handle: BinaryIO, start: int, stop: int) -> int:
+    """The offset of the first line that begins in ``[start, stop)``, or ``stop`` if none does.
+
+    Scanning stops at ``stop``: a range inside one long line costs its own length, not the line's.
+    """
     handle.seek(start - 1)
-    scanned = 0
-    while True:
-        block = handle.read(_READ_AHEAD)
+    position = start - 1
+    while position < stop:
+        block = handle.read(min(_READ_AHEAD, stop - position))
         if not block:
-            return start - 1 + scanned
+            return stop
         hit = block.find(b"\n")
         if hit >= 0:
-            return start + scanned + hit
-        scanned += len(block)
+            return position + hit + 1
+        position += len(block)
+    return stop
 
 
 def _rest_of_line(handle: BinaryIO, max_line_bytes: int) -> bytes | None:
@@ -98,14 +102,43 @@ def _rest_of_line(handle: BinaryIO, max_line_bytes: int) -> bytes | None:
 
 def _without_long_lines(body: bytes, base: int, max_line_bytes: int, oversized: list[int]) -> LineBlock:
     starts, ends = line_bounds(body)
-    long_lines = (ends - starts) > max_line_bytes
-    keep = (ends > starts) & ~long_lines
-    if long_lines.any():
-        oversized = sorted([*oversized, *(int(s) + base for s in starts[long_lines])])
-        buffer = np.frombuffer(body, dtype=np.uint8)
-        line_ends = np.minimum(np.append(starts[1:], len(buffer)), len(buffer))
-        body = b"".join(buffer[s:e].tobytes() for s, e, bad in zip(starts, line_ends, long_lines) if not bad)
-    return LineBlock(body, (starts[keep] + base).astype(np.int64), tuple(oversized))
+    keep = ends > starts
+    block = LineBlock(body, (starts[keep] + base).astype(np.int64), tuple(oversized))
+    long_lines = ((ends - starts) > max_line_bytes)[keep]
+    if not long_lines.any():
+        return block
+    dropped = drop_lines(block, long_lines)
+    return LineBlock(dropped.data, dropped.offsets, tuple(sorted([*oversized, *block.offsets[long_lines].tolist()])))
+
+
+def drop_lines(block: LineBlock, drop: np.ndarray) -> LineBlock:
+    """The block without the non-empty lines where ``drop`` is true (their offsets leave with them)."""
+    starts, ends = line_bounds(block.data)
+    nonempty = np.flatnonzero(ends > starts)
+    extents = np.append(starts[1:], len(block.data))
+    removed = set(nonempty[drop].tolist())
+    data = b"".join(block.data[s:e] for i, (s, e) in enumerate(zip(starts, extents)) if i not in removed)
+    return LineBlock(data, block.offsets[~drop], block.oversized)
+
+
+def invalid_utf8_lines(block: LineBlock) -> np.ndarray:
+    """A mask over the block's non-empty lines: true where the line is not valid UTF-8."""
+    try:
+        block.data.decode("utf-8")
+        return np.zeros(len(block.offsets), dtype=bool)
+    except UnicodeDecodeError:
+        pass
+    starts, ends = line_bounds(block.data)
+    nonempty = ends > starts
+    return np.array([not _decodes(block.data[s:e]) for s, e in zip(starts[nonempty], ends[nonempty])], dtype=bool)
+
+
+def _decodes(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def line_bounds(data: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -122,21 +155,20 @@ def line_bounds(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return starts, ends
 
 
-def odd_quote_line(block: LineBlock, quotechar: str) -> int | None:
-    """File offset of the first non-empty line with an odd number of quote characters, or ``None``.
+def odd_quote_lines(block: LineBlock, quotechar: str) -> np.ndarray:
+    """A mask over the block's non-empty lines: true where the line has an odd number of quote characters.
 
     In well-formed CSV, quotes inside a field are doubled, so an odd count means
-    a quoted field runs over a line break.
+    an unterminated quote, or a quoted field that runs over a line break.
     """
     buffer = np.frombuffer(block.data, dtype=np.uint8)
-    quotes = np.flatnonzero(buffer == ord(quotechar))
-    if len(quotes) == 0:
-        return None
     starts, ends = line_bounds(block.data)
     nonempty = ends > starts
+    quotes = np.flatnonzero(buffer == ord(quotechar))
+    if len(quotes) == 0:
+        return np.zeros(int(nonempty.sum()), dtype=bool)
     counts = (np.searchsorted(quotes, ends) - np.searchsorted(quotes, starts))[nonempty]
-    odd = np.flatnonzero(counts % 2)
-    return int(block.offsets[odd[0]]) if len(odd) else None
+    return (counts % 2).astype(bool)
 
 
 def head_block(data: bytes, base: int) -> LineBlock:
@@ -151,3 +183,63 @@ def oversized_records(block: LineBlock, max_line_bytes: int) -> list[BadRecord]:
         BadRecord(offset, "RecordTooLarge", f"the line is longer than max_line_bytes ({max_line_bytes}); it was skipped")
         for offset in block.oversized
     ]
+
+
+def compression_of(uri: str) -> str | None:
+    """The compression a file's suffix names (gzip, bz2, xz, zstd, …), or ``None``."""
+    from fsspec.utils import infer_compression
+
+    return infer_compression(uri)
+
+
+def content_size_guess(size: int, compressed: bool) -> int:
+    """Bytes of content in a file of ``size`` bytes; compressed text is taken to expand four times."""
+    return size * 4 if compressed else size
+
+
+def read_head(uri: str, size: int) -> bytes:
+    """Up to ``size`` bytes from the start of the file's content, decompressed if it is compressed."""
+    with fsspec.open(uri, "rb", compression="infer") as handle:
+        return handle.read(size)
+
+
+def stream_line_blocks(uri: str, data_start: int, max_line_bytes: int, block_bytes: int = 1 << 24) -> Iterator[LineBlock]:
+    """The whole lines of a (compressed) stream from ``data_start``, a block at a time.
+
+    Offsets count bytes of the decompressed content. Memory stays bounded by
+    ``block_bytes + max_line_bytes`` whatever the stream holds: a line over the
+    cap is skipped while streaming (a decompression bomb of one endless line
+    costs time, never memory) and reported as oversized.
+    """
+    with fsspec.open(uri, "rb", compression="infer") as handle:
+        _skip(handle, data_start)
+        carry, carry_at, skipping = b"", data_start, None
+        while data := handle.read(block_bytes):
+            if skipping is not None:
+                newline = data.find(b"\n")
+                if newline < 0:
+                    carry_at += len(data)
+                    continue
+                yield LineBlock(b"", np.empty(0, dtype=np.int64), (skipping,))
+                skipping, carry_at, data = None, carry_at + newline + 1, data[newline + 1 :]
+            buffer = carry + data
+            cut = buffer.rfind(b"\n") + 1
+            if cut:
+                yield _without_long_lines(buffer[:cut], carry_at, max_line_bytes, [])
+                carry, carry_at = buffer[cut:], carry_at + cut
+            else:
+                carry = buffer
+            if len(carry) > max_line_bytes:
+                skipping, carry_at, carry = carry_at, carry_at + len(carry), b""
+        if skipping is not None:
+            yield LineBlock(b"", np.empty(0, dtype=np.int64), (skipping,))
+        elif carry:
+            yield _without_long_lines(carry, carry_at, max_line_bytes, [])
+
+
+def _skip(handle: BinaryIO, count: int) -> None:
+    while count > 0:
+        block = handle.read(min(count, _READ_AHEAD))
+        if not block:
+            return
+        count -= len(block)

@@ -35,14 +35,25 @@ def format_names() -> list[str]:
     return list(_FORMATS)
 
 
+_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".lz4")
+
+
+def _without_compression(path: str) -> str:
+    lower = path.lower()
+    for suffix in _COMPRESSIONS:
+        if lower.endswith(suffix):
+            return lower[: -len(suffix)]
+    return lower
+
+
 def known_extension(path: str) -> bool:
-    """Whether ``path`` ends in an extension that names a format."""
-    return any(path.lower().endswith(ext) for ext in _EXTENSIONS)
+    """Whether ``path`` ends in an extension that names a format (after any compression suffix)."""
+    return any(_without_compression(path).endswith(ext) for ext in _EXTENSIONS)
 
 
 def detect_format(path: str) -> str:
-    """The format named by ``path``'s extension."""
-    lower = path.lower()
+    """The format named by ``path``'s extension; ``data.csv.gz`` is CSV, read through gzip."""
+    lower = _without_compression(path)
     for ext, name in _EXTENSIONS.items():
         if lower.endswith(ext):
             return name

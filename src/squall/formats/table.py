@@ -29,6 +29,27 @@ def schema_from_types(column_types: tuple[tuple[str, str], ...]) -> pa.Schema:
     return pa.schema([(name, _TYPES.get(kind) or pa.type_for_alias(kind)) for name, kind in column_types])
 
 
+def majority_schema(sample: pa.Table, share: float = 0.99) -> pa.Schema:
+    """The sample's schema, except that a text column whose values are nearly all numbers is numeric.
+
+    One stray ``"12abc"`` in the sampled head must not turn a feature column into
+    text: the column stays numeric and that value becomes an error row.
+    """
+    import pandas as pd
+
+    fields = []
+    for field in sample.schema:
+        column = sample.column(field.name)
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            values = column.drop_null().to_pandas()
+            numbers = pd.to_numeric(values, errors="coerce")
+            if len(values) and numbers.notna().mean() >= share:
+                integral = bool((numbers.dropna() % 1 == 0).all())
+                field = pa.field(field.name, pa.int64() if integral else pa.float64())
+        fields.append(field)
+    return pa.schema(fields)
+
+
 def convert_leniently(
     table: pa.Table, column_types: tuple[tuple[str, str], ...], offsets: np.ndarray, bad: list[BadRecord]
 ) -> tuple[pa.Table, np.ndarray]:

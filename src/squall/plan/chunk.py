@@ -10,6 +10,9 @@ A ``Piece`` is a contiguous slice of one file:
   begins at the start of the file's data, and reads through the line that
   crosses ``stop``. So the union of a file's ranges is every line exactly once.
 - ``kind="file"``: the whole file, parsed as one (CSV with newlines in quotes).
+- ``kind="stream"``: the whole file, decompressed and read line block by line
+  block (compressed CSV/JSONL cannot be cut by byte ranges); its ``_offset``
+  values count bytes of the decompressed content.
 
 A ``Chunk`` is one or more pieces (small files are packed together) plus
 estimates. Descriptors are frozen, versioned and travel as JSON.
@@ -21,7 +24,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-PieceKind = Literal["rowgroups", "bytes", "file"]
+PieceKind = Literal["rowgroups", "bytes", "file", "stream"]
 DESCRIPTOR_VERSION = 1
 
 
