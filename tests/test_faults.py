@@ -44,16 +44,26 @@ def assert_exact_output(output: Path, expected_ids: set[int]) -> pd.DataFrame:
 
 
 def worker_pids(coordinator_pid: int) -> list[int]:
+    """Workers of a coordinator: spawned ones, and those forked by its fork server."""
     try:
-        children = psutil.Process(coordinator_pid).children()
+        descendants = psutil.Process(coordinator_pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
-    return [c.pid for c in children if "squall.runtime.worker" in " ".join(c.cmdline())]
+    pids = []
+    for process in descendants:
+        try:
+            command = " ".join(process.cmdline())
+            parent = " ".join(process.parent().cmdline()) if process.parent() else ""
+        except psutil.Error:
+            continue
+        if "squall.runtime.worker" in command or "squall.runtime.zygote" in parent:
+            pids.append(process.pid)
+    return pids
 
 
 def test_killing_a_random_worker_every_half_second_loses_and_duplicates_nothing(tmp_path, monkeypatch):
     ids_dataset(tmp_path / "in", 60_000, files=3, row_group_size=500)
-    monkeypatch.setenv("FAULT_SLEEP", "0.02")
+    monkeypatch.setenv("FAULT_SLEEP", "0.05")
     spec = ids_spec(tmp_path, "steady", workers=2, chunk_rows=1_000, batch_size=250, max_attempts=50, split_after=50, backoff_base=0.05)
     kills: list[int] = []
     done = threading.Event()
@@ -76,7 +86,7 @@ def test_killing_a_random_worker_every_half_second_loses_and_duplicates_nothing(
         thread.join()
     assert len(kills) >= 8
     assert result.state == "SUCCEEDED" and result.rows_out == 60_000
-    assert result.cold_starts >= 2 + len(kills) - 1
+    assert result.worker_starts >= 2 + len(kills) - 1 and result.cold_starts == 1
     assert_exact_output(tmp_path / "out", set(range(60_000)))
 
 
@@ -162,7 +172,7 @@ def test_a_leaking_model_is_recycled_between_invocations_before_it_is_killed(tmp
     spec = ids_spec(tmp_path, "leak", workers=1, chunk_rows=200, batch_size=200, memory=1_500, recycle_rss_mb=450)
     result = squall.run(spec)
     assert (result.state, result.rows_out) == ("SUCCEEDED", 4_000)
-    assert result.cold_starts >= 2
+    assert result.worker_starts >= 2
     with sqlite3.connect(Path(os.environ["SQUALL_HOME"]) / "squall.db") as db:
         assert db.execute("SELECT COUNT(*) FROM attempts WHERE outcome != 'ok'").fetchone()[0] == 0
     assert_exact_output(tmp_path / "out", set(range(4_000)))
@@ -173,7 +183,7 @@ def test_max_invocations_per_worker_recycles_workers(tmp_path):
     spec = ids_spec(tmp_path, "steady", workers=1, chunk_rows=100, max_invocations_per_worker=5)
     result = squall.run(spec)
     assert result.state == "SUCCEEDED" and result.invocations == 20
-    assert result.cold_starts == 5
+    assert result.worker_starts == 5
 
 
 def test_raising_on_a_tenth_of_a_percent_of_rows_isolates_exactly_those(tmp_path):

@@ -30,6 +30,15 @@ USER_CODE = textwrap.dedent(
     def as_label(output):
         return np.where(output > 0, "pos", "neg")
 
+    class Threaded:
+        def __init__(self):
+            import threading
+            self.stop = threading.Event()
+            threading.Thread(target=self.stop.wait, daemon=True).start()
+
+        def predict(self, frame):
+            return frame.to_numpy().sum(axis=1)
+
     class Scorer:
         def __init__(self):
             with open(os.environ["CONSTRUCTIONS_LOG"], "a") as log:
@@ -73,13 +82,14 @@ def test_a_function_receives_numpy_batches(user_code, dataset, tmp_path):
     np.testing.assert_allclose(got["prediction"], frame[FEATURES].sum(axis=1) * 2)
 
 
-def test_a_class_is_constructed_once_per_worker_and_called_per_batch(user_code, dataset, tmp_path):
+@pytest.mark.parametrize("fork", [True, False])
+def test_a_class_is_constructed_once_per_model_load_not_per_batch(fork, user_code, dataset, tmp_path):
     folder, frame = dataset("parquet", rows=4_000)
-    spec = squall.JobSpec(model="usercode:Scorer", input=[str(folder)], output=str(tmp_path / "out"), key=["id"], workers=2, chunk_rows=250, batch_size=100)
+    spec = squall.JobSpec(model="usercode:Scorer", input=[str(folder)], output=str(tmp_path / "out"), key=["id"], workers=2, chunk_rows=250, batch_size=100, fork=fork)
     result = squall.run(spec)
-    assert result.state == "SUCCEEDED" and result.invocations >= 16
+    assert result.state == "SUCCEEDED" and result.invocations >= 16 and result.worker_starts == 2
     constructions = (user_code / "constructions.log").read_text().split()
-    assert len(constructions) == result.cold_starts == 2
+    assert len(constructions) == result.cold_starts == (1 if fork else 2)
     got = read_output(tmp_path / "out").set_index("id").sort_index()
     np.testing.assert_allclose(got["prediction"], frame[FEATURES].to_numpy() @ np.arange(1, 7))
 
@@ -137,3 +147,12 @@ def test_error_rows_past_max_error_rate_fail_the_job_with_the_numbers(user_code,
     result = squall.run(spec)
     assert result.state == "FAILED" and result.error_rows == 21
     assert "21 of 2000 rows failed" in (result.message or "")
+
+
+def test_a_model_that_starts_threads_when_loading_is_never_forked(user_code, dataset, tmp_path):
+    folder, frame = dataset("parquet", rows=1_000)
+    spec = squall.JobSpec(model="usercode:Threaded", input=[str(folder)], output=str(tmp_path / "out"), key=["id"], workers=2)
+    result = squall.run(spec)
+    assert (result.state, result.cold_starts, result.worker_starts) == ("SUCCEEDED", 3, 2)
+    got = read_output(tmp_path / "out").set_index("id").sort_index()
+    np.testing.assert_allclose(got["prediction"], frame[FEATURES].sum(axis=1))

@@ -214,7 +214,7 @@ def limits_of(spec: JobSpec) -> JobLimits:
 
 def _backend(store: JobStore, spec: JobSpec, job_id: str) -> LocalBackend:
     recycling = WorkerRecycling(spec.memory, spec.max_invocations_per_worker, spec.recycle_rss_mb)
-    return LocalBackend(store.state_dir / "jobs" / job_id, spec.resolved_threads(), spec.batch_format, recycling)
+    return LocalBackend(store.state_dir / "jobs" / job_id, spec.resolved_threads(), spec.batch_format, recycling, spec.fork)
 
 
 def _drive(

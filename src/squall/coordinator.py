@@ -68,6 +68,7 @@ class JobResult:
     parts: tuple[str, ...]
     wall_s: float
     cold_starts: int
+    worker_starts: int
     invocations: int
     message: str | None = None
 
@@ -137,7 +138,7 @@ class Coordinator:
                     self._handle(event)
                 self._enforce_deadlines()
         finally:
-            self._store.add_cold_starts(job_id, self._backend.cold_starts())
+            self._store.add_starts(job_id, self._backend.cold_starts(), self._backend.worker_starts())
 
     @property
     def invocations(self) -> int:

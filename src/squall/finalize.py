@@ -67,6 +67,7 @@ def finalize_job(store: JobStore, job_id: str, limits: JobLimits, invocations: i
         parts=tuple(row[4] for row in done if row[4]),
         wall_s=finished - started,
         cold_starts=store.job(job_id).cold_starts,
+        worker_starts=store.job(job_id).worker_starts,
         invocations=invocations,
         message=message,
     )

@@ -66,6 +66,7 @@ class JobSpec(BaseModel):
     chunk_bytes: int | None = Field(None, gt=0, description="Target input bytes per chunk.")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0, description="Worker processes.")
     threads_per_worker: int | None = Field(None, gt=0, description="BLAS/OpenMP threads per worker; default cores // workers.")
+    fork: bool = Field(True, description="Fork warm workers from one process that loaded the model (if the model allows).")
 
     # where to write
     output: str = Field(description="Output directory or URL.")

@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     chunks_total INTEGER NOT NULL DEFAULT 0,
     est_rows INTEGER NOT NULL DEFAULT 0,
     cold_starts INTEGER NOT NULL DEFAULT 0,
+    worker_starts INTEGER NOT NULL DEFAULT 0,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     message TEXT
 );
@@ -113,6 +114,7 @@ class JobRecord:
     chunks_total: int
     est_rows: int
     cold_starts: int
+    worker_starts: int
     message: str | None
 
 
@@ -226,8 +228,11 @@ class JobStore:
             (state, message, finished, state, now, job_id),
         )
 
-    def add_cold_starts(self, job_id: str, count: int) -> None:
-        self._db.execute("UPDATE jobs SET cold_starts=cold_starts+? WHERE job_id=?", (count, job_id))
+    def add_starts(self, job_id: str, cold: int, workers: int) -> None:
+        """Count model loads and worker process starts."""
+        self._db.execute(
+            "UPDATE jobs SET cold_starts=cold_starts+?, worker_starts=worker_starts+? WHERE job_id=?", (cold, workers, job_id)
+        )
 
     # --- the queue -------------------------------------------------------------------------
 
@@ -429,5 +434,7 @@ class JobStore:
 
 
 def _job_record(row: tuple[Any, ...]) -> JobRecord:
-    job_id, spec, task, output, state, created, started, finished, total, est_rows, cold, _, message = row
-    return JobRecord(job_id, json.loads(spec), task, output, state, created, started, finished, total, est_rows, cold, message)
+    job_id, spec, task, output, state, created, started, finished, total, est_rows, cold, workers, _, message = row
+    return JobRecord(
+        job_id, json.loads(spec), task, output, state, created, started, finished, total, est_rows, cold, workers, message
+    )

@@ -81,7 +81,11 @@ class Backend(Protocol):
         ...
 
     def cold_starts(self) -> int:
-        """How many workers were started so far (each one loads the model)."""
+        """How many times the model was loaded so far."""
+        ...
+
+    def worker_starts(self) -> int:
+        """How many worker processes (or actors) were started so far, warm or cold."""
         ...
 
     def shutdown(self) -> None:

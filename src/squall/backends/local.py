@@ -1,10 +1,13 @@
 """The local backend: long-lived worker processes on this machine, spoken to over pipes.
 
-Each worker is a ``python -m squall.runtime.worker`` process in its own
-process group, with BLAS/OpenMP threads capped so that workers × threads
-fits the cores. Killing a worker kills its whole group with SIGKILL; a fresh
-worker takes its place. Worker output goes to ``worker-N.log`` in the job's
-state folder.
+Workers are forked warm from a fork server that loaded the model once
+(:mod:`squall.runtime.zygote`); where forking is unsafe (a model that starts
+threads when it loads, or ``fork = false``) each worker is started from
+scratch and loads the model itself. Every worker runs in its own process
+group with BLAS/OpenMP threads capped so that workers × threads fits the
+cores. Killing a worker kills its whole group with SIGKILL; a fresh worker
+takes its place. Worker output goes to ``worker-N.log`` (and ``zygote.log``)
+in the job's state folder.
 
 The memory limit is a watchdog, not ``RLIMIT_AS``: the address-space limit
 counts virtual memory, which numpy, Arrow and OpenBLAS reserve far beyond what
@@ -20,12 +23,13 @@ import os
 import selectors
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from squall.backends.base import InvocationDone, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady
+from squall.backends.launch import ForkServer, start_process
 from squall.errors import ErrorInfo
 from squall.models.base import ModelRef
 from squall.plan.chunk import Chunk
@@ -66,13 +70,17 @@ def _tree_rss_mb(pid: int) -> float:
 @dataclass
 class _Slot:
     index: int
-    process: subprocess.Popen[bytes]
     to_worker: int
     from_worker: int
+    pid: int | None = None
+    process: subprocess.Popen[bytes] | None = None
     buffer: wire.FrameBuffer = field(default_factory=wire.FrameBuffer)
     ready: bool = False
     busy: bool = False
     invocations: int = 0
+
+
+_ZYGOTE = "zygote"
 
 
 class LocalBackend:
@@ -84,24 +92,37 @@ class LocalBackend:
         threads_per_worker: int = 1,
         batch_format: str = "pandas",
         recycling: WorkerRecycling | None = None,
+        fork: bool = True,
     ) -> None:
         self._log_dir = log_dir
         self._threads = threads_per_worker
         self._batch_format = batch_format
         self._recycling = recycling or WorkerRecycling()
+        self._fork_wanted = fork and hasattr(os, "fork") and os.path.isdir("/proc/self/task")
+        self._zygote: ForkServer | None = None
+        self._zygote_ready = False
         self._last_memory_check = 0.0
         self._slots: dict[int, _Slot] = {}
         self._selector = selectors.DefaultSelector()
         self._model: ModelRef | None = None
         self._task: JobTask | None = None
+        self._workers = 0
         self._started = 0
+        self._model_loads = 0
         self._closed = False
 
     def start(self, model: ModelRef, workers: int) -> None:
         self._model = model
+        self._workers = workers
         self._log_dir.mkdir(parents=True, exist_ok=True)
+        if self._fork_wanted:
+            self._zygote = ForkServer(self._environment(), self._log_dir / "zygote.log")
+            self._zygote.start(self._init_message(-1))
+            self._selector.register(self._zygote.fileno(), selectors.EVENT_READ, _ZYGOTE)
+            self._model_loads += 1
+            return
         for index in range(workers):
-            self._spawn(index)
+            self._launch(index)
 
     def configure(self, task: JobTask) -> None:
         self._task = task
@@ -118,17 +139,14 @@ class LocalBackend:
         slot.busy = True
         self._send(slot, {"type": "invoke", "chunk": chunk.to_json(), "attempt": attempt})
 
-    def _send(self, slot: _Slot, message: dict) -> None:
-        try:
-            wire.send(slot.to_worker, message)
-        except OSError:
-            pass  # the worker is gone; its end-of-stream arrives through wait()
-
     def wait(self, timeout: float) -> list[WorkerEvent]:
         if self._recycling.memory_mb is not None:
             timeout = min(timeout, MEMORY_CHECK_S)
         events: list[WorkerEvent] = []
         for key, _ in self._selector.select(timeout=max(0.0, timeout)):
+            if key.data == _ZYGOTE:
+                events.extend(self._on_zygote())
+                continue
             slot = self._slots.get(key.data)
             if slot is None or slot.from_worker != key.fd:
                 continue
@@ -136,32 +154,19 @@ class LocalBackend:
         events.extend(self._enforce_memory())
         return events
 
-    def _enforce_memory(self) -> list[WorkerEvent]:
-        limit = self._recycling.memory_mb
-        now = time.monotonic()
-        if limit is None or now - self._last_memory_check < MEMORY_CHECK_S:
-            return []
-        self._last_memory_check = now
-        events: list[WorkerEvent] = []
-        for slot in [s for s in self._slots.values() if s.busy]:
-            used = _tree_rss_mb(slot.process.pid)
-            if used > limit:
-                events.append(WorkerDied(slot.index, f"the worker used {used:.0f} MB, over the {limit} MB memory limit", "memory"))
-                self.kill(slot.index)
-        return events
-
     def kill(self, worker: int) -> None:
         slot = self._slots.get(worker)
         if slot is not None:
             self._retire(slot)
-            self._spawn(worker)
+            self._launch(worker)
 
     def cold_starts(self) -> int:
-        return self._started
+        """Model loads: one for the fork server, one per worker started from scratch."""
+        return self._model_loads
 
-    def pids(self) -> dict[int, int]:
-        """Process id of each worker, by worker index."""
-        return {index: slot.process.pid for index, slot in self._slots.items()}
+    def worker_starts(self) -> int:
+        """Worker processes started, forked or not."""
+        return self._started
 
     def shutdown(self) -> None:
         """Kill every worker at once: between invocations they hold nothing worth a graceful exit."""
@@ -170,45 +175,87 @@ class LocalBackend:
         self._closed = True
         for slot in list(self._slots.values()):
             self._retire(slot)
+        if self._zygote is not None:
+            self._zygote.shutdown()
         self._selector.close()
 
-    def _spawn(self, index: int) -> None:
-        spawned_at = time.time()
+    # --- starting workers ------------------------------------------------------------------
+
+    def _launch(self, index: int) -> None:
+        if self._zygote is not None and not self._zygote_ready:
+            return  # launched when the fork server is ready
         parent_read, child_write = os.pipe()
         child_read, parent_write = os.pipe()
-        log = open(self._log_dir / f"worker-{index}.log", "ab")
+        slot = _Slot(index, parent_write, parent_read)
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "squall.runtime.worker", str(child_read), str(child_write)],
-                pass_fds=(child_read, child_write),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self._environment(),
-                start_new_session=True,
-            )
+            if self._zygote is not None and self._zygote.fork(index, child_read, child_write):
+                pass
+            else:
+                self._use_spawn()
+                slot.process = start_process(
+                    "squall.runtime.worker", (child_read, child_write), self._environment(),
+                    self._log_dir / f"worker-{index}.log",
+                )
+                slot.pid = slot.process.pid
+                self._model_loads += 1
         finally:
-            log.close()
             os.close(child_read)
             os.close(child_write)
         os.set_blocking(parent_read, False)
-        slot = _Slot(index, process, parent_write, parent_read)
         self._slots[index] = slot
         self._selector.register(parent_read, selectors.EVENT_READ, index)
         self._started += 1
-        assert self._model is not None
-        self._send(slot, {"type": "init", "worker": index, "model": asdict(self._model), "batch_format": self._batch_format,
-                          "spawned_at": spawned_at})
+        if slot.process is not None:
+            self._send(slot, self._init_message(index))
         if self._task is not None:
             self._send(slot, {"type": "task", "task": self._task.to_json()})
 
-    def _environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        for name in THREAD_VARIABLES:
-            env[name] = str(self._threads)
-        path = [os.getcwd(), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
-        env["PYTHONPATH"] = os.pathsep.join(path)
-        return env
+    def _init_message(self, index: int) -> dict[str, Any]:
+        assert self._model is not None
+        return {"type": "init", "worker": index, "model": asdict(self._model), "batch_format": self._batch_format,
+                "spawned_at": time.time()}
+
+    def _use_spawn(self) -> None:
+        """Give up on the fork server for the rest of the job (it is gone, or forking is unsafe)."""
+        if self._zygote is None:
+            return
+        try:
+            self._selector.unregister(self._zygote.fileno())
+        except (KeyError, ValueError):
+            pass
+        self._zygote.shutdown()
+        self._zygote = None
+
+    def _on_zygote(self) -> list[WorkerEvent]:
+        assert self._zygote is not None
+        events: list[WorkerEvent] = []
+        for message in self._zygote.messages():
+            kind = message["type"]
+            if kind == "ready":
+                self._zygote_ready = True
+                for index in range(self._workers):
+                    self._launch(index)
+            elif kind == "forked":
+                self._adopt(int(message["worker"]), int(message["pid"]))
+            elif kind == "load_failed":
+                events.append(WorkerLoadFailed(-1, ErrorInfo(**message["error"])))
+            elif kind in ("unforkable", "gone"):
+                was_ready = self._zygote_ready
+                self._use_spawn()
+                missing = [i for i in range(self._workers) if i not in self._slots]
+                for index in missing if was_ready else range(self._workers):
+                    self._launch(index)
+                break
+        return events
+
+    def _adopt(self, worker: int, pid: int) -> None:
+        slot = self._slots.get(worker)
+        if slot is not None and slot.pid is None:
+            slot.pid = pid
+        else:
+            _kill_group(pid)  # a fork answered after its slot was retired
+
+    # --- hearing from workers --------------------------------------------------------------
 
     def _drain(self, slot: _Slot) -> list[WorkerEvent]:
         events: list[WorkerEvent] = []
@@ -220,17 +267,18 @@ class LocalBackend:
             if not data:
                 events.append(WorkerDied(slot.index, self._death_reason(slot)))
                 self._retire(slot)
-                self._spawn(slot.index)
+                self._launch(slot.index)
                 return events
             events.extend(self._event(slot, message) for message in slot.buffer.feed(data))
         if any(isinstance(event, InvocationDone) for event in events):
             self._recycle_if_due(slot)
         return events
 
-    def _event(self, slot: _Slot, message: dict) -> WorkerEvent:
+    def _event(self, slot: _Slot, message: dict[str, Any]) -> WorkerEvent:
         kind = message["type"]
         if kind == "ready":
             slot.ready = True
+            slot.pid = slot.pid or int(message["pid"])
             return WorkerReady(slot.index, float(message["init_s"]))
         if kind == "load_failed":
             return WorkerLoadFailed(slot.index, ErrorInfo(**message["error"]))
@@ -238,23 +286,56 @@ class LocalBackend:
         slot.invocations += 1
         return InvocationDone(slot.index, InvocationReport.from_dict(message["report"]))
 
+    def _send(self, slot: _Slot, message: dict[str, Any]) -> None:
+        try:
+            wire.send(slot.to_worker, message)
+        except OSError:
+            pass  # the worker is gone; its end-of-stream arrives through wait()
+
+    # --- limits and recycling --------------------------------------------------------------
+
+    def _enforce_memory(self) -> list[WorkerEvent]:
+        limit = self._recycling.memory_mb
+        now = time.monotonic()
+        if limit is None or now - self._last_memory_check < MEMORY_CHECK_S:
+            return []
+        self._last_memory_check = now
+        events: list[WorkerEvent] = []
+        for slot in [s for s in self._slots.values() if s.busy and s.pid]:
+            used = _tree_rss_mb(slot.pid)
+            if used > limit:
+                events.append(WorkerDied(slot.index, f"the worker used {used:.0f} MB, over the {limit} MB memory limit", "memory"))
+                self.kill(slot.index)
+        return events
+
     def _recycle_if_due(self, slot: _Slot) -> None:
         """Replace a worker that served its quota of invocations or grew past the RSS threshold (leaks)."""
         policy = self._recycling
         due = policy.max_invocations is not None and slot.invocations >= policy.max_invocations
-        if not due and policy.rss_mb is not None:
-            due = _tree_rss_mb(slot.process.pid) > policy.rss_mb
+        if not due and policy.rss_mb is not None and slot.pid:
+            due = _tree_rss_mb(slot.pid) > policy.rss_mb
         if due:
             self.kill(slot.index)
 
+    # --- ending workers --------------------------------------------------------------------
+
     def _death_reason(self, slot: _Slot) -> str:
-        try:
-            code = slot.process.wait(timeout=2)
-        except subprocess.TimeoutExpired:
+        code = self._exit_code(slot)
+        if code is None:
             return "the worker closed its pipe but did not exit"
         if code < 0:
             return f"the worker was killed by {signal.Signals(-code).name}"
         return f"the worker exited with code {code}"
+
+    def _exit_code(self, slot: _Slot) -> int | None:
+        if slot.process is not None:
+            try:
+                return slot.process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                return None
+        if self._zygote is not None and slot.pid is not None:
+            return self._zygote.exit_code(slot.pid)
+        return None
 
     def _retire(self, slot: _Slot) -> None:
         self._slots.pop(slot.index, None)
@@ -262,13 +343,29 @@ class LocalBackend:
             self._selector.unregister(slot.from_worker)
         except (KeyError, ValueError):
             pass
-        try:
-            os.killpg(slot.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        slot.process.wait()
+        if slot.pid is not None:
+            _kill_group(slot.pid)
+        if slot.process is not None:
+            slot.process.wait()
         for fd in (slot.to_worker, slot.from_worker):
             try:
                 os.close(fd)
             except OSError:
                 pass
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for name in THREAD_VARIABLES:
+            env[name] = str(self._threads)
+        # Arrow's jemalloc starts a background thread at import, which would make forking unsafe.
+        env.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
+        path = [os.getcwd(), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+        env["PYTHONPATH"] = os.pathsep.join(path)
+        return env
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -67,7 +67,7 @@ def summary_table(result: JobResult) -> Table:
     table.add_row("state", f"[bold {colour}]{result.state}")
     table.add_row("rows", f"{result.rows_in:,} read · {result.rows_out:,} predicted · {result.error_rows:,} errors")
     table.add_row("wall time", f"{result.wall_s:.2f} s ({result.rows_per_s:,.0f} rows/s)")
-    table.add_row("invocations", f"{result.invocations} ({result.cold_starts} cold starts)")
+    table.add_row("invocations", f"{result.invocations} on {result.worker_starts} worker starts ({result.cold_starts} model loads)")
     table.add_row("chunks", f"{result.chunks} ({result.dead_chunks} dead) → {len(result.parts)} parts")
     table.add_row("output", result.output)
     if result.message:

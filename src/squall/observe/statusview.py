@@ -29,6 +29,7 @@ def status_json(status: JobStatus) -> dict[str, Any]:
         "est_rows": job.est_rows,
         "rows_per_s": round(status.rows_per_s, 1),
         "cold_starts": job.cold_starts,
+        "worker_starts": job.worker_starts,
         "message": job.message,
     }
 

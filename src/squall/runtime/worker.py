@@ -27,22 +27,28 @@ from squall.runtime.task import JobTask
 
 def serve(read_fd: int, write_fd: int) -> int:
     """Serve invocations until stopped; returns the process exit code."""
-    _die_with_parent()
+    die_with_parent()
     init = wire.receive(read_fd)
     if init is None:
         return 0
-    worker = int(init["worker"])
     try:
-        model = load_warm(ModelRef(**init["model"]))
-        _preload(init.get("batch_format", "pandas"))
+        model = load_model(init)
     except Exception as exc:
-        return _load_failed(write_fd, exc)
-    init_s = time.time() - float(init.get("spawned_at", time.time()))
-    wire.send(write_fd, {"type": "ready", "pid": os.getpid(), "init_s": max(0.0, init_s)})
-    return _serve_jobs(read_fd, write_fd, worker, model)
+        return load_failed(write_fd, exc)
+    return serve_jobs(read_fd, write_fd, int(init["worker"]), model, float(init.get("spawned_at", time.time())))
 
 
-def _serve_jobs(read_fd: int, write_fd: int, worker: int, model: LoadedModel) -> int:
+def load_model(init: dict[str, Any]) -> LoadedModel:
+    """Load the model an ``init`` message names, and what its first batch would otherwise import."""
+    model = load_warm(ModelRef(**init["model"]))
+    _preload(init.get("batch_format", "pandas"))
+    return model
+
+
+def serve_jobs(read_fd: int, write_fd: int, worker: int, model: LoadedModel, started_at: float) -> int:
+    """Report ready (``init_s`` counted from ``started_at``), then serve tasks and invocations until stopped."""
+    init_s = max(0.0, time.time() - started_at)
+    wire.send(write_fd, {"type": "ready", "pid": os.getpid(), "init_s": init_s})
     task: JobTask | None = None
     steps: Steps | None = None
     while True:
@@ -54,15 +60,15 @@ def _serve_jobs(read_fd: int, write_fd: int, worker: int, model: LoadedModel) ->
             try:
                 steps = Steps.for_task(task, model)
             except Exception as exc:
-                return _load_failed(write_fd, exc)
+                return load_failed(write_fd, exc)
             continue
         assert task is not None and steps is not None, "an invocation arrived before the job's task"
         report = invoke(task, Chunk.from_json(message["chunk"]), int(message["attempt"]), worker, steps)
         wire.send(write_fd, {"type": "report", "report": report.to_dict()})
 
 
-def _die_with_parent() -> None:
-    """On Linux, have the kernel kill this worker if the coordinator dies, so no orphan writes late files."""
+def die_with_parent() -> None:
+    """On Linux, have the kernel kill this process when its parent dies, so no orphan writes late files."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -79,7 +85,8 @@ def _die_with_parent() -> None:
         os._exit(0)
 
 
-def _load_failed(write_fd: int, exc: BaseException) -> int:
+def load_failed(write_fd: int, exc: BaseException) -> int:
+    """Tell the coordinator the model cannot be loaded; returns the exit code."""
     error = ErrorInfo.from_exception(exc, traceback.format_exc())
     wire.send(write_fd, {"type": "load_failed", "error": error.__dict__})
     return 3

@@ -1,0 +1,114 @@
+"""The fork server: load the model once, then fork warm workers from it in milliseconds.
+
+A serverless platform restores a warm snapshot instead of booting a new
+container; this is that, for one machine. The zygote imports the libraries
+and loads the model once (the job's only true cold start), then answers each
+fork request with a child that already holds the model, copy-on-write. A
+worker killed for a timeout, a memory limit or a crash is therefore replaced
+at once, and N workers cost one model load, not N.
+
+Forking is only safe from a single-threaded process: a model whose loading
+started threads (a thread pool in its runtime) is reported ``unforkable`` and
+the backend falls back to starting each worker from scratch.
+
+Protocol (SOCK_SEQPACKET, one JSON document per message): the coordinator
+sends ``init`` {model, batch_format, spawned_at}, then ``fork`` {worker,
+sent_at} with the child's two pipe ends attached; the zygote answers
+``ready`` {init_s} | ``load_failed`` {error} | ``unforkable`` {threads},
+then ``forked`` {worker, pid} and ``exited`` {pid, status}.
+Run as ``python -m squall.runtime.zygote SOCKET_FD``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import sys
+import time
+import traceback
+from typing import Any
+
+from squall.errors import ErrorInfo
+from squall.models.base import LoadedModel
+from squall.runtime.worker import die_with_parent, load_model, serve_jobs
+
+_MAX_MESSAGE = 1 << 20
+_REAP_EVERY_S = 0.1
+
+
+def main(sock_fd: int) -> int:
+    """Load, then serve fork requests until the coordinator goes away; returns the exit code."""
+    die_with_parent()
+    channel = socket.socket(fileno=sock_fd)
+    init = json.loads(channel.recv(_MAX_MESSAGE))
+    try:
+        model = load_model(init)
+    except Exception as exc:
+        _send(channel, {"type": "load_failed", "error": ErrorInfo.from_exception(exc, traceback.format_exc()).__dict__})
+        return 3
+    threads = _thread_count()
+    if threads > 1:
+        _send(channel, {"type": "unforkable", "threads": threads})
+        return 0
+    _send(channel, {"type": "ready", "init_s": max(0.0, time.time() - float(init["spawned_at"]))})
+    _serve_forks(channel, model)
+    return 0
+
+
+def _serve_forks(channel: socket.socket, model: LoadedModel) -> None:
+    while True:
+        readable, _, _ = select.select([channel], [], [], _REAP_EVERY_S)
+        _report_exits(channel)
+        if not readable:
+            continue
+        message, fds, _, _ = socket.recv_fds(channel, _MAX_MESSAGE, 2)
+        if not message:
+            return
+        request = json.loads(message)
+        if request["type"] == "stop":
+            return
+        pid = os.fork()
+        if pid == 0:
+            channel.close()
+            os._exit(_child(fds, request, model))
+        for fd in fds:
+            os.close(fd)
+        _send(channel, {"type": "forked", "worker": request["worker"], "pid": pid})
+
+
+def _child(fds: list[int], request: dict[str, Any], model: LoadedModel) -> int:
+    try:
+        os.setsid()
+        die_with_parent()
+        return serve_jobs(fds[0], fds[1], int(request["worker"]), model, float(request["sent_at"]))
+    except BaseException:  # a forked child must never return into the zygote's loop
+        traceback.print_exc()
+        return 1
+
+
+def _report_exits(channel: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _send(channel, {"type": "exited", "pid": pid, "status": os.waitstatus_to_exitcode(status)})
+
+
+def _thread_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 2  # cannot tell: do not fork
+
+
+def _send(channel: socket.socket, message: dict[str, Any]) -> None:
+    channel.send(json.dumps(message).encode())
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1])))
