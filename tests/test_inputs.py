@@ -125,3 +125,23 @@ def test_unloadable_model_fails_the_job_with_the_loader_error(tmp_path, dataset)
     done = run_cli(*run_args(broken, str(folder), tmp_path / "out"))
     assert done.returncode == 2
     assert "could not be loaded" in done.stderr and "broken.joblib" in done.stderr
+
+
+def test_tsv_files_are_tab_separated_unless_a_delimiter_is_given(linear_model, tmp_path):
+    frame = make_frame(300)
+    (tmp_path / "in").mkdir()
+    frame.to_csv(tmp_path / "in" / "data.tsv", sep="\t", index=False)
+    result = squall.run(squall.JobSpec(model=str(linear_model), input=[str(tmp_path / "in")], output=str(tmp_path / "out"), key=["id"]))
+    assert (result.state, result.rows_out) == ("SUCCEEDED", 300)
+    got = read_output(tmp_path / "out").set_index("id").sort_index()
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), joblib.load(linear_model).predict(frame[FEATURES]))
+
+
+def test_a_duplicate_job_id_and_cancelling_a_finished_job_are_usage_errors(dataset, linear_model, tmp_path):
+    folder, _ = dataset("parquet", rows=200)
+    args = ["run", "--model", str(linear_model), "--input", str(folder), "--key", "id", "--job-id", "once", "-q"]
+    assert run_cli(*args, "--output", str(tmp_path / "a")).returncode == 0
+    again = run_cli(*args, "--output", str(tmp_path / "b"))
+    assert again.returncode == 2 and "a job named 'once' already exists" in again.stderr
+    cancelled = run_cli("cancel", "once")
+    assert cancelled.returncode == 2 and "is SUCCEEDED, not running" in cancelled.stderr

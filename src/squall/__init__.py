@@ -2,7 +2,8 @@
 
 ``squall.run(squall.JobSpec(model=..., input=..., output=...))`` returns a
 :class:`JobResult`. Importing squall loads nothing heavy; the engine's
-dependencies load when a job starts.
+dependencies load when a job starts. The dry run is ``squall.api.plan``
+(``squall.plan`` is the planning package).
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ from typing import TYPE_CHECKING, Any
 from squall.errors import SquallError
 
 if TYPE_CHECKING:
-    from squall.api import jobs, plan, resume, run, status
+    from squall.api import cancel, dead_letters, jobs, redrive, resume, run, status
     from squall.coordinator import JobResult
     from squall.spec import JobSpec
     from squall.spec import JobSpec
 
-__all__ = ["JobSpec", "JobResult", "SquallError", "run", "plan", "resume", "status", "jobs"]
+_API = ("run", "resume", "redrive", "cancel", "status", "jobs", "dead_letters")
+__all__ = ["JobSpec", "JobResult", "SquallError", *_API]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("run", "plan", "resume", "status", "jobs"):
+    if name in _API:
         from squall import api
 
         return getattr(api, name)

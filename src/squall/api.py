@@ -12,7 +12,7 @@ from typing import Sequence
 from typing import TYPE_CHECKING
 
 from squall.backends.local import LocalBackend, WorkerRecycling
-from squall.errors import ModelLoadError, SpecError, SquallError, StoreError
+from squall.errors import JobStateError, ModelLoadError, SpecError, SquallError
 from squall.models.base import ModelRef
 from squall.models.code import is_code_ref
 from squall.models.registry import detect_flavor
@@ -69,7 +69,7 @@ def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None
     backend = _backend(store, spec, job_id)
     try:
         if store.has_job(job_id):
-            raise StoreError(f"a job named {job_id!r} already exists; pick another --job-id or `squall resume {job_id}`")
+            raise JobStateError(f"a job named {job_id!r} already exists; pick another --job-id or `squall resume {job_id}`")
         _check_model(spec)
         backend.start(_model_ref(spec), spec.workers)  # workers load the model while we plan
         from squall.io.commit import OutputDir
@@ -97,6 +97,7 @@ def resume(job_id: str, state_dir: str | Path | None = None, listeners: Sequence
         store.lock_job(job_id)
         spec = JobSpec.model_validate(job.spec)
         task = JobTask.from_json(job.task)
+        store.clear_cancel(job_id)
         store.release_leases(job_id)
         OutputDir(job.output).remove_final_markers()
         backend = _backend(store, spec, job_id)
@@ -129,7 +130,7 @@ def redrive(
         store.update_spec(job_id, spec.to_json())
         count = store.redrive(job_id, chunks)
         if count == 0:
-            raise StoreError(f"job {job_id} has no dead chunks{'' if chunks is None else f' among {list(chunks)}'} to redrive")
+            raise JobStateError(f"job {job_id} has no dead chunks{'' if chunks is None else f' among {list(chunks)}'} to redrive")
     finally:
         store.close()
     return resume(job_id, state_dir, listeners)

@@ -42,6 +42,10 @@ class JobNotFoundError(UsageError):
     """No job with that id exists in the state directory."""
 
 
+class JobStateError(UsageError):
+    """The job is not in a state that allows this (a duplicate id, nothing to redrive, not running)."""
+
+
 class JobFailedError(SquallError):
     """The job ran and ended FAILED; the message carries the numbers."""
 

@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from squall.errors import JobNotFoundError, StoreError
+from squall.errors import JobNotFoundError, JobStateError, StoreError
 from squall.plan.chunk import Chunk
 from squall.runtime.task import InvocationReport
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -164,10 +164,15 @@ class JobStore:
 
     def _check_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
+        if row is None and self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]:
+            row = ("1",)  # made before versions were recorded
         if row is None:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) != SCHEMA_VERSION:
-            raise StoreError(f"the job store has schema version {row[0]}; this squall reads {SCHEMA_VERSION}")
+            raise StoreError(
+                f"the job store in {self.state_dir} has schema version {row[0]}; this squall reads {SCHEMA_VERSION}. "
+                "Use another --state-dir (or $SQUALL_HOME), or finish its jobs with the squall that made it"
+            )
 
     def close(self) -> None:
         for handle in self._locks.values():
@@ -204,7 +209,7 @@ class JobStore:
                 (job_id, spec_json, task_json, output, time.time()),
             )
         except sqlite3.IntegrityError:
-            raise StoreError(f"a job named {job_id!r} already exists; pick another --job-id or `squall resume` it") from None
+            raise JobStateError(f"a job named {job_id!r} already exists; pick another --job-id or `squall resume` it") from None
 
     def job(self, job_id: str) -> JobRecord:
         row = self._db.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone()
@@ -357,7 +362,9 @@ class JobStore:
 
     def request_cancel(self, job_id: str) -> None:
         """Ask the job's coordinator, wherever it runs, to stop after committing what has finished."""
-        self.job(job_id)
+        state = self.job(job_id).state
+        if state not in ACTIVE_STATES:
+            raise JobStateError(f"job {job_id} is {state}, not running; there is nothing to cancel")
         self._db.execute("UPDATE jobs SET cancel_requested=1 WHERE job_id=?", (job_id,))
 
     def cancel_requested(self, job_id: str) -> bool:

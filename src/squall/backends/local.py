@@ -250,8 +250,8 @@ class LocalBackend:
 
     def _adopt(self, worker: int, pid: int) -> None:
         slot = self._slots.get(worker)
-        if slot is not None and slot.pid is None:
-            slot.pid = pid
+        if slot is not None and slot.pid in (None, pid):
+            slot.pid = pid  # its own "ready" may have named it already
         else:
             _kill_group(pid)  # a fork answered after its slot was retired
 

@@ -35,7 +35,7 @@ def format_names() -> list[str]:
     return list(_FORMATS)
 
 
-_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".lz4")
+_COMPRESSIONS = (".gz", ".bz2", ".xz")  # the ones Python reads without extra packages
 
 
 def _without_compression(path: str) -> str:

@@ -38,6 +38,8 @@ def status_table(console: Console, statuses: list[JobStatus], detailed: bool) ->
     """One line per job, or every detail of one."""
     if detailed and statuses:
         for name, value in status_json(statuses[0]).items():
+            if name.endswith("_at") and value is not None:
+                value = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
             console.print(f"[bold]{name:>12}[/]  {value}", highlight=False)
         return
     if not statuses:

@@ -52,7 +52,7 @@ def make_plan(spec: JobSpec, job_id: str) -> Plan:
     files = list_inputs(spec.input)
     format_name = _job_format(spec, files)
     fmt = get_format(format_name)
-    options = _read_options(spec)
+    options = _read_options(spec, files)
     infos = [fmt.describe(file, options) for file in files]
     key, features = _columns(spec, infos)
     options = _with_columns(options, infos, key, features)
@@ -75,9 +75,11 @@ def _job_format(spec: JobSpec, files: list[SourceFile]) -> str:
     return formats.pop()
 
 
-def _read_options(spec: JobSpec) -> ReadOptions:
+def _read_options(spec: JobSpec, files: list[SourceFile]) -> ReadOptions:
+    tab_separated = files and all(".tsv" in f.uri.lower() for f in files)
+    delimiter = "\t" if tab_separated and "delimiter" not in spec.model_fields_set else spec.delimiter
     return ReadOptions(
-        delimiter=spec.delimiter,
+        delimiter=delimiter,
         quotechar=spec.quotechar,
         header=spec.header,
         multiline=spec.multiline,
