@@ -143,4 +143,4 @@ def test_a_duplicate_delivery_of_the_winning_attempt_changes_nothing(tmp_path):
     coordinator.drive()
     assert committed(output, 0)["attempt"] == 1 and committed(output, 1)["attempt"] == 1
     assert sorted(p.name for p in Path(output).glob("part-*")) == ["part-00000.parquet", "part-00001.parquet"]
-    assert [row[0] for row in store.done_chunks("job")] == [0, 1]
+    assert [done.chunk_id for done in store.done_chunks("job")] == [0, 1]

@@ -72,13 +72,21 @@ def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None
             raise JobStateError(f"a job named {job_id!r} already exists; pick another --job-id or `squall resume {job_id}`")
         _check_model(spec)
         backend.start(_model_ref(spec), spec.workers)  # workers load the model while we plan
+        from squall.io import layout
         from squall.io.commit import OutputDir
+        from squall.ledger import Ledger, Selection
         from squall.plan.planner import make_plan
 
-        job_plan = make_plan(spec, job_id)
-        task = _task(spec, job_plan)
-        OutputDir(task.output).claim(job_id, spec.overwrite)
+        output = OutputDir(_absolute(spec.output))
+        previous = output.manifest() if spec.incremental else None
+        selection = Selection(spec, Ledger.from_manifest(previous) if previous else None)
+        job_plan = make_plan(spec, job_id, only=selection)
+        assert selection.increment is not None
+        prefix = layout.run_prefix(selection.increment.run) if spec.incremental else ""
+        task = _task(spec, job_plan, prefix)
+        output.claim(job_id, spec.overwrite, spec.incremental)
         store.create_job(job_id, spec.to_json(), task.to_json(), task.output)
+        store.set_ledger(job_id, selection.increment.to_json())
         store.lock_job(job_id)
         store.enqueue(job_id, job_plan.chunks)
         return _drive(store, spec, task, listeners, backend)
@@ -252,7 +260,7 @@ def _check_model(spec: JobSpec) -> None:
         raise ModelLoadError(f"{spec.model}: no such model file; check `model`")
 
 
-def _task(spec: JobSpec, job_plan: Plan) -> JobTask:
+def _task(spec: JobSpec, job_plan: Plan, part_prefix: str = "") -> JobTask:
     return JobTask(
         job_id=job_plan.job_id,
         model=_model_ref(spec),
@@ -266,6 +274,7 @@ def _task(spec: JobSpec, job_plan: Plan) -> JobTask:
         output=_absolute(spec.output),
         output_format=spec.output_format,
         naming=OutputNaming(spec.prediction_column, tuple(spec.output_columns or ())),
+        part_prefix=part_prefix,
     )
 
 

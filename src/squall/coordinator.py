@@ -208,9 +208,11 @@ class Coordinator:
         ext = EXTENSIONS[self._task.output_format]
         part = error_part = None
         if report.part:
-            part = self._output.commit(report.part, layout.committed_part(self._task.output, report.chunk_id, ext))
+            final = layout.committed_part(self._task.output, report.chunk_id, ext, self._task.part_prefix)
+            part = self._output.commit(report.part, final)
         if report.error_part:
-            error_part = self._output.commit(report.error_part, layout.committed_errors(self._task.output, report.chunk_id))
+            final = layout.committed_errors(self._task.output, report.chunk_id, self._task.part_prefix)
+            error_part = self._output.commit(report.error_part, final)
         self._store.complete(report, part, error_part)
         self._outstanding -= 1
 

@@ -5,6 +5,11 @@ dead chunks, within ``max_error_rate`` and ``max_dead_chunks``), ``FAILED``
 (past those limits, or the counts do not reconcile). ``_SUCCESS`` is
 written for SUCCEEDED and PARTIAL: the output is final and every row is
 accounted for in the parts, ``_errors/`` or the dead-chunk list.
+
+The manifest is also the output's ledger (:mod:`squall.ledger`): each part
+names the run that wrote it and the input files it read. Parts an
+incremental run replaced, and error parts a replay read again, are deleted
+here, after every new part is committed and before the new manifest.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from squall.coordinator import JobLimits, JobResult
+from squall.io import layout
 from squall.io.commit import OutputDir
-from squall.store import JobStore
+from squall.ledger import LEDGER_VERSION, Increment
+from squall.store import DoneChunk, JobStore
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -34,27 +41,51 @@ class Tally:
     def reconciled(self) -> bool:
         return self.rows_in == self.rows_out + self.error_rows
 
+    @classmethod
+    def of(cls, done: list[DoneChunk], dead_rows: list[int]) -> Tally:
+        """Replayed rows were read once, by their data chunk; superseded error rows no longer count."""
+        return cls(
+            rows_in=sum(d.rows_in for d in done if d.kind == "data"),
+            rows_out=sum(d.rows_out for d in done),
+            error_rows=sum(d.error_rows for d in done if not d.errors_superseded),
+            dead_chunks=len(dead_rows),
+            dead_rows_est=sum(dead_rows),
+        )
+
 
 def finalize_job(store: JobStore, job_id: str, limits: JobLimits, invocations: int) -> JobResult:
     """Decide the job's final state from the store, write the manifest, and return the result."""
     job = store.job(job_id)
     done = store.done_chunks(job_id)
     dead = store.chunks_in_state(job_id, "dead")
-    tally = Tally(
-        rows_in=sum(row[1] for row in done),
-        rows_out=sum(row[2] for row in done),
-        error_rows=sum(row[3] for row in done),
-        dead_chunks=len(dead),
-        dead_rows_est=sum(chunk.est_rows for chunk in dead),
-    )
+    record = store.ledger(job_id)
+    increment = Increment.from_json(record) if record else None
+    tally = Tally.of(done, [chunk.est_rows for chunk in dead])
     state, message = _decide(tally, limits)
     output = OutputDir(job.output)
     output.clear_attempts()
+    for path in _replaced(done, increment):
+        output.discard(layout.join(job.output, path))
     finished = time.time()
     started = job.started_at or job.created_at
-    manifest = _manifest(store, job_id, job.spec, state, message, tally, done, dead, started, finished)
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "job_id": job_id,
+        "state": state,
+        "message": message,
+        "rows": _rows(tally),
+        **_entries(done, increment),
+        "dead_chunks": [
+            {"chunk": chunk.chunk_id, "est_rows": chunk.est_rows, "attempts": store.attempts(job_id, chunk.chunk_id)}
+            for chunk in dead
+        ],
+        "timings": {"started_at": started, "finished_at": finished, "wall_s": round(finished - started, 3)},
+        "ledger": _ledger(job_id, increment, started, finished),
+        "spec": job.spec,
+    }
     output.finalize(manifest, success=state in ("SUCCEEDED", "PARTIAL"))
     store.set_job_state(job_id, state, message)
+    final = store.job(job_id)
     return JobResult(
         job_id=job_id,
         state=state,
@@ -64,10 +95,10 @@ def finalize_job(store: JobStore, job_id: str, limits: JobLimits, invocations: i
         error_rows=tally.error_rows,
         dead_chunks=tally.dead_chunks,
         chunks=job.chunks_total,
-        parts=tuple(row[4] for row in done if row[4]),
+        parts=tuple(d.part for d in done if d.part),
         wall_s=finished - started,
-        cold_starts=store.job(job_id).cold_starts,
-        worker_starts=store.job(job_id).worker_starts,
+        cold_starts=final.cold_starts,
+        worker_starts=final.worker_starts,
         invocations=invocations,
         message=message,
     )
@@ -96,48 +127,49 @@ def _decide(tally: Tally, limits: JobLimits) -> tuple[str, str | None]:
     return "SUCCEEDED", None
 
 
-def _manifest(
-    store: JobStore,
-    job_id: str,
-    spec: dict[str, Any],
-    state: str,
-    message: str | None,
-    tally: Tally,
-    done: list[tuple[int, int, int, int, str | None, str | None]],
-    dead: list[Any],
-    started: float,
-    finished: float,
-) -> dict[str, Any]:
+def _rows(tally: Tally) -> dict[str, Any]:
     return {
-        "version": MANIFEST_VERSION,
-        "job_id": job_id,
-        "state": state,
-        "message": message,
-        "rows": {
-            "read": tally.rows_in,
-            "written": tally.rows_out,
-            "errors": tally.error_rows,
-            "dead_chunks": tally.dead_chunks,
-            "rows_in_dead_chunks_estimated": tally.dead_rows_est,
-            "reconciled": tally.reconciled,
-        },
-        "parts": [
-            {"chunk": chunk, "path": _name(part), "rows": rows_out}
-            for chunk, _, rows_out, _, part, _ in done
-            if part
-        ],
-        "errors": [
-            {"chunk": chunk, "path": _name(error_part), "rows": errors}
-            for chunk, _, _, errors, _, error_part in done
-            if error_part
-        ],
-        "dead_chunks": [
-            {"chunk": chunk.chunk_id, "est_rows": chunk.est_rows, "attempts": store.attempts(job_id, chunk.chunk_id)}
-            for chunk in dead
-        ],
-        "timings": {"started_at": started, "finished_at": finished, "wall_s": round(finished - started, 3)},
-        "spec": spec,
+        "read": tally.rows_in,
+        "written": tally.rows_out,
+        "errors": tally.error_rows,
+        "dead_chunks": tally.dead_chunks,
+        "rows_in_dead_chunks_estimated": tally.dead_rows_est,
+        "reconciled": tally.reconciled,
     }
+
+
+def _entries(done: list[DoneChunk], increment: Increment | None) -> dict[str, list[dict[str, Any]]]:
+    """This run's parts and error parts, after the ones kept from earlier runs."""
+    made = {"run": increment.run, "model": increment.model, "spec": increment.spec} if increment else {"run": 1}
+    parts = [
+        {"chunk": d.chunk_id, "path": _name(d.part), "rows": d.rows_out, **made, "files": d.files}
+        for d in done
+        if d.part
+    ]
+    errors = [
+        {"chunk": d.chunk_id, "path": _name(d.error_part), "rows": d.error_rows, **made, "files": d.files}
+        for d in done
+        if d.error_part and not d.errors_superseded
+    ]
+    kept_parts = increment.kept_parts if increment else []
+    kept_errors = increment.kept_errors if increment else []
+    return {"parts": kept_parts + parts, "errors": kept_errors + errors}
+
+
+def _replaced(done: list[DoneChunk], increment: Increment | None) -> list[str]:
+    """Files to delete: earlier runs' parts of changed inputs, and error parts that were replayed."""
+    superseded = [_name(d.error_part) for d in done if d.error_part and d.errors_superseded]
+    return [p for p in (increment.dropped if increment else []) + superseded if p]
+
+
+def _ledger(job_id: str, increment: Increment | None, started: float, finished: float) -> dict[str, Any]:
+    if increment is None:
+        return {"version": LEDGER_VERSION, "runs": [{"run": 1, "job_id": job_id}]}
+    runs = [r for r in increment.previous_runs if r.get("job_id") != job_id]
+    this = {"run": increment.run, "job_id": job_id, "started_at": started, "finished_at": finished,
+            "planned": increment.reasons}
+    return {"version": LEDGER_VERSION, "model": increment.model, "spec": increment.spec, "files": increment.files,
+            "runs": runs + [this]}
 
 
 def _name(uri: str | None) -> str | None:

@@ -74,6 +74,8 @@ class JobSpec(BaseModel):
     prediction_column: str = Field("prediction", min_length=1, description="Name (or prefix) of prediction columns.")
     output_columns: list[str] | None = Field(None, description="Explicit names for the prediction columns.")
     overwrite: bool = Field(False, description="Replace an output that holds another job's results.")
+    incremental: bool = Field(False, description="Add to an existing output: run only new or changed inputs (the ledger).")
+    keep_stale: bool = Field(False, description="With `incremental`, keep parts made by an older model or spec.")
 
     # limits and failure handling
     timeout: float = Field(900.0, gt=0, description="Seconds one invocation may run before its worker is killed.")

@@ -16,6 +16,9 @@ sets ``attempt_base`` so it gets a full set of attempts again) or
 ``split`` (replaced by two children, whose ``parent`` names it, that cover
 the same rows). ``kills`` counts timeouts and memory kills, which decide
 splitting (crashes count too); ``lane`` is ``function`` (time-limited) or ``batch`` (not).
+``kind`` is ``data`` (reads input for the first time) or ``replay`` (reads again the
+rows of error parts, which are then ``errors_superseded``). ``jobs.ledger`` holds
+the run's ledger record (:class:`squall.ledger.Increment`) until finalize.
 A coordinator that dies leaves chunks ``leased``; ``resume`` returns them
 to ``pending``. Only one coordinator may run a job at a time: it holds an
 exclusive lock on ``locks/JOB.lock`` for as long as it runs.
@@ -40,7 +43,7 @@ from squall.errors import JobNotFoundError, JobStateError, StoreError
 from squall.plan.chunk import Chunk
 from squall.runtime.task import InvocationReport
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,6 +61,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     cold_starts INTEGER NOT NULL DEFAULT 0,
     worker_starts INTEGER NOT NULL DEFAULT 0,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
+    ledger TEXT,
     message TEXT
 );
 CREATE TABLE IF NOT EXISTS chunks (
@@ -69,6 +73,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     attempt_base INTEGER NOT NULL DEFAULT 0,
     kills INTEGER NOT NULL DEFAULT 0,
     lane TEXT NOT NULL DEFAULT 'function',
+    kind TEXT NOT NULL DEFAULT 'data',
+    errors_superseded INTEGER NOT NULL DEFAULT 0,
     parent INTEGER,
     not_before REAL NOT NULL DEFAULT 0,
     worker INTEGER,
@@ -129,6 +135,25 @@ class ChunkCounts:
 
     def count(self, state: str) -> int:
         return self.by_state.get(state, 0)
+
+
+@dataclass(frozen=True)
+class DoneChunk:
+    """A committed chunk: its counts, its committed files and what it read."""
+
+    chunk_id: int
+    rows_in: int
+    rows_out: int
+    error_rows: int
+    part: str | None
+    error_part: str | None
+    chunk: Chunk
+    kind: str = "data"
+    errors_superseded: bool = False
+
+    @property
+    def files(self) -> list[str]:
+        return sorted({piece.uri for piece in self.chunk.pieces})
 
 
 @dataclass(frozen=True)
@@ -400,13 +425,37 @@ class JobStore:
         rows_in, rows_out, errors = (int(done[0][i] or 0) for i in (2, 3, 4)) if done else (0, 0, 0)
         return ChunkCounts(by_state, rows_in, rows_out, errors)
 
-    def done_chunks(self, job_id: str) -> list[tuple[int, int, int, int, str | None, str | None]]:
-        """``(chunk_id, rows_in, rows_out, error_rows, part, error_part)`` of every done chunk, in order."""
-        return self._db.execute(
-            "SELECT chunk_id, rows_in, rows_out, error_rows, part, error_part FROM chunks "
-            "WHERE job_id=? AND state='done' ORDER BY chunk_id",
+    def done_chunks(self, job_id: str) -> list[DoneChunk]:
+        """Every done chunk of ``job_id``, in order."""
+        rows = self._db.execute(
+            "SELECT chunk_id, rows_in, rows_out, error_rows, part, error_part, descriptor, kind, errors_superseded "
+            "FROM chunks WHERE job_id=? AND state='done' ORDER BY chunk_id",
             (job_id,),
         ).fetchall()
+        return [
+            DoneChunk(cid, rin, rout, err, part, epart, Chunk.from_json(desc), kind, bool(sup))
+            for cid, rin, rout, err, part, epart, desc, kind, sup in rows
+        ]
+
+    def set_ledger(self, job_id: str, record: str) -> None:
+        """Keep the run's ledger record (JSON) with the job, for finalize and for resume."""
+        self._db.execute("UPDATE jobs SET ledger=? WHERE job_id=?", (record, job_id))
+
+    def ledger(self, job_id: str) -> str | None:
+        row = self._db.execute("SELECT ledger FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        return row[0] if row else None
+
+    def add_replay(self, job_id: str, chunks: Sequence[Chunk], superseded: Sequence[int]) -> None:
+        """Queue replay chunks and mark the error parts they read again as superseded, in one transaction."""
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO chunks (job_id, chunk_id, descriptor, state, kind) VALUES (?, ?, ?, 'pending', 'replay')",
+                [(job_id, c.chunk_id, c.to_json()) for c in chunks],
+            )
+            self._db.executemany(
+                "UPDATE chunks SET errors_superseded=1 WHERE job_id=? AND chunk_id=?", [(job_id, c) for c in superseded]
+            )
+            self._db.execute("UPDATE jobs SET chunks_total=chunks_total+? WHERE job_id=?", (len(chunks), job_id))
 
     def chunks_in_state(self, job_id: str, state: str) -> list[Chunk]:
         rows = self._db.execute(
@@ -441,7 +490,7 @@ class JobStore:
 
 
 def _job_record(row: tuple[Any, ...]) -> JobRecord:
-    job_id, spec, task, output, state, created, started, finished, total, est_rows, cold, workers, _, message = row
+    job_id, spec, task, output, state, created, started, finished, total, est_rows, cold, workers, _, _, message = row
     return JobRecord(
         job_id, json.loads(spec), task, output, state, created, started, finished, total, est_rows, cold, workers, message
     )

@@ -24,10 +24,12 @@ __all__ = ["OFFSET_COLUMN", "SOURCE_COLUMN", "SourceFile", "ReadOptions", "FileI
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One listed input file: its URI (with protocol) and its size in bytes."""
+    """One listed input file: its URI (with protocol), its size in bytes, and its version
+    (modification time or ETag: what changes when the content does)."""
 
     uri: str
     size: int
+    version: str = ""
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class FileInfo:
     rows: int
     data_start: int = 0
     row_group_rows: tuple[int, ...] = ()
+    row_group_bytes: tuple[int, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
 

@@ -32,8 +32,14 @@ class ParquetFormat:
                 schema = metadata.schema.to_arrow_schema()
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{file.uri}: not a readable Parquet file ({exc}); check the file or its extension") from None
-        groups = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
-        return FileInfo(file=file, schema=schema, rows=metadata.num_rows, row_group_rows=groups)
+        groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
+        return FileInfo(
+            file=file,
+            schema=schema,
+            rows=metadata.num_rows,
+            row_group_rows=tuple(g.num_rows for g in groups),
+            row_group_bytes=tuple(g.total_byte_size for g in groups),
+        )
 
     def cut(self, info: FileInfo, target_rows: int) -> list[tuple[Piece, int]]:
         pieces: list[tuple[Piece, int]] = []

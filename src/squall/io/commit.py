@@ -25,10 +25,20 @@ class OutputDir:
         self.uri = uri.rstrip("/") or "/"
         self._fs, self._path = url_to_fs(self.uri)
 
-    def claim(self, job_id: str, overwrite: bool) -> None:
-        """Make the location this job's; refuse one holding anything else unless ``overwrite``."""
+    def claim(self, job_id: str, overwrite: bool, incremental: bool = False) -> None:
+        """Make the location this job's; refuse one holding anything else unless ``overwrite``.
+
+        An ``incremental`` job takes over another squall job's output (to add to
+        it): the old ``_SUCCESS`` goes at once, so no reader sees the output
+        while parts are replaced; the old manifest stays until the new one.
+        """
         owner = self._owner()
         if owner == job_id:
+            return
+        if incremental and owner is not None and not overwrite:
+            self._remove(layout.SUCCESS_FILE)
+            self.clear_attempts()
+            self._write_text(layout.OWNER_FILE, json.dumps({"job_id": job_id}))
             return
         if self._fs.exists(self._path) and self._fs.ls(self._path):
             if not overwrite:
@@ -72,11 +82,20 @@ class OutputDir:
             self._fs.rm(path, recursive=True)
 
     def remove_final_markers(self) -> None:
-        """Forget an earlier finalize (before a resume or redrive writes a new one)."""
-        for name in (layout.SUCCESS_FILE, layout.MANIFEST_FILE):
-            path = f"{self._path}/{name}"
-            if self._fs.exists(path):
-                self._fs.rm(path)
+        """Withdraw ``_SUCCESS`` before a resume, redrive or replay changes the output again."""
+        self._remove(layout.SUCCESS_FILE)
+
+    def manifest(self) -> dict[str, Any] | None:
+        """The output's manifest, or ``None`` if it has none yet."""
+        path = f"{self._path}/{layout.MANIFEST_FILE}"
+        if not self._fs.exists(path):
+            return None
+        return dict(json.loads(self._fs.cat_file(path)))
+
+    def _remove(self, name: str) -> None:
+        path = f"{self._path}/{name}"
+        if self._fs.exists(path):
+            self._fs.rm(path)
 
     def finalize(self, manifest: dict[str, Any], success: bool) -> None:
         """Write the manifest, then ``_SUCCESS`` when the job's results are final."""

@@ -31,9 +31,15 @@ def attempt_errors(output: str, chunk_id: int, attempt: int) -> str:
     return join(output, TMP_DIR, f"errors-{chunk_id:05d}-a{attempt}.parquet")
 
 
-def committed_part(output: str, chunk_id: int, ext: str) -> str:
-    return join(output, f"part-{chunk_id:05d}.{ext}")
+def committed_part(output: str, chunk_id: int, ext: str, prefix: str = "") -> str:
+    """``part-00007.parquet``; incremental runs add their run (``part-r002-00007.parquet``)."""
+    return join(output, f"part-{prefix}{chunk_id:05d}.{ext}")
 
 
-def committed_errors(output: str, chunk_id: int) -> str:
-    return join(output, ERRORS_DIR, f"part-{chunk_id:05d}.parquet")
+def committed_errors(output: str, chunk_id: int, prefix: str = "") -> str:
+    return join(output, ERRORS_DIR, f"part-{prefix}{chunk_id:05d}.parquet")
+
+
+def run_prefix(run: int | None) -> str:
+    """The part-name prefix of incremental run ``run`` (none for an ordinary job)."""
+    return f"r{run:03d}-" if run else ""

@@ -8,6 +8,7 @@ exists before any work starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from squall.errors import InputError
 from squall.formats.base import OFFSET_COLUMN, SOURCE_COLUMN, FileInfo, ReadOptions, SourceFile
@@ -47,8 +48,12 @@ class Plan:
         return sum(info.file.size for info in self.files)
 
 
-def make_plan(spec: JobSpec, job_id: str) -> Plan:
-    """Plan ``spec`` as job ``job_id``; raises :class:`InputError` for anything that would fail later."""
+def make_plan(spec: JobSpec, job_id: str, only: Callable[[list[FileInfo]], dict[str, int]] | None = None) -> Plan:
+    """Plan ``spec`` as job ``job_id``; raises :class:`InputError` for anything that would fail later.
+
+    ``only``, given every described file, names the files to plan and the first
+    row group of each (0: the whole file); the others are described but not planned.
+    """
     files = list_inputs(spec.input)
     format_name = _job_format(spec, files)
     fmt = get_format(format_name)
@@ -57,7 +62,13 @@ def make_plan(spec: JobSpec, job_id: str) -> Plan:
     key, features = _columns(spec, infos)
     options = _with_columns(options, infos, key, features)
     target = _target_rows(spec, infos)
-    units = [unit for info in infos for unit in fmt.cut(info, target)]
+    selected = only(infos) if only else {info.file.uri: 0 for info in infos}
+    units = [
+        unit
+        for info in infos
+        if info.file.uri in selected
+        for unit in _from_group(fmt.cut(info, target), selected[info.file.uri], info)
+    ]
     chunks = _pack(job_id, format_name, units, target, {i.file.uri: i.file.size for i in infos})
     if not (spec.chunk_rows or spec.chunk_bytes):
         chunks = _refine_tail(chunks, spec.workers)
@@ -152,6 +163,21 @@ def _pack(
         pending.append((piece, rows))
     close()
     return chunks
+
+
+def _from_group(units: list[tuple[Piece, int]], first: int, info: FileInfo) -> list[tuple[Piece, int]]:
+    """Only the rows of row groups ``first`` and later (the groups appended since the last run)."""
+    if first == 0:
+        return units
+    kept = []
+    for piece, rows in units:
+        if piece.stop <= first:
+            continue
+        if piece.start < first:
+            piece = replace(piece, start=first)
+            rows = sum(info.row_group_rows[first : piece.stop])
+        kept.append((piece, rows))
+    return kept
 
 
 def _refine_tail(chunks: list[Chunk], workers: int) -> list[Chunk]:

@@ -41,7 +41,15 @@ def _expand(pattern: str, storage_options: dict[str, Any]) -> list[SourceFile]:
         entries = [fs.info(path)]
     else:
         raise InputError(f"{pattern}: no such file or directory")
-    return [SourceFile(uri=_uri(fs, e["name"]), size=int(e["size"] or 0)) for e in entries]
+    return [SourceFile(uri=_uri(fs, e["name"]), size=int(e["size"] or 0), version=_version(e)) for e in entries]
+
+
+def _version(entry: dict[str, Any]) -> str:
+    """What changes when the file's content does: ETag on object stores, else the modification time."""
+    for name in ("ETag", "etag", "mtime", "LastModified", "last_modified", "updated"):
+        if entry.get(name) is not None:
+            return str(entry[name])
+    return ""
 
 
 def has_magic(path: str) -> bool:

@@ -37,6 +37,7 @@ class JobTask:
     output: str
     output_format: str
     naming: OutputNaming
+    part_prefix: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
