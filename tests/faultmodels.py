@@ -65,6 +65,15 @@ def broken_until_fixed(frame):
     return ids * 2.0
 
 
+def broken_on_one_percent(frame):
+    """Raises for ids ending in 03 while the flag file exists (the bug); sleeps FAULT_SLEEP per call."""
+    time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
+    ids = _ids(frame)
+    if Path(os.environ["FAULT_FLAG"]).exists() and (ids % 100 == 3).any():
+        raise ValueError("bug on ids ending in 03")
+    return ids * 2.0
+
+
 def raise_on_some(frame):
     ids = _ids(frame)
     if (ids % 1000 == 7).any():

@@ -104,3 +104,91 @@ def test_a_new_model_reruns_everything_unless_stale_parts_are_kept(linear_model,
     frame = pd.concat([make_frame(500, seed=i, start=i * 500) for i in range(4)])
     np.testing.assert_allclose(got["prediction_True"].to_numpy(), model.predict_proba(frame[FEATURES])[:, 1])
     assert {p.name.split("-")[1] for p in out.glob("part-*")} == {"r003"}
+
+
+def ids_job(tmp_path: Path, **fields) -> squall.JobSpec:
+    return squall.JobSpec(
+        model="faultmodels:broken_on_one_percent", input=[str(tmp_path / "in")], output=str(tmp_path / "out"),
+        key=["id"], features=["id_copy"], max_error_rate=0.02, **fields,
+    )
+
+
+def error_table(output: Path) -> pd.DataFrame:
+    folder = output / "_errors"
+    files = sorted(folder.glob("*.parquet")) if folder.exists() else []
+    return pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame()
+
+
+def test_replay_with_the_fixed_model_recovers_every_failed_row(tmp_path, monkeypatch):
+    from conftest import ids_dataset
+
+    ids_dataset(tmp_path / "in", 10_000, files=2, row_group_size=1_000)
+    flag = tmp_path / "bug"
+    flag.write_text("on")
+    monkeypatch.setenv("FAULT_FLAG", str(flag))
+    first = squall.run(ids_job(tmp_path, chunk_rows=2_000, batch_size=500))
+    assert (first.state, first.error_rows, first.rows_out) == ("PARTIAL", 100, 9_900)
+    again = squall.replay(first.job_id)
+    assert again.error_rows == 100
+    assert set(error_table(tmp_path / "out")["tries"]) == {2}
+    flag.unlink()
+    fixed = squall.replay(first.job_id)
+    assert (fixed.state, fixed.rows_in, fixed.rows_out, fixed.error_rows) == ("SUCCEEDED", 10_000, 10_000, 0)
+    got = predictions(tmp_path / "out")
+    assert list(got.index) == list(range(10_000))
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), np.arange(10_000) * 2.0)
+    assert error_table(tmp_path / "out").empty
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["errors"] == [] and manifest["rows"]["reconciled"] and manifest["state"] == "SUCCEEDED"
+
+
+def test_a_coordinator_killed_during_replay_resumes_without_losing_or_duplicating_rows(tmp_path, monkeypatch):
+    import signal
+    import sqlite3
+    import subprocess
+
+    from conftest import SQUALL, ids_dataset, run_cli
+
+    ids_dataset(tmp_path / "in", 20_000, row_group_size=1_000)
+    flag = tmp_path / "bug"
+    flag.write_text("on")
+    monkeypatch.setenv("FAULT_FLAG", str(flag))
+    first = squall.run(ids_job(tmp_path, chunk_rows=40, batch_size=1_000, job_id="replayed"))
+    assert first.error_rows == 200
+    flag.unlink()
+    env = {**os.environ, "FAULT_SLEEP": "0.3"}
+    process = subprocess.Popen([*SQUALL, "replay", "replayed", "-q"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    database = Path(os.environ["SQUALL_HOME"]) / "squall.db"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        time.sleep(0.1)
+        with sqlite3.connect(database) as db:
+            if db.execute("SELECT COUNT(*) FROM chunks WHERE kind='replay' AND state='done'").fetchone()[0] >= 1:
+                break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = run_cli("resume", "replayed", "-q", env={"FAULT_SLEEP": "0"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert "SUCCEEDED 20000 rows" in resumed.stdout
+    got = predictions(tmp_path / "out")
+    assert list(got.index) == list(range(20_000))
+    assert error_table(tmp_path / "out").empty
+
+
+def test_diff_counts_changed_appeared_and_disappeared_predictions(linear_model, tmp_path):
+    from conftest import run_cli
+
+    folder = tmp_path / "in"
+    add_files(folder, 0, 2)
+    squall.run(spec_for(linear_model, folder, tmp_path / "old"))
+    (folder / "data-00.parquet").unlink()
+    add_files(folder, 2, 1)
+    model = __import__("joblib").load(linear_model)
+    model.intercept_ = model.intercept_ + 1.0
+    __import__("joblib").dump(model, tmp_path / "new.joblib")
+    squall.run(spec_for(tmp_path / "new.joblib", folder, tmp_path / "new"))
+    done = run_cli("diff", str(tmp_path / "old"), str(tmp_path / "new"), "--key", "id", "--json")
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert (found["rows_old"], found["rows_new"], found["changed"], found["appeared"], found["disappeared"]) == (1_000, 1_000, 500, 500, 500)
+    assert found["unchanged"] == 0 and found["max_change"]["prediction_True"] > 0

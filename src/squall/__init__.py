@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 from squall.errors import SquallError
 
 if TYPE_CHECKING:
-    from squall.api import cancel, dead_letters, jobs, redrive, resume, run, status
+    from squall.api import cancel, dead_letters, jobs, redrive, replay, resume, run, status
     from squall.coordinator import JobResult
     from squall.spec import JobSpec
     from squall.spec import JobSpec
 
-_API = ("run", "resume", "redrive", "cancel", "status", "jobs", "dead_letters")
+_API = ("run", "resume", "redrive", "replay", "cancel", "status", "jobs", "dead_letters")
 __all__ = ["JobSpec", "JobResult", "SquallError", *_API]
 __version__ = "0.1.0"
 

@@ -144,6 +144,32 @@ def redrive(
     return resume(job_id, state_dir, listeners)
 
 
+def replay(job_id: str, state_dir: str | Path | None = None, listeners: Sequence[JobListener] = ()) -> JobResult:
+    """Run again, with the current model, the rows in ``_errors/`` and the rows of dead chunks.
+
+    Recovered rows become new parts; the replayed error parts are removed at
+    finalize; rows that fail again stay in ``_errors/`` with their new reason
+    and one more try. Killed midway, ``squall resume`` finishes the replay.
+    """
+    from squall.failed_rows import failed_rows, replay_chunks
+
+    store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
+    try:
+        store.lock_job(job_id)
+        done = store.done_chunks(job_id)
+        rows, owners = failed_rows(done)
+        dead = store.redrive(job_id)
+        if not rows and not dead:
+            raise JobStateError(f"job {job_id} has no error rows and no dead chunks to replay")
+        fmt = done[0].chunk.format if done else "parquet"
+        size = JobSpec.model_validate(store.job(job_id).spec).chunk_rows
+        chunks = replay_chunks(job_id, fmt, rows, done, store.next_chunk_id(job_id), size)
+        store.add_replay(job_id, chunks, owners)
+    finally:
+        store.close()
+    return resume(job_id, state_dir, listeners)
+
+
 def cancel(job_id: str, state_dir: str | Path | None = None) -> None:
     """Ask a running job to stop; its coordinator keeps what was committed and marks it CANCELLED."""
     store = JobStore(default_state_dir(str(state_dir) if state_dir else None))

@@ -220,6 +220,42 @@ def redrive(job_id: str, chunks: tuple[int, ...], state_dir: str | None, quiet: 
 @main.command()
 @click.argument("job_id")
 @click.option("--state-dir", help="Where job state lives; default $SQUALL_HOME or ~/.squall.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def replay(job_id: str, state_dir: str | None, quiet: bool) -> None:
+    """Run again, with the current model, only the rows in _errors/ and in dead chunks; merge them in."""
+    from squall import api
+
+    _run_and_summarise(lambda listeners: api.replay(job_id, state_dir, listeners), quiet)
+
+
+@main.command()
+@click.argument("old")
+@click.argument("new")
+@click.option("--key", required=True, help="Key column(s) that identify a row in both outputs (comma-separated).")
+@click.option("--tolerance", type=float, default=0.0, show_default=True, help="Largest numeric change that counts as unchanged.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def diff(old: str, new: str, key: str, tolerance: float, as_json: bool) -> None:
+    """How many predictions changed, appeared or disappeared between two outputs (check a model update)."""
+    from squall.diff import diff_outputs
+
+    try:
+        found = diff_outputs(old, new, [k.strip() for k in key.split(",") if k.strip()], tolerance)
+    except SquallError as error:
+        _fail(_stderr(), error)
+    if as_json:
+        click.echo(json.dumps(found.__dict__, indent=2))
+        return
+    click.echo(
+        f"{found.rows_old:,} rows before, {found.rows_new:,} after: {found.unchanged:,} unchanged, "
+        f"{found.changed:,} changed, {found.appeared:,} appeared, {found.disappeared:,} disappeared"
+    )
+    for column, change in found.max_change.items():
+        click.echo(f"  {column}: largest change {change:.6g}")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--state-dir", help="Where job state lives; default $SQUALL_HOME or ~/.squall.")
 def cancel(job_id: str, state_dir: str | None) -> None:
     """Ask a running job to stop; what was committed is kept and `squall resume` can finish it."""
     from squall import api

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from squall.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _FEATURES = 16
 
@@ -55,7 +59,7 @@ def run_demo(directory: str, rows: int, workers: int | None) -> int:
     spec = JobSpec(
         model=str(model_path), input=[str(input_dir)], output=str(base / "predictions"), key=["id"],
         method="predict_proba", overwrite=True, state_dir=str(base / "state"),
-        **({"workers": workers} if workers else {}),
+        workers=workers or JobSpec.model_fields["workers"].get_default(call_default_factory=True),
     )
     bar = ProgressBar(console)
     try:
@@ -71,7 +75,7 @@ def run_demo(directory: str, rows: int, workers: int | None) -> int:
     return 0 if same and result.state == "SUCCEEDED" else 1
 
 
-def _direct_predictions(input_dir: Path, model_path: Path) -> "pd.Series":
+def _direct_predictions(input_dir: Path, model_path: Path) -> pd.Series:
     import joblib
     import pandas as pd
 

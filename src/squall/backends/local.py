@@ -24,6 +24,7 @@ import selectors
 import signal
 import subprocess
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ class LocalBackend:
         self._fork_wanted = fork and hasattr(os, "fork") and os.path.isdir("/proc/self/task")
         self._zygote: ForkServer | None = None
         self._zygote_ready = False
+        self._forking: deque[_Slot] = deque()  # fork requests not answered yet, in the order they were sent
         self._last_memory_check = 0.0
         self._slots: dict[int, _Slot] = {}
         self._selector = selectors.DefaultSelector()
@@ -189,7 +191,7 @@ class LocalBackend:
         slot = _Slot(index, parent_write, parent_read)
         try:
             if self._zygote is not None and self._zygote.fork(index, child_read, child_write):
-                pass
+                self._forking.append(slot)
             else:
                 self._use_spawn()
                 slot.process = start_process(
@@ -225,6 +227,7 @@ class LocalBackend:
             pass
         self._zygote.shutdown()
         self._zygote = None
+        self._forking.clear()
 
     def _on_zygote(self) -> list[WorkerEvent]:
         assert self._zygote is not None
@@ -236,7 +239,7 @@ class LocalBackend:
                 for index in range(self._workers):
                     self._launch(index)
             elif kind == "forked":
-                self._adopt(int(message["worker"]), int(message["pid"]))
+                self._adopt(self._forking.popleft() if self._forking else None, int(message["pid"]))
             elif kind == "load_failed":
                 events.append(WorkerLoadFailed(-1, ErrorInfo(**message["error"])))
             elif kind in ("unforkable", "gone"):
@@ -248,9 +251,11 @@ class LocalBackend:
                 break
         return events
 
-    def _adopt(self, worker: int, pid: int) -> None:
-        slot = self._slots.get(worker)
-        if slot is not None and slot.pid in (None, pid):
+    def _adopt(self, slot: _Slot | None, pid: int) -> None:
+        """Give a forked pid to the slot that asked for it. The fork server answers requests in the
+        order they were sent, so the answer is matched by order, not by worker index: a slot retired
+        and relaunched under the same index must not take its predecessor's pid."""
+        if slot is not None and self._slots.get(slot.index) is slot:
             slot.pid = pid  # its own "ready" may have named it already
         else:
             _kill_group(pid)  # a fork answered after its slot was retired
@@ -301,11 +306,12 @@ class LocalBackend:
             return []
         self._last_memory_check = now
         events: list[WorkerEvent] = []
-        for slot in [s for s in self._slots.values() if s.busy and s.pid]:
-            used = _tree_rss_mb(slot.pid)
+        busy = [(slot.index, slot.pid) for slot in self._slots.values() if slot.busy and slot.pid]
+        for index, pid in busy:
+            used = _tree_rss_mb(pid)
             if used > limit:
-                events.append(WorkerDied(slot.index, f"the worker used {used:.0f} MB, over the {limit} MB memory limit", "memory"))
-                self.kill(slot.index)
+                events.append(WorkerDied(index, f"the worker used {used:.0f} MB, over the {limit} MB memory limit", "memory"))
+                self.kill(index)
         return events
 
     def _recycle_if_due(self, slot: _Slot) -> None:

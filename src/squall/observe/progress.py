@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from squall.observe.events import JobListener
@@ -31,7 +39,7 @@ class ProgressBar(JobListener):
             console=console,
             transient=False,
         )
-        self._task_id = None
+        self._task_id: TaskID | None = None
         self._rows = 0
 
     def job_started(self, job_id: str, chunks_total: int, chunks_done: int, est_rows: int) -> None:

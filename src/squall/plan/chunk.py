@@ -14,8 +14,13 @@ A ``Piece`` is a contiguous slice of one file:
   block (compressed CSV/JSONL cannot be cut by byte ranges); its ``_offset``
   values count bytes of the decompressed content.
 
+``offsets``, when set, keeps only the rows whose ``_offset`` is listed (a
+replay reads again just the rows that failed).
+
 A ``Chunk`` is one or more pieces (small files are packed together) plus
-estimates. Descriptors are frozen, versioned and travel as JSON.
+estimates; ``tries`` counts how many times its rows have been tried (a
+replay of rows that failed once is their second try). Descriptors are
+frozen, versioned and travel as JSON.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class Piece:
     row_offset: int = 0
     row_count: int | None = None
     header_end: int = 0
+    offsets: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class Chunk:
     pieces: tuple[Piece, ...]
     est_rows: int
     est_bytes: int
+    tries: int = 1
     version: int = field(default=DESCRIPTOR_VERSION)
 
     def to_json(self) -> str:
@@ -67,5 +74,5 @@ class Chunk:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Chunk:
-        pieces = tuple(Piece(**piece) for piece in data["pieces"])
+        pieces = tuple(Piece(**{**piece, "offsets": tuple(piece.get("offsets", ()))}) for piece in data["pieces"])
         return cls(**{**data, "pieces": pieces})

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from squall.errors import ErrorInfo, InputError, SquallError
 from squall.formats.base import OFFSET_COLUMN, SOURCE_COLUMN, BadRecord
@@ -38,6 +39,7 @@ ERROR_SCHEMA = pa.schema(
         ("message", pa.string()),
         ("chunk", pa.int64()),
         ("attempt", pa.int64()),
+        ("tries", pa.int64()),
     ]
 )
 
@@ -79,20 +81,24 @@ class _Invocation:
     rows_in: int = 0
     budget: int = 0
 
+    @classmethod
+    def open(cls, task: JobTask, chunk: Chunk, attempt: int, steps: Steps) -> _Invocation:
+        """An invocation whose part and error files are named for this attempt (opened on first write)."""
+        ext = EXTENSIONS[task.output_format]
+        return cls(
+            task,
+            chunk,
+            attempt,
+            steps,
+            PartFile(layout.attempt_part(task.output, chunk.chunk_id, attempt, ext), task.output_format),
+            PartFile(layout.attempt_errors(task.output, chunk.chunk_id, attempt), "parquet"),
+        )
+
 
 def invoke(task: JobTask, chunk: Chunk, attempt: int, worker: int, steps: Steps) -> InvocationReport:
     """Run one chunk and report; the part is written under its attempt name, never committed here."""
     started, clock = time.time(), time.perf_counter()
-    ext = EXTENSIONS[task.output_format]
-    run = _Invocation(
-        task,
-        chunk,
-        attempt,
-        steps,
-        PartFile(layout.attempt_part(task.output, chunk.chunk_id, attempt, ext), task.output_format),
-        PartFile(layout.attempt_errors(task.output, chunk.chunk_id, attempt), "parquet"),
-    )
-    base = dict(job_id=task.job_id, chunk_id=chunk.chunk_id, attempt=attempt, worker=worker, started_at=started)
+    run = _Invocation.open(task, chunk, attempt, steps)
     try:
         _read_and_predict(run)
         part, error_part = run.part.close(), run.errors.close()
@@ -100,7 +106,11 @@ def invoke(task: JobTask, chunk: Chunk, attempt: int, worker: int, steps: Steps)
         run.part.abandon()
         run.errors.abandon()
         return InvocationReport(
-            **base,
+            job_id=task.job_id,
+            chunk_id=chunk.chunk_id,
+            attempt=attempt,
+            worker=worker,
+            started_at=started,
             outcome="error",
             rows_in=run.rows_in,
             duration_s=time.perf_counter() - clock,
@@ -109,7 +119,11 @@ def invoke(task: JobTask, chunk: Chunk, attempt: int, worker: int, steps: Steps)
             retryable=not isinstance(exc, InputError),
         )
     return InvocationReport(
-        **base,
+        job_id=task.job_id,
+        chunk_id=chunk.chunk_id,
+        attempt=attempt,
+        worker=worker,
+        started_at=started,
         outcome="ok",
         rows_in=run.rows_in,
         rows_out=run.part.rows,
@@ -126,10 +140,21 @@ def _read_and_predict(run: _Invocation) -> None:
     for piece in run.chunk.pieces:
         bad: list[BadRecord] = []
         for batch in fmt.read(piece, run.task.read_options, run.task.batch_size, bad):
+            batch = _only_listed(batch, piece.offsets)
             run.rows_in += batch.num_rows
-            _predict_batch(run, batch, piece.uri)
+            if batch.num_rows:
+                _predict_batch(run, batch, piece.uri)
+        if piece.offsets:
+            bad = [record for record in bad if record.offset in set(piece.offsets)]
         run.rows_in += len(bad)
         _write_bad_records(run, piece.uri, bad)
+
+
+def _only_listed(batch: pa.RecordBatch, offsets: tuple[int, ...]) -> pa.RecordBatch:
+    """The rows a replay piece asks for (all rows when it lists none)."""
+    if not offsets:
+        return batch
+    return batch.filter(pc.is_in(batch.column(OFFSET_COLUMN), value_set=pa.array(offsets, pa.int64())))
 
 
 def _predict_batch(run: _Invocation, batch: pa.RecordBatch, source: str) -> None:
@@ -238,6 +263,7 @@ def _write_errors(run: _Invocation, source: str, records: list[tuple[int, str | 
                 pa.array(messages, pa.string()),
                 pa.array([run.chunk.chunk_id] * count, pa.int64()),
                 pa.array([run.attempt] * count, pa.int64()),
+                pa.array([run.chunk.tries] * count, pa.int64()),
             ],
             schema=ERROR_SCHEMA,
         )
