@@ -103,3 +103,34 @@ def test_bad_jsonl_records_become_error_rows_and_good_rows_match_a_clean_run(lin
     assert sorted(errors["_offset"]) == bad_offsets
     assert sorted(errors["error_type"]) == ["ConversionError", "InvalidEncoding", "MalformedRecord", "MalformedRecord"]
     assert np.all(errors["_source"].str.endswith("data.jsonl"))
+
+
+def test_csv_files_may_order_their_columns_differently(linear_model, tmp_path):
+    frame = make_frame(400)
+    (tmp_path / "in").mkdir()
+    frame.iloc[:200].to_csv(tmp_path / "in" / "a.csv", index=False)
+    reordered = frame.iloc[200:][["id", *reversed(FEATURES)]]
+    reordered.to_csv(tmp_path / "in" / "b.csv", index=False)
+    result = squall.run(squall.JobSpec(model=str(linear_model), input=[str(tmp_path / "in")], output=str(tmp_path / "out"), key=["id"], method="predict_proba"))
+    assert result.state == "SUCCEEDED"
+    import joblib
+
+    want = pd.Series(joblib.load(linear_model).predict_proba(frame[FEATURES])[:, 1], index=frame["id"], name="prediction_True")
+    pd.testing.assert_series_equal(predictions(tmp_path / "out"), want.rename_axis("id"), check_names=False)
+
+
+def test_blank_looking_lines_and_split_records_cost_one_row_not_the_chunk(linear_model, tmp_path):
+    frame = make_frame(100)
+    lines = [json.dumps(row) for row in frame.to_dict(orient="records")]
+    two_on_one = lines[10] + lines[11]
+    body = "\n".join(lines[:10] + ["   ", two_on_one] + lines[12:]) + "\n"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "data.jsonl").write_text(body)
+    csv_body = frame.to_csv(index=False).replace(f"\n{frame['id'][20]},", f"\n{frame['id'][20]}\r,", 1)
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "data.csv").write_text(csv_body)
+    for folder, expected_errors in ((tmp_path / "in", 1), (tmp_path / "csv", 1)):
+        out = tmp_path / f"out-{folder.name}"
+        result = squall.run(squall.JobSpec(model=str(linear_model), input=[str(folder)], output=str(out), key=["id"], max_error_rate=0.05))
+        assert result.error_rows == expected_errors and result.state == "PARTIAL"
+        assert result.rows_out == (98 if folder.name == "in" else 99)

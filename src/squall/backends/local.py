@@ -365,6 +365,7 @@ class LocalBackend:
             env[name] = str(self._threads)
         # Arrow's jemalloc starts a background thread at import, which would make forking unsafe.
         env.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
+        env["SQUALL_PARENT_PID"] = str(os.getpid())
         path = [os.getcwd(), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
         env["PYTHONPATH"] = os.pathsep.join(path)
         return env

@@ -26,6 +26,7 @@ from squall.formats.lines import (
     drop_lines,
     head_block,
     invalid_utf8_lines,
+    line_bounds,
     odd_quote_lines,
     oversized_records,
     read_head,
@@ -82,7 +83,7 @@ class CsvFormat:
     def read(
         self, piece: Piece, options: ReadOptions, batch_rows: int, bad: list[BadRecord]
     ) -> Iterator[pa.RecordBatch]:
-        names = [name for name, _ in options.column_types]
+        names = _file_columns(piece, options)
         if piece.kind == "file":
             yield from attach_offsets(*_read_whole_file(piece, options, names, bad), options, batch_rows)
             return
@@ -162,12 +163,53 @@ def _parse(
     )
 
 
+def _file_columns(piece: Piece, options: ReadOptions) -> list[str]:
+    """The column names of the piece's own file: files may order their columns differently."""
+    if not options.header or piece.header_end == 0:
+        return [name for name, _ in options.column_types]
+    key = (piece.uri, piece.header_end)
+    if key not in _HEADERS:
+        head = read_head(piece.uri, piece.header_end)
+        _HEADERS[key] = _column_names(head, piece.header_end, SourceFile(piece.uri, piece.stop), options)
+    return _HEADERS[key]
+
+
+_HEADERS: dict[tuple[str, int], list[str]] = {}
+
+
 def _parse_block(
     block: LineBlock, options: ReadOptions, names: list[str], bad: list[BadRecord]
 ) -> tuple[pa.Table, np.ndarray]:
     bad.extend(oversized_records(block, options.max_line_bytes))
     block = _clean(block, options, bad)
-    return _parse_typed(block.data, names, options, block.offsets, bad)
+    marks = len(bad)
+    table, offsets = _parse_typed(block.data, names, options, block.offsets, bad)
+    if table.num_rows == len(offsets):
+        return table, offsets
+    del bad[marks:]
+    return _parse_line_by_line(block, names, options, bad)
+
+
+def _parse_line_by_line(
+    block: LineBlock, names: list[str], options: ReadOptions, bad: list[BadRecord]
+) -> tuple[pa.Table, np.ndarray]:
+    """The slow path, when a block's lines and records disagree (a bare carriage return splits a line in two)."""
+    starts, ends = line_bounds(block.data)
+    nonempty = ends > starts
+    tables, kept = [], []
+    for start, end, offset in zip(starts[nonempty].tolist(), ends[nonempty].tolist(), block.offsets.tolist()):
+        found: list[BadRecord] = []
+        table, _ = _parse_typed(block.data[start:end] + b"\n", names, options, np.array([offset]), found)
+        if found:
+            bad.extend(found)
+        elif table.num_rows != 1:
+            bad.append(BadRecord(offset, "MalformedRecord", f"the line holds {table.num_rows} records (a bare carriage return?)"))
+        else:
+            tables.append(table)
+            kept.append(offset)
+    if not tables:
+        return schema_from_types(options.column_types).empty_table(), np.empty(0, dtype=np.int64)
+    return pa.concat_tables(tables), np.array(kept, dtype=np.int64)
 
 
 def _clean(block: LineBlock, options: ReadOptions, bad: list[BadRecord]) -> LineBlock:

@@ -25,6 +25,7 @@ from squall.formats.lines import (
     cut_ranges,
     drop_lines,
     head_block,
+    blank_lines,
     invalid_utf8_lines,
     line_bounds,
     oversized_records,
@@ -86,12 +87,18 @@ def _parse_block(
 ) -> tuple[pa.Table, np.ndarray]:
     bad.extend(oversized_records(block, options.max_line_bytes))
     block = _valid_utf8(block, bad)
+    blank = blank_lines(block)
+    if blank.any():
+        block = drop_lines(block, blank)  # whitespace only: nothing to read, nothing lost
     if not block.data.strip():
         return schema.empty_table(), np.empty(0, dtype=np.int64)
     try:
-        return _parse(block.data, schema), block.offsets
+        table = _parse(block.data, schema)
     except pa.ArrowInvalid:
         return _parse_line_by_line(block, schema, bad)
+    if table.num_rows != len(block.offsets):  # blank-looking lines, or two objects on one line
+        return _parse_line_by_line(block, schema, bad)
+    return table, block.offsets
 
 
 def _sample_schema(file: SourceFile, sample: LineBlock) -> pa.Schema:
@@ -148,6 +155,8 @@ def _parse_line_by_line(block: LineBlock, schema: pa.Schema, bad: list[BadRecord
     good_offsets: list[int] = []
     for start, end, offset in zip(starts[nonempty].tolist(), ends[nonempty].tolist(), block.offsets.tolist()):
         line = block.data[start:end]
+        if not line.strip():
+            continue
         problem = _line_problem(line, schema)
         if problem is None:
             good_lines.append(line)

@@ -121,6 +121,15 @@ def drop_lines(block: LineBlock, drop: np.ndarray) -> LineBlock:
     return LineBlock(data, block.offsets[~drop], block.oversized)
 
 
+def blank_lines(block: LineBlock) -> np.ndarray:
+    """A mask over the block's non-empty lines: true where the line holds only spaces and tabs."""
+    buffer = np.frombuffer(block.data, dtype=np.uint8)
+    starts, ends = line_bounds(block.data)
+    nonempty = ends > starts
+    content = np.concatenate(([0], np.cumsum((buffer != 0x20) & (buffer != 0x09) & (buffer != 0x0D))))
+    return ((content[ends] - content[starts]) == 0)[nonempty]
+
+
 def invalid_utf8_lines(block: LineBlock) -> np.ndarray:
     """A mask over the block's non-empty lines: true where the line is not valid UTF-8."""
     try:
@@ -149,8 +158,10 @@ def line_bounds(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     ends = np.concatenate((breaks, [len(buffer)])).astype(np.int64)
     if len(buffer) == 0 or buffer[-1] == NEWLINE:
         starts, ends = starts[:-1], ends[:-1]
-    if len(starts):
+    while len(starts):  # trailing carriage returns end a line too (a parser reads a bare CR as a line break)
         carriage = (ends > starts) & (buffer[np.maximum(ends - 1, 0)] == 0x0D)
+        if not carriage.any():
+            break
         ends = ends - carriage.astype(np.int64)
     return starts, ends
 

@@ -54,7 +54,8 @@ def convert_leniently(
     table: pa.Table, column_types: tuple[tuple[str, str], ...], offsets: np.ndarray, bad: list[BadRecord]
 ) -> tuple[pa.Table, np.ndarray]:
     """Cast string columns to the planned types; rows whose values do not convert become bad records."""
-    schema = schema_from_types(column_types)
+    schema = pa.schema([f for f in schema_from_types(column_types) if f.name in table.column_names])
+    table = table.select(schema.names)
     try:
         return table.cast(schema), offsets
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

@@ -67,8 +67,13 @@ def serve_jobs(read_fd: int, write_fd: int, worker: int, model: LoadedModel, sta
         wire.send(write_fd, {"type": "report", "report": report.to_dict()})
 
 
-def die_with_parent() -> None:
-    """On Linux, have the kernel kill this process when its parent dies, so no orphan writes late files."""
+def die_with_parent(parent: int | None = None) -> None:
+    """On Linux, have the kernel kill this process when its parent dies, so no orphan writes late files.
+
+    ``parent`` (default: ``$SQUALL_PARENT_PID``) is the pid the parent had; if
+    it is already gone, exit now. Comparing with that pid, not with 1, keeps a
+    coordinator that is itself pid 1 (a container's entry point) working.
+    """
     if not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -81,7 +86,8 @@ def die_with_parent() -> None:
         libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:
+    expected = parent or int(os.environ.get("SQUALL_PARENT_PID", "0"))
+    if expected and os.getppid() != expected:
         os._exit(0)
 
 

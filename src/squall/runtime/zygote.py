@@ -69,19 +69,20 @@ def _serve_forks(channel: socket.socket, model: LoadedModel) -> None:
         request = json.loads(message)
         if request["type"] == "stop":
             return
+        zygote = os.getpid()
         pid = os.fork()
         if pid == 0:
             channel.close()
-            os._exit(_child(fds, request, model))
+            os._exit(_child(fds, request, model, zygote))
         for fd in fds:
             os.close(fd)
         _send(channel, {"type": "forked", "worker": request["worker"], "pid": pid})
 
 
-def _child(fds: list[int], request: dict[str, Any], model: LoadedModel) -> int:
+def _child(fds: list[int], request: dict[str, Any], model: LoadedModel, zygote: int) -> int:
     try:
         os.setsid()
-        die_with_parent()
+        die_with_parent(zygote)
         return serve_jobs(fds[0], fds[1], int(request["worker"]), model, float(request["sent_at"]))
     except BaseException:  # a forked child must never return into the zygote's loop
         traceback.print_exc()
