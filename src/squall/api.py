@@ -12,7 +12,7 @@ from typing import Sequence
 from typing import TYPE_CHECKING
 
 from squall.backends.local import LocalBackend, WorkerRecycling
-from squall.errors import JobStateError, ModelLoadError, SpecError, SquallError
+from squall.errors import InputError, JobStateError, ModelLoadError, SpecError, SquallError
 from squall.models.base import ModelRef
 from squall.models.code import is_code_ref
 from squall.models.registry import detect_flavor
@@ -24,6 +24,7 @@ from squall.store import ChunkCounts, JobRecord, JobStore
 
 if TYPE_CHECKING:
     from squall.coordinator import JobLimits, JobResult
+    from squall.io.commit import OutputDir
     from squall.plan.planner import Plan
 
 # The planner, coordinator and committer pull in pyarrow and fsspec; they are imported
@@ -78,12 +79,14 @@ def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None
         from squall.plan.planner import make_plan
 
         output = OutputDir(_absolute(spec.output))
+        _refuse_busy_owner(store, output)
         previous = output.manifest() if spec.incremental else None
         selection = Selection(spec, Ledger.from_manifest(previous) if previous else None)
         job_plan = make_plan(spec, job_id, only=selection)
         assert selection.increment is not None
         prefix = layout.run_prefix(selection.increment.run) if spec.incremental else ""
         task = _task(spec, job_plan, prefix)
+        _refuse_inputs_inside(job_plan, task.output)
         output.claim(job_id, spec.overwrite, spec.incremental)
         store.create_job(job_id, spec.to_json(), task.to_json(), task.output)
         store.set_ledger(job_id, selection.increment.to_json())
@@ -247,6 +250,18 @@ def limits_of(spec: JobSpec) -> JobLimits:
     )
 
 
+def _refuse_busy_owner(store: JobStore, output: OutputDir) -> None:
+    owner = output.owner()
+    if owner and store.has_job(owner) and store.is_running(owner):
+        raise JobStateError(f"{output.uri} belongs to job {owner}, which is running; wait for it or `squall cancel {owner}`")
+
+
+def _refuse_inputs_inside(job_plan: Plan, output: str) -> None:
+    inside = [info.file.uri for info in job_plan.files if info.file.uri.startswith(output.rstrip("/") + "/")]
+    if inside:
+        raise InputError(f"input {inside[0]} lies inside the output {output}; choose an output outside the inputs")
+
+
 def _backend(store: JobStore, spec: JobSpec, job_id: str) -> LocalBackend:
     recycling = WorkerRecycling(spec.memory, spec.max_invocations_per_worker, spec.recycle_rss_mb)
     return LocalBackend(store.state_dir / "jobs" / job_id, spec.resolved_threads(), spec.batch_format, recycling, spec.fork)
@@ -271,6 +286,10 @@ def _drive(
         store.clear_cancel(task.job_id)
         reason = "cancelled" if isinstance(exc, (KeyboardInterrupt, JobCancelled)) else f"stopped: {exc}"
         store.set_job_state(task.job_id, "CANCELLED", f"{reason}; committed parts are kept; `squall resume {task.job_id}` finishes it")
+        raise
+    except Exception as exc:
+        store.release_leases(task.job_id)
+        store.set_job_state(task.job_id, "FAILED", f"{type(exc).__name__}: {exc}; `squall resume {task.job_id}` retries")
         raise
     result = finalize_job(store, task.job_id, limits, coordinator.invocations)
     for listener in listeners:

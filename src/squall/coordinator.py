@@ -102,7 +102,7 @@ class Coordinator:
         workers: int,
         limits: JobLimits,
         listeners: Sequence[JobListener] = (),
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._backend = backend
@@ -148,7 +148,7 @@ class Coordinator:
         for worker in self._backend.idle():
             if worker in self._leases:
                 continue
-            claim = self._store.claim(self._task.job_id, worker, self._clock())
+            claim = self._store.claim(self._task.job_id, worker)
             if claim is None:
                 return
             self._leases[worker] = _Lease(claim, self._limits.deadline(claim.lane, self._clock()))
@@ -168,12 +168,13 @@ class Coordinator:
         candidates = [_IDLE_WAIT_S] + [lease.deadline - now for lease in self._leases.values()]
         retry_at = self._store.next_retry_at(self._task.job_id) if len(self._leases) < self._workers else None
         if retry_at is not None:
-            candidates.append(retry_at - now)
+            candidates.append(retry_at - time.time())  # retry times are stored as wall-clock time
         return max(0.0, min(candidates))
 
     def _handle(self, event: object) -> None:
         if isinstance(event, WorkerReady):
             self._ever_ready = True
+            self._start_failures = 0
             for listener in self._listeners:
                 listener.worker_ready(event.worker, event.init_s)
         elif isinstance(event, InvocationDone):
@@ -229,11 +230,10 @@ class Coordinator:
         self._killed(lease, "memory" if cause == "memory" else "lost", reason)
 
     def _count_start_failure(self, reason: str) -> None:
-        if self._ever_ready:
-            return
+        """Workers that die before they are ready, one after another, will not get better by retrying."""
         self._start_failures += 1
         if self._start_failures >= _START_FAILURES_PER_WORKER * self._workers:
-            raise ModelLoadError(f"every worker died while starting ({reason}); see the worker logs in the state folder")
+            raise ModelLoadError(f"workers keep dying while starting ({reason}); see the worker logs in the state folder")
 
     def _enforce_deadlines(self) -> None:
         now = self._clock()
@@ -280,7 +280,7 @@ class Coordinator:
         policy = self._limits.retry
         failures = lease.claim.attempts_since_redrive
         retry = policy.should_retry(failures, retryable)
-        retry_at = self._clock() + policy.delay(failures) if retry else None
+        retry_at = time.time() + policy.delay(failures) if retry else None
         self._store.fail(self._task.job_id, lease.chunk.chunk_id, lease.attempt, outcome, error, retry_at, report)
         if not retry:
             self._outstanding -= 1

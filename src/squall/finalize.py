@@ -62,19 +62,25 @@ def finalize_job(store: JobStore, job_id: str, limits: JobLimits, invocations: i
     increment = Increment.from_json(record) if record else None
     tally = Tally.of(done, [chunk.est_rows for chunk in dead])
     state, message = _decide(tally, limits)
+    exact = done and all(d.chunk.format == "parquet" for d in done) and not dead
+    if state != "FAILED" and exact and tally.rows_in != job.est_rows:
+        state, message = "FAILED", (
+            f"read {tally.rows_in} rows but the Parquet footers hold {job.est_rows}; this is a bug in squall, please report it"
+        )
     output = OutputDir(job.output)
     output.clear_attempts()
     for path in _replaced(done, increment):
         output.discard(layout.join(job.output, path))
     finished = time.time()
     started = job.started_at or job.created_at
-    manifest = {
+    entries = _entries(done, increment)
+    manifest: dict[str, Any] = {
         "version": MANIFEST_VERSION,
         "job_id": job_id,
         "state": state,
         "message": message,
         "rows": _rows(tally),
-        **_entries(done, increment),
+        **entries,
         "dead_chunks": [
             {"chunk": chunk.chunk_id, "est_rows": chunk.est_rows, "attempts": store.attempts(job_id, chunk.chunk_id)}
             for chunk in dead
@@ -83,6 +89,7 @@ def finalize_job(store: JobStore, job_id: str, limits: JobLimits, invocations: i
         "ledger": _ledger(job_id, increment, started, finished),
         "spec": job.spec,
     }
+    output.remove_unlisted({str(entry["path"]) for entry in entries["parts"] + entries["errors"]})
     output.finalize(manifest, success=state in ("SUCCEEDED", "PARTIAL"))
     store.set_job_state(job_id, state, message)
     final = store.job(job_id)

@@ -219,6 +219,21 @@ class JobStore:
             raise StoreError(f"job {job_id} is being run by another squall process; wait for it or stop it") from None
         self._locks[job_id] = handle
 
+    def is_running(self, job_id: str) -> bool:
+        """Whether some process holds the job's coordinator lock right now."""
+        if job_id in self._locks:
+            return True
+        path = self.state_dir / "locks" / f"{job_id}.lock"
+        if not path.exists():
+            return False
+        with open(path, "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
     def unlock_job(self, job_id: str) -> None:
         handle = self._locks.pop(job_id, None)
         if handle is not None:
@@ -407,8 +422,9 @@ class JobStore:
                 "WHERE job_id=? AND outcome IS NULL",
                 (time.time(), job_id),
             )
-            cursor = self._db.execute(
-                "UPDATE chunks SET state='pending', worker=NULL, not_before=0 WHERE job_id=? AND state='leased'",
+            cursor = self._db.execute(  # the interrupted attempt was not the chunk's fault: it costs none
+                "UPDATE chunks SET state='pending', worker=NULL, not_before=0, attempt_base=attempt_base+1 "
+                "WHERE job_id=? AND state='leased'",
                 (job_id,),
             )
         return cursor.rowcount
@@ -483,10 +499,11 @@ class JobStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
 
 def _job_record(row: tuple[Any, ...]) -> JobRecord:

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+_SEND_TRIES = 30
+
 
 def start_process(module: str, fds: tuple[int, ...], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """``python -m module FD...`` in its own session, output to ``log``, the fds inherited."""
@@ -62,11 +64,15 @@ class ForkServer:
         """Ask for a warm worker on these pipe ends; ``False`` if the zygote is gone."""
         assert self._channel is not None
         request = json.dumps({"type": "fork", "worker": worker, "sent_at": time.time()}).encode()
-        try:
-            socket.send_fds(self._channel, [request], [child_read, child_write])
-        except OSError:
-            return False
-        return True
+        for _ in range(_SEND_TRIES):
+            try:
+                socket.send_fds(self._channel, [request], [child_read, child_write])
+                return True
+            except BlockingIOError:  # the zygote is busy forking: wait for room, it is not gone
+                select.select([], [self._channel], [], 1.0)
+            except OSError:
+                return False
+        return False
 
     def messages(self) -> list[dict[str, Any]]:
         """Every message the zygote sent since the last call (``exited`` ones are also remembered);

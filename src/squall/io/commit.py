@@ -50,6 +50,28 @@ class OutputDir:
         self._fs.makedirs(self._path, exist_ok=True)
         self._write_text(layout.OWNER_FILE, json.dumps({"job_id": job_id}))
 
+    def owner(self) -> str | None:
+        """The job that owns this location, if a squall job does."""
+        return self._owner()
+
+    def remove_unlisted(self, listed: set[str]) -> list[str]:
+        """Delete committed-looking part files that ``listed`` (paths relative to the output) does not name.
+
+        A chunk whose part was renamed into place just before its coordinator
+        died, and that was then split or dead-lettered, would otherwise leave a
+        part beside its children's, doubling rows for a reader of the folder.
+        """
+        removed = []
+        for folder in (self._path, f"{self._path}/{layout.ERRORS_DIR}"):
+            if not self._fs.isdir(folder):
+                continue
+            for path in self._fs.ls(folder, detail=False):
+                relative = path[len(self._path) + 1 :]
+                if path.rsplit("/", 1)[-1].startswith("part-") and relative not in listed:
+                    self._fs.rm(path)
+                    removed.append(relative)
+        return removed
+
     def _owner(self) -> str | None:
         path = f"{self._path}/{layout.OWNER_FILE}"
         if not self._fs.exists(path):
