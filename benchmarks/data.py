@@ -57,28 +57,33 @@ def schema() -> pa.Schema:
     return pa.schema(fields)
 
 
-def _file_tag(rows: int, seed: int) -> dict[str, int]:
-    return {"rows": rows, "seed": seed, "row_groups": N_ROW_GROUPS}
+def _file_tag(rows: int, seed: int, group_rows: int) -> dict[str, int]:
+    return {"rows": rows, "seed": seed, "group_rows": group_rows}
 
 
-def _dataset_is_current(path: Path, rows: int, seed: int) -> bool:
+def _dataset_is_current(path: Path, rows: int, seed: int, group_rows: int) -> bool:
     if not path.exists():
         return False
     try:
         meta = pq.ParquetFile(path).schema_arrow.metadata or {}
     except (pa.ArrowInvalid, OSError):
         return False
-    return meta.get(METADATA_KEY) == json.dumps(_file_tag(rows, seed)).encode()
+    return meta.get(METADATA_KEY) == json.dumps(_file_tag(rows, seed, group_rows)).encode()
 
 
-def make_dataset(path: Path | str, rows: int, seed: int = 0) -> Path:
-    """Writes the benchmark input file (reused if it already matches)."""
+def make_dataset(path: Path | str, rows: int, seed: int = 0, group_rows: int | None = None) -> Path:
+    """Writes the benchmark input file (reused if it already matches).
+
+    By default the file has ``N_ROW_GROUPS`` row groups; a larger file made to
+    show that memory stays flat passes the smaller file's ``group_rows``, so
+    that only the number of rows grows, not the unit of Parquet I/O.
+    """
     path = Path(path)
-    if _dataset_is_current(path, rows, seed):
+    group_rows = group_rows or math.ceil(rows / N_ROW_GROUPS)
+    if _dataset_is_current(path, rows, seed, group_rows):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    group_rows = math.ceil(rows / N_ROW_GROUPS)
-    file_schema = schema().with_metadata({METADATA_KEY: json.dumps(_file_tag(rows, seed))})
+    file_schema = schema().with_metadata({METADATA_KEY: json.dumps(_file_tag(rows, seed, group_rows))})
     rng = np.random.default_rng(seed)
     tmp = path.with_name(path.name + ".tmp")
     with pq.ParquetWriter(tmp, file_schema) as writer:
@@ -146,7 +151,8 @@ def prepare(directory: Path | str, rows: int, scale: int = 1, seed: int = 0) -> 
     paths = dict(train_models(directory, seed))
     paths["input"] = make_dataset(input_path(directory), rows, seed)
     if scale > 1:
-        paths["input_scaled"] = make_dataset(input_path(directory, scale), rows * scale, seed)
+        group_rows = math.ceil(rows / N_ROW_GROUPS)
+        paths["input_scaled"] = make_dataset(input_path(directory, scale), rows * scale, seed, group_rows)
     return paths
 
 

@@ -7,7 +7,7 @@ automatic chunk sizes are chosen large enough that this is rare.
 
 from __future__ import annotations
 
-from itertools import accumulate
+from itertools import accumulate, chain
 from typing import Iterator
 
 import fsspec
@@ -67,8 +67,12 @@ class ParquetFormat:
             starts = [0, *accumulate(parquet.metadata.row_group(i).num_rows for i in range(piece.start))]
             first_row = starts[-1] + piece.row_offset
             columns = list(options.columns) or None
-            groups = list(range(piece.start, piece.stop))
-            batches = parquet.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns, use_threads=False)
+            # One row group at a time: asked for all at once, the reader pre-buffers them
+            # all, and a worker's memory would grow with the chunk instead of the batch.
+            batches = chain.from_iterable(
+                parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns, use_threads=False)
+                for group in range(piece.start, piece.stop)
+            )
             yield from _with_offsets(_row_window(batches, piece.row_offset, piece.row_count), first_row)
 
 

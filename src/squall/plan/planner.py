@@ -19,7 +19,7 @@ from squall.plan.sources import list_inputs
 from squall.plan.split import can_split, split_chunk
 from squall.spec import JobSpec
 
-CHUNKS_PER_WORKER = 4
+CHUNKS_PER_WORKER = 8
 MIN_AUTO_CHUNK_ROWS = 1_000
 MAX_AUTO_CHUNK_ROWS = 1_000_000
 MAX_AUTO_CHUNK_BYTES = 256 * 1024 * 1024
