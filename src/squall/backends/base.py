@@ -58,36 +58,27 @@ class Backend(Protocol):
 
     def start(self, model: ModelRef, workers: int) -> None:
         """Begin starting ``workers`` workers that load ``model``; returns before they are ready."""
-        ...
 
     def configure(self, task: JobTask) -> None:
         """Give every worker, present and future, the job's task; no invocation is submitted before this."""
-        ...
 
     def idle(self) -> list[int]:
         """Workers that are ready and hold no invocation."""
-        ...
 
     def submit(self, worker: int, chunk: Chunk, attempt: int) -> None:
         """Hand ``chunk`` (attempt number ``attempt``) to an idle ``worker``."""
-        ...
 
     def wait(self, timeout: float) -> list[WorkerEvent]:
         """Events that happened, waiting up to ``timeout`` seconds for the first."""
-        ...
 
     def kill(self, worker: int) -> None:
         """Stop ``worker`` at once, whatever it is doing, and start a fresh one in its place."""
-        ...
 
     def cold_starts(self) -> int:
         """How many times the model was loaded so far."""
-        ...
 
     def worker_starts(self) -> int:
         """How many worker processes (or actors) were started so far, warm or cold."""
-        ...
 
     def shutdown(self) -> None:
         """Stop every worker; the backend cannot be used afterwards."""
-        ...

@@ -64,14 +64,12 @@ class InputFormat(Protocol):
 
         Raises :class:`squall.errors.InputError` naming the file when it cannot be parsed.
         """
-        ...
 
     def cut(self, info: FileInfo, target_rows: int) -> list[tuple[Piece, int]]:
         """Split the file into pieces of about ``target_rows`` rows each, with each piece's row estimate.
 
         The pieces cover every row of the file exactly once, in order.
         """
-        ...
 
     def read(
         self, piece: Piece, options: ReadOptions, batch_rows: int, bad: list[BadRecord]
@@ -80,4 +78,3 @@ class InputFormat(Protocol):
 
         Records that cannot be parsed are appended to ``bad`` instead of failing the piece.
         """
-        ...

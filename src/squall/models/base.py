@@ -28,7 +28,6 @@ class LoadedModel(Protocol):
 
     def call(self, batch: Any) -> Any:
         """Predict one batch."""
-        ...
 
 
 class Flavor(Protocol):
@@ -38,4 +37,3 @@ class Flavor(Protocol):
 
     def load(self, ref: ModelRef) -> LoadedModel:
         """Load ``ref`` or raise :class:`squall.errors.ModelLoadError` saying what to change."""
-        ...
