@@ -54,7 +54,7 @@ WorkerEvent = Union[WorkerReady, InvocationDone, WorkerDied, WorkerLoadFailed]
 
 
 class Backend(Protocol):
-    """A pool of warm workers. Implementations: ``local`` (processes), ``ray`` (actors)."""
+    """A pool of warm workers. Implemented by ``local`` (processes on this machine)."""
 
     def start(self, model: ModelRef, workers: int) -> None:
         """Begin starting ``workers`` workers that load ``model``; returns before they are ready."""
