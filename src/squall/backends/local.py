@@ -352,7 +352,10 @@ class LocalBackend:
         if slot.pid is not None:
             _kill_group(slot.pid)
         if slot.process is not None:
-            slot.process.wait()
+            try:
+                slot.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass  # stuck in uninterruptible I/O: the kernel reaps it later; do not hang the job on it
         for fd in (slot.to_worker, slot.from_worker):
             try:
                 os.close(fd)
