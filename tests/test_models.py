@@ -30,6 +30,10 @@ USER_CODE = textwrap.dedent(
     def as_label(output):
         return np.where(output > 0, "pos", "neg")
 
+    def rounded_later(frame):
+        values = frame.drop(columns="id").to_numpy().sum(axis=1) * 10
+        return values.round().astype(int) if frame["id"].iloc[0] >= 1000 else values
+
     class Threaded:
         def __init__(self):
             import threading
@@ -156,3 +160,14 @@ def test_a_model_that_starts_threads_when_loading_is_never_forked(user_code, dat
     assert (result.state, result.cold_starts, result.worker_starts) == ("SUCCEEDED", 3, 2)
     got = read_output(tmp_path / "out").set_index("id").sort_index()
     np.testing.assert_allclose(got["prediction"], frame[FEATURES].sum(axis=1))
+
+
+def test_batches_whose_outputs_differ_in_type_share_one_part_schema(user_code, dataset, tmp_path):
+    folder, frame = dataset("parquet", rows=2_000)
+    spec = squall.JobSpec(model="usercode:rounded_later", input=[str(folder)], output=str(tmp_path / "out"), key=["id"], features=[*FEATURES, "id"], batch_size=50, chunk_rows=2_000)
+    result = squall.run(spec)
+    assert (result.state, result.rows_out) == ("SUCCEEDED", 2_000)
+    got = read_output(tmp_path / "out").set_index("id").sort_index()
+    assert got["prediction"].dtype == np.float64
+    raw = frame[FEATURES].sum(axis=1) * 10
+    assert np.allclose(got["prediction"], raw, atol=0.5)

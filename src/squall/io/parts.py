@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from squall.runtime.predictions import OutputShapeError
+
 
 class PartWriter(Protocol):
     """Writes record batches that share one schema to one file; ``close`` makes the file complete."""
@@ -71,6 +73,16 @@ _WRITERS: dict[str, type] = {"parquet": ParquetPartWriter, "csv": CsvPartWriter,
 EXTENSIONS = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl"}
 
 
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, uri: str) -> pa.RecordBatch:
+    """A later batch in the part's first schema (a model may return ints for one batch and floats for another)."""
+    if batch.schema.names != schema.names:
+        raise OutputShapeError(f"{uri}: a batch has columns {batch.schema.names}, the part has {schema.names}")
+    try:
+        return pa.Table.from_batches([batch]).cast(schema).combine_chunks().to_batches()[0]
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise OutputShapeError(f"{uri}: a batch's types do not fit the part's schema {schema}: {exc}") from None
+
+
 class PartFile:
     """An output file opened on first write, so that a chunk with no rows leaves no file."""
 
@@ -80,6 +92,7 @@ class PartFile:
         self._format = output_format
         self._opened: Any = None
         self._writer: PartWriter | None = None
+        self._schema: pa.Schema | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
@@ -87,7 +100,10 @@ class PartFile:
         if self._writer is None:
             self._opened = fsspec.open(self.uri, "wb", auto_mkdir=True)
             handle = self._opened.__enter__()
+            self._schema = batch.schema
             self._writer = _WRITERS[self._format](handle, batch.schema)
+        if batch.schema != self._schema:
+            batch = _conform(batch, self._schema, self.uri)
         self._writer.write(batch)
         self.rows += batch.num_rows
 

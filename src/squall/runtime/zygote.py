@@ -74,6 +74,7 @@ def _serve_forks(channel: socket.socket, model: LoadedModel) -> None:
         if pid == 0:
             channel.close()
             os._exit(_child(fds, request, model, zygote))
+        _own_group(pid)
         for fd in fds:
             os.close(fd)
         _send(channel, {"type": "forked", "worker": request["worker"], "pid": pid})
@@ -81,12 +82,24 @@ def _serve_forks(channel: socket.socket, model: LoadedModel) -> None:
 
 def _child(fds: list[int], request: dict[str, Any], model: LoadedModel, zygote: int) -> int:
     try:
-        os.setsid()
+        _own_group(0)
         die_with_parent(zygote)
         return serve_jobs(fds[0], fds[1], int(request["worker"]), model, float(request["sent_at"]))
     except BaseException:  # a forked child must never return into the zygote's loop
         traceback.print_exc()
         return 1
+
+
+def _own_group(pid: int) -> None:
+    """Make the child the leader of its own process group, from both sides of the fork.
+
+    Whichever side runs first wins, so a kill of the group right after the fork
+    cannot miss the child; the other side's call then finds nothing to do.
+    """
+    try:
+        os.setpgid(pid, 0)
+    except (PermissionError, ProcessLookupError):
+        pass
 
 
 def _report_exits(channel: socket.socket) -> None:
