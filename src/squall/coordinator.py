@@ -7,6 +7,7 @@ each, repeat until nothing is pending or leased. Listeners see every event.
 
 from __future__ import annotations
 
+import heapq
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -118,6 +119,7 @@ class Coordinator:
         self._start_failures = 0
         self._ever_ready = False
         self._last_cancel_check = 0.0
+        self._retry_times: list[float] = []
 
     def drive(self) -> None:
         """Run every pending chunk on the (started, configured) backend until each is done or dead.
@@ -127,6 +129,8 @@ class Coordinator:
         job_id = self._task.job_id
         counts = self._store.counts(job_id)
         self._outstanding = counts.count("pending") + counts.count("leased")
+        earliest = self._store.next_retry_at(job_id)
+        self._retry_times = [earliest] if earliest else []
         for listener in self._listeners:
             listener.job_started(job_id, sum(counts.by_state.values()), counts.count("done"), self._store.job(job_id).est_rows)
         self._store.set_job_state(job_id, "RUNNING")
@@ -166,9 +170,11 @@ class Coordinator:
     def _wait_time(self) -> float:
         now = self._clock()
         candidates = [_IDLE_WAIT_S] + [lease.deadline - now for lease in self._leases.values()]
-        retry_at = self._store.next_retry_at(self._task.job_id) if len(self._leases) < self._workers else None
-        if retry_at is not None:
-            candidates.append(retry_at - time.time())  # retry times are stored as wall-clock time
+        wall = time.time()  # retry times are wall-clock times, as stored
+        while self._retry_times and self._retry_times[0] <= wall:
+            heapq.heappop(self._retry_times)
+        if self._retry_times and len(self._leases) < self._workers:
+            candidates.append(self._retry_times[0] - wall)
         return max(0.0, min(candidates))
 
     def _handle(self, event: object) -> None:
@@ -281,6 +287,8 @@ class Coordinator:
         failures = lease.claim.attempts_since_redrive
         retry = policy.should_retry(failures, retryable)
         retry_at = time.time() + policy.delay(failures) if retry else None
+        if retry_at is not None:
+            heapq.heappush(self._retry_times, retry_at)
         self._store.fail(self._task.job_id, lease.chunk.chunk_id, lease.attempt, outcome, error, retry_at, report)
         if not retry:
             self._outstanding -= 1

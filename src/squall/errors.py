@@ -46,16 +46,8 @@ class JobStateError(UsageError):
     """The job is not in a state that allows this (a duplicate id, nothing to redrive, not running)."""
 
 
-class JobFailedError(SquallError):
-    """The job ran and ended FAILED; the message carries the numbers."""
-
-
 class StoreError(SquallError):
     """The state store is unusable (corrupt, locked by another coordinator, wrong version)."""
-
-
-class WorkerLost(SquallError):
-    """A worker process died or stopped answering while it held a chunk."""
 
 
 @dataclass(frozen=True)

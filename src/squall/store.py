@@ -234,11 +234,6 @@ class JobStore:
             fcntl.flock(handle, fcntl.LOCK_UN)
         return False
 
-    def unlock_job(self, job_id: str) -> None:
-        handle = self._locks.pop(job_id, None)
-        if handle is not None:
-            handle.close()
-
     # --- jobs ------------------------------------------------------------------------------
 
     def create_job(self, job_id: str, spec_json: str, task_json: str, output: str) -> None:

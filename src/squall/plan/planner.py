@@ -69,7 +69,7 @@ def make_plan(spec: JobSpec, job_id: str, only: Callable[[list[FileInfo]], dict[
         if info.file.uri in selected
         for unit in _from_group(fmt.cut(info, target), selected[info.file.uri], info)
     ]
-    chunks = _pack(job_id, format_name, units, target, {i.file.uri: i.file.size for i in infos})
+    chunks = _pack(job_id, format_name, units, target, {i.file.uri: i for i in infos})
     if not (spec.chunk_rows or spec.chunk_bytes):
         chunks = _refine_tail(chunks, spec.workers)
     return Plan(job_id, format_name, tuple(infos), tuple(chunks), options, key, features, target)
@@ -143,7 +143,7 @@ def _target_rows(spec: JobSpec, infos: list[FileInfo]) -> int:
 
 
 def _pack(
-    job_id: str, format_name: str, units: list[tuple[Piece, int]], target: int, sizes: dict[str, int]
+    job_id: str, format_name: str, units: list[tuple[Piece, int]], target: int, files: dict[str, FileInfo]
 ) -> list[Chunk]:
     """Greedily pack consecutive pieces into chunks of at most ``target`` estimated rows."""
     chunks: list[Chunk] = []
@@ -153,7 +153,7 @@ def _pack(
         if pending:
             pieces = tuple(p for p, _ in pending)
             chunks.append(
-                Chunk(job_id, len(chunks), format_name, pieces, sum(r for _, r in pending), _bytes(pieces, sizes))
+                Chunk(job_id, len(chunks), format_name, pieces, sum(r for _, r in pending), _bytes(pieces, files))
             )
             pending.clear()
 
@@ -196,11 +196,18 @@ def _split_times(chunk: Chunk, levels: int) -> list[Chunk]:
     return _split_times(left, levels - 1) + _split_times(right, levels - 1)
 
 
-def _bytes(pieces: tuple[Piece, ...], sizes: dict[str, int]) -> int:
+def _bytes(pieces: tuple[Piece, ...], files: dict[str, FileInfo]) -> int:
+    """Estimated input bytes: byte ranges as they are, row groups by their size, whole files by theirs."""
     total = 0
     for piece in pieces:
+        info = files[piece.uri]
         if piece.kind == "bytes":
             total += piece.stop - piece.start
+        elif piece.kind == "rowgroups" and info.row_group_bytes:
+            group_bytes = sum(info.row_group_bytes[piece.start : piece.stop])
+            if piece.row_count is not None and info.row_group_rows[piece.start]:
+                group_bytes = group_bytes * piece.row_count // info.row_group_rows[piece.start]
+            total += group_bytes
         else:
-            total += sizes.get(piece.uri, 0)
+            total += info.file.size
     return total

@@ -145,7 +145,8 @@ def _read_and_predict(run: _Invocation) -> None:
             if batch.num_rows:
                 _predict_batch(run, batch, piece.uri)
         if piece.offsets:
-            bad = [record for record in bad if record.offset in set(piece.offsets)]
+            wanted = set(piece.offsets)
+            bad = [record for record in bad if record.offset in wanted]
         run.rows_in += len(bad)
         _write_bad_records(run, piece.uri, bad)
 
