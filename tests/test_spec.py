@@ -29,9 +29,20 @@ def test_every_field_has_a_description_for_the_cli_and_readme():
     assert all(JobSpec.model_fields[name].description for name in field_names())
 
 
+def test_batch_size_is_rows_or_auto_from_every_source():
+    base = {"model": "m", "input": "a", "output": "o"}
+    assert build_spec(explicit={**base, "batch_size": "auto"}, environ={}).batch_size == "auto"
+    assert build_spec(explicit={**base, "batch_size": "4096"}, environ={}).batch_size == 4096
+    assert build_spec(explicit=base, environ={"SQUALL_BATCH_SIZE": "auto"}).batch_size == "auto"
+    assert build_spec({**base, "batch_size": 128}, environ={}).batch_size == 128
+
+
 def test_errors_name_the_field_and_what_was_given():
-    with pytest.raises(SpecError, match=r"field `batch_size`: .*greater than 0.*\(got -1\)"):
-        build_spec(explicit={"model": "m", "input": "a", "output": "o", "batch_size": -1}, environ={})
+    with pytest.raises(SpecError, match=r"field `chunk_rows`: .*greater than 0.*\(got -1\)"):
+        build_spec(explicit={"model": "m", "input": "a", "output": "o", "chunk_rows": -1}, environ={})
+    for bad in (-1, 0, "fast", "1.5"):
+        with pytest.raises(SpecError, match=r"field `batch_size`: give a positive number of rows, or `auto`"):
+            build_spec(explicit={"model": "m", "input": "a", "output": "o", "batch_size": bad}, environ={})
     with pytest.raises(SpecError, match=r"field `method`: .*'predict'.*\(got 'guess'\)"):
         build_spec(explicit={"model": "m", "input": "a", "output": "o", "method": "guess"}, environ={})
     with pytest.raises(SpecError, match="`output` is required"):

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 from squall.backends.local import LocalBackend, WorkerRecycling
 from squall.errors import InputError, JobStateError, ModelLoadError, SpecError, SquallError
 from squall.models.base import ModelRef
+from squall.models.artifact import is_remote
 from squall.models.code import is_code_ref
-from squall.models.registry import detect_flavor
+from squall.models.registry import resolved
 from squall.observe.events import JobListener
 from squall.retry import RetryPolicy
 from squall.runtime.task import JobTask, OutputNaming
@@ -264,7 +265,9 @@ def _refuse_inputs_inside(job_plan: Plan, output: str) -> None:
 
 def _backend(store: JobStore, spec: JobSpec, job_id: str) -> LocalBackend:
     recycling = WorkerRecycling(spec.memory, spec.max_invocations_per_worker, spec.recycle_rss_mb)
-    return LocalBackend(store.state_dir / "jobs" / job_id, spec.resolved_threads(), spec.batch_format, recycling, spec.fork)
+    return LocalBackend(
+        store.state_dir / "jobs" / job_id, spec.resolved_threads(), spec.batch_format, recycling, spec.fork, spec.gpus
+    )
 
 
 def _drive(
@@ -298,11 +301,11 @@ def _drive(
 
 
 def _check_model(spec: JobSpec) -> None:
-    """Fail before any work on a model that cannot be found or whose flavor is unknown."""
-    if spec.flavor == "auto":
-        detect_flavor(spec.model)
-    if not is_code_ref(spec.model) and "://" not in spec.model and not os.path.exists(spec.model):
-        raise ModelLoadError(f"{spec.model}: no such model file; check `model`")
+    """Fail before any work on a model that cannot be found, whose flavor is unknown, or that is not trusted."""
+    for path, field in ((spec.model, "model"), (spec.state_dict, "state_dict")):
+        if path and not is_code_ref(path) and not is_remote(path) and not os.path.exists(path):
+            raise ModelLoadError(f"{path}: no such model file or directory; check `{field}`")
+    resolved(_model_ref(spec))
 
 
 def _task(spec: JobSpec, job_plan: Plan, part_prefix: str = "") -> JobTask:
@@ -318,13 +321,24 @@ def _task(spec: JobSpec, job_plan: Plan, part_prefix: str = "") -> JobTask:
         postprocess=spec.postprocess,
         output=_absolute(spec.output),
         output_format=spec.output_format,
-        naming=OutputNaming(spec.prediction_column, tuple(spec.output_columns or ())),
+        naming=OutputNaming(spec.prediction_column, tuple(spec.output_columns or ()), spec.output_layout),
         part_prefix=part_prefix,
+        memory_mb=spec.memory,
     )
 
 
 def _model_ref(spec: JobSpec) -> ModelRef:
-    return ModelRef(_absolute(spec.model), spec.flavor, spec.method)
+    return ModelRef(
+        uri=_absolute(spec.model),
+        flavor=spec.flavor,
+        method=spec.method,
+        state_dict=_absolute(spec.state_dict) if spec.state_dict else None,
+        output=spec.model_output,
+        sha256=spec.model_sha256,
+        trust=spec.trust_model,
+        device="cuda:0" if spec.gpus else "cpu",  # each worker sees only its own GPU, as device 0
+        threads=spec.resolved_threads(),
+    )
 
 
 def _absolute(uri: str) -> str:

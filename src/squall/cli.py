@@ -47,9 +47,10 @@ def _option_kind(annotation: Any) -> dict[str, Any]:
 
 
 def _base(annotation: Any) -> Any:
+    """The option's type: the annotation without ``None``; ``str`` for a choice of types (the spec validates it)."""
     if get_origin(annotation) in (Union, types.UnionType):
         members = [a for a in get_args(annotation) if a is not type(None)]
-        return members[0]
+        return members[0] if len(members) == 1 else str
     return annotation
 
 

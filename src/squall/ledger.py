@@ -35,8 +35,8 @@ from squall.spec import JobSpec
 
 LEDGER_VERSION = 1
 RESULT_FIELDS = (
-    "flavor", "method", "preprocess", "postprocess", "batch_format", "key", "features", "delimiter", "quotechar",
-    "header", "multiline", "output_format", "prediction_column", "output_columns",
+    "flavor", "method", "model_output", "preprocess", "postprocess", "batch_format", "key", "features", "delimiter",
+    "quotechar", "header", "multiline", "output_format", "prediction_column", "output_columns", "output_layout",
 )
 
 
@@ -113,7 +113,7 @@ class Selection:
     def __init__(self, spec: JobSpec, ledger: Ledger | None) -> None:
         self._spec = spec
         self._ledger = ledger
-        self._model = model_fingerprint(spec.model)
+        self._model = model_fingerprint(spec.model, spec.state_dict)
         self._spec_fp = spec_fingerprint(spec)
         self.increment: Increment | None = None
 
@@ -125,16 +125,24 @@ class Selection:
         return self.increment.only
 
 
-def model_fingerprint(model: str) -> str:
-    """SHA-256 of the model file, or of the source of the module that ``module:attr`` names."""
+def model_fingerprint(model: str, state_dict: str | None = None) -> str:
+    """SHA-256 of the model file or directory, or of the source of the module that ``module:attr`` names,
+    plus that of the weights file for a ``module:Class`` model."""
+    from squall.models.artifact import is_remote, tree_sha256
     from squall.models.code import is_code_ref
 
+    if state_dict:
+        return model_fingerprint(model) + "+" + _file_sha256(state_dict)
     if is_code_ref(model):
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())  # as in the workers, user code imports from the working directory
         spec = importlib.util.find_spec(model.split(":")[0])
         origin = spec.origin if spec else None
         return "code:" + (_file_sha256(origin) if origin and origin.endswith(".py") else model)
+    if os.path.isdir(model):
+        return tree_sha256(model)
+    if is_remote(model) and "://" not in model:
+        return "name:" + model  # a registry URI (runs:/, models:/): MLflow alone can resolve it
     return _file_sha256(model)
 
 

@@ -22,8 +22,9 @@ from squall.errors import SpecError
 Method = Literal["predict", "predict_proba", "decision_function", "transform"]
 InputFormat = Literal["auto", "parquet", "csv", "jsonl"]
 OutputFormat = Literal["parquet", "csv", "jsonl"]
-BatchFormat = Literal["pandas", "numpy", "arrow"]
-Flavor = Literal["auto", "joblib", "pickle", "callable"]
+BatchFormat = Literal["auto", "pandas", "numpy", "arrow"]
+Flavor = Literal["auto", "joblib", "pickle", "callable", "onnx", "torch", "sentence-transformers", "xgboost", "lightgbm", "mlflow"]
+OutputLayout = Literal["auto", "columns", "vector"]
 
 
 def _split_csv(value: Any) -> Any:
@@ -42,13 +43,21 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
     # what to run
-    model: str = Field(description="Model file (.joblib/.pkl) or `module:attr` for user code.")
+    model: str = Field(description="Model file or directory, or `module:attr` for user code (see Model flavors).")
     flavor: Flavor = Field("auto", description="How to load the model; `auto` guesses from `model`.")
     method: Method = Field("predict", description="Model method to call on each batch.")
+    state_dict: str | None = Field(None, description="Weights file for a `module:Class` PyTorch model.")
+    model_output: str | None = Field(None, description="Which named output of a multi-output (ONNX) model to write.")
+    model_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-fA-F]{64}$", description="Refuse the model unless its content has this sha256."
+    )
+    trust_model: bool = Field(False, description="Allow a model that runs code on load (pickle, MLflow) from a remote URI.")
+    gpus: int = Field(0, ge=0, description="GPUs to use; worker i runs on GPU i mod gpus. 0 runs on the CPU.")
     preprocess: str | None = Field(None, description="`module:attr` called on each batch before the model.")
     postprocess: str | None = Field(None, description="`module:attr` called on each model output.")
-    batch_size: int = Field(65536, gt=0, description="Rows handed to the model per call.")
-    batch_format: BatchFormat = Field("pandas", description="What the model receives: pandas, numpy or arrow.")
+    batch_size: int | Literal["auto"] = Field(65536, description="Rows handed to the model per call, or `auto` to measure.")
+    batch_format: BatchFormat = Field("auto", description="What the model receives: pandas, numpy, arrow; `auto` lets the flavor choose.")
+    output_layout: OutputLayout = Field("auto", description="A 2-D prediction as a column per position or one vector column.")
 
     # what to read
     input: list[str] = Field(description="Paths, directories, globs or fsspec URLs.")
@@ -98,6 +107,16 @@ class JobSpec(BaseModel):
     state_dir: str | None = Field(None, description="Where job state lives; default $SQUALL_HOME or ~/.squall.")
 
     _split_lists = field_validator("input", "key", "features", "output_columns", "no_retry_on", mode="before")(_split_csv)
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size_rows_or_auto(cls, value: Any) -> Any:
+        text = str(value).strip()
+        if text == "auto":
+            return text
+        if isinstance(value, bool) or not text.isdigit() or int(text) <= 0:
+            raise ValueError("give a positive number of rows, or `auto`")
+        return int(text)
 
     @field_validator("input")
     @classmethod

@@ -94,12 +94,15 @@ class LocalBackend:
         batch_format: str = "pandas",
         recycling: WorkerRecycling | None = None,
         fork: bool = True,
+        gpus: int = 0,
     ) -> None:
         self._log_dir = log_dir
         self._threads = threads_per_worker
         self._batch_format = batch_format
         self._recycling = recycling or WorkerRecycling()
-        self._fork_wanted = fork and hasattr(os, "fork") and os.path.isdir("/proc/self/task")
+        self._gpus = gpus
+        # CUDA does not survive fork, and each worker sees its own GPU: GPU workers start from scratch.
+        self._fork_wanted = fork and not gpus and hasattr(os, "fork") and os.path.isdir("/proc/self/task")
         self._zygote: ForkServer | None = None
         self._zygote_ready = False
         self._forking: deque[_Slot] = deque()  # fork requests not answered yet, in the order they were sent
@@ -195,7 +198,7 @@ class LocalBackend:
             else:
                 self._use_spawn()
                 slot.process = start_process(
-                    "squall.runtime.worker", (child_read, child_write), self._environment(),
+                    "squall.runtime.worker", (child_read, child_write), self._environment(index),
                     self._log_dir / f"worker-{index}.log",
                 )
                 slot.pid = slot.process.pid
@@ -362,8 +365,10 @@ class LocalBackend:
             except OSError:
                 pass
 
-    def _environment(self) -> dict[str, str]:
+    def _environment(self, worker: int | None = None) -> dict[str, str]:
         env = dict(os.environ)
+        if self._gpus and worker is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu_for(worker, self._gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
         for name in THREAD_VARIABLES:
             env[name] = str(self._threads)
         # Arrow's jemalloc starts a background thread at import, which would make forking unsafe.
@@ -372,6 +377,12 @@ class LocalBackend:
         path = [os.getcwd(), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
         env["PYTHONPATH"] = os.pathsep.join(path)
         return env
+
+
+def gpu_for(worker: int, gpus: int, visible: str | None) -> str:
+    """The one GPU worker ``worker`` may see: ``worker mod gpus``, counted within an existing CUDA_VISIBLE_DEVICES."""
+    devices = [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(gpus)]
+    return devices[worker % min(gpus, len(devices))]
 
 
 def _kill_group(pid: int) -> None:

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from squall.errors import ModelLoadError
-from squall.models.base import ModelRef
+from squall.models.base import ModelArtifact, ModelRef
 
 
 def is_code_ref(ref: str) -> bool:
@@ -43,6 +43,8 @@ class CodeModel:
 
     name = "callable"
     labels = None
+    batch_format = "pandas"
+    vector_output = False
 
     def __init__(self, target: Any, method: str) -> None:
         self._call = _bound_call(target, method)
@@ -77,6 +79,7 @@ class CodeFlavor:
     """``module:attr`` user code."""
 
     name = "callable"
+    runs_code_on_load = False  # the code is the user's own, imported from their environment
 
-    def load(self, ref: ModelRef) -> CodeModel:
+    def load(self, ref: ModelRef, artifact: ModelArtifact) -> CodeModel:
         return CodeModel(resolve(ref.uri, "model"), ref.method)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 from typing import Any
 
-import fsspec
-
 from squall.errors import ModelLoadError
-from squall.models.base import ModelRef
+from squall.models.base import ModelArtifact, ModelRef
+from squall.models.device import require_cpu
 
 
 class EstimatorModel:
     """An estimator whose ``method`` is called on each batch."""
+
+    batch_format = "pandas"
+    vector_output = False
 
     def __init__(self, estimator: Any, method: str, uri: str) -> None:
         bound = getattr(estimator, method, None)
@@ -32,30 +35,33 @@ class JoblibFlavor:
     """Files written by ``joblib.dump``."""
 
     name = "joblib"
+    runs_code_on_load = True
 
-    def load(self, ref: ModelRef) -> EstimatorModel:
+    def load(self, ref: ModelRef, artifact: ModelArtifact) -> EstimatorModel:
         import joblib
 
-        return EstimatorModel(_read(ref.uri, joblib.load), ref.method, ref.uri)
+        require_cpu(ref, "joblib models")
+        return EstimatorModel(_read(artifact, joblib.load), ref.method, ref.uri)
 
 
 class PickleFlavor:
     """Files written by ``pickle.dump``."""
 
     name = "pickle"
+    runs_code_on_load = True
 
-    def load(self, ref: ModelRef) -> EstimatorModel:
-        return EstimatorModel(_read(ref.uri, pickle.load), ref.method, ref.uri)
+    def load(self, ref: ModelRef, artifact: ModelArtifact) -> EstimatorModel:
+        require_cpu(ref, "pickled models")
+        return EstimatorModel(_read(artifact, pickle.load), ref.method, ref.uri)
 
 
-def _read(uri: str, loader: Any) -> Any:
+def _read(artifact: ModelArtifact, loader: Any) -> Any:
     try:
-        with fsspec.open(uri, "rb") as handle:
-            return loader(handle)
-    except FileNotFoundError:
-        raise ModelLoadError(f"{uri}: no such model file") from None
+        return loader(io.BytesIO(artifact.content()))
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise ModelLoadError(
-            f"{uri}: cannot load the model ({type(exc).__name__}: {exc}); "
+            f"{artifact.uri}: cannot load the model ({type(exc).__name__}: {exc}); "
             "check that the file is a joblib/pickle dump and that the libraries it needs are installed"
         ) from exc

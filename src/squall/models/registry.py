@@ -1,4 +1,4 @@
-"""Model flavors by name, imported on first use, and the per-process warm model cache.
+"""Model flavors by name, imported on first use, how a flavor is recognised, and the per-process warm cache.
 
 Adding a flavor is one module with a class implementing
 :class:`squall.models.base.Flavor` and one line in ``_FLAVORS`` (plus, if it
@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import importlib
 import os
+from dataclasses import replace
 from typing import Any
 
+import fsspec
+
 from squall.errors import ModelLoadError
+from squall.models.artifact import check_trust, fetch
 from squall.models.base import Flavor, LoadedModel, ModelRef
 from squall.models.code import is_code_ref
 
@@ -19,11 +23,32 @@ _FLAVORS = {
     "joblib": "squall.models.pickled:JoblibFlavor",
     "pickle": "squall.models.pickled:PickleFlavor",
     "callable": "squall.models.code:CodeFlavor",
+    "onnx": "squall.models.onnx_model:OnnxFlavor",
+    "torch": "squall.models.torch_model:TorchFlavor",
+    "sentence-transformers": "squall.models.sentence_model:SentenceTransformersFlavor",
+    "xgboost": "squall.models.xgboost_model:XGBoostFlavor",
+    "lightgbm": "squall.models.lightgbm_model:LightGBMFlavor",
+    "mlflow": "squall.models.mlflow_model:MLflowFlavor",
 }
 
-_EXTENSIONS = {".joblib": "joblib", ".pkl": "pickle", ".pickle": "pickle"}
+_EXTENSIONS = {
+    ".joblib": "joblib",
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+    ".onnx": "onnx",
+    ".pt": "torch",
+    ".torchscript": "torch",
+    ".ptl": "torch",
+    ".ubj": "xgboost",
+}
 
-_warm: dict[tuple[str, str, str, Any], LoadedModel] = {}
+# Extensions that many formats share: the first bytes of the file decide.
+_SNIFFED = {".json": ("xgboost", b'"learner"'), ".txt": ("lightgbm", b"tree\n")}
+
+_DIRECTORY_MARKERS = (("MLmodel", "mlflow"), ("modules.json", "sentence-transformers"),
+                      ("config_sentence_transformers.json", "sentence-transformers"))
+
+_warm: dict[tuple[Any, ...], LoadedModel] = {}
 
 
 def flavor_names() -> list[str]:
@@ -31,12 +56,20 @@ def flavor_names() -> list[str]:
     return list(_FLAVORS)
 
 
-def detect_flavor(uri: str) -> str:
-    """The flavor ``uri`` names: ``module:attr`` is user code, else the file extension decides."""
+def detect_flavor(uri: str, state_dict: str | None = None) -> str:
+    """The flavor ``uri`` names: user code, a known model directory, or a file recognised by its extension."""
     if is_code_ref(uri):
-        return "callable"
+        return "torch" if state_dict else "callable"
+    if os.path.isdir(uri):
+        for marker, name in _DIRECTORY_MARKERS:
+            if os.path.exists(os.path.join(uri, marker)):
+                return name
+    lowered = uri.lower()
     for ext, name in _EXTENSIONS.items():
-        if uri.lower().endswith(ext):
+        if lowered.endswith(ext):
+            return name
+    for ext, (name, signature) in _SNIFFED.items():
+        if lowered.endswith(ext) and signature in _head(uri):
             return name
     raise ModelLoadError(f"{uri}: cannot tell how to load this model; set `flavor` to one of {', '.join(_FLAVORS)}")
 
@@ -51,18 +84,27 @@ def get_flavor(name: str) -> Flavor:
     return flavor
 
 
+def resolved(ref: ModelRef) -> ModelRef:
+    """``ref`` with its flavor decided, after the trust rule for remote models that run code on load."""
+    name = ref.flavor if ref.flavor != "auto" else detect_flavor(ref.uri, ref.state_dict)
+    check_trust(ref.state_dict or ref.uri, name, get_flavor(name).runs_code_on_load, ref.trust)
+    return replace(ref, flavor=name)
+
+
 def load_warm(ref: ModelRef) -> LoadedModel:
-    """``ref`` loaded once per process: later calls with the same file (same size and mtime) reuse it."""
-    flavor = ref.flavor if ref.flavor != "auto" else detect_flavor(ref.uri)
-    key = (ref.uri, flavor, ref.method, _file_stamp(ref.uri))
+    """``ref`` loaded once per process: a later call for the same content (by sha256) reuses it."""
+    ref = resolved(ref)
+    artifact = fetch(ref)
+    key = (artifact.sha256, ref.uri, ref.flavor, ref.method, ref.output, ref.device, ref.threads)
     if key not in _warm:
-        _warm[key] = get_flavor(flavor).load(ModelRef(ref.uri, flavor, ref.method))
+        _warm[key] = get_flavor(ref.flavor).load(ref, artifact)
     return _warm[key]
 
 
-def _file_stamp(uri: str) -> Any:
+def _head(uri: str, size: int = 4096) -> bytes:
     try:
-        stat = os.stat(uri)
-    except OSError:
-        return None
-    return (stat.st_size, stat.st_mtime_ns)
+        with fsspec.open(uri, "rb") as handle:
+            head: bytes = handle.read(size)
+            return head
+    except (OSError, ValueError):
+        return b""

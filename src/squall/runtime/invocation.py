@@ -11,10 +11,11 @@ import json
 import resource
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -26,6 +27,7 @@ from squall.io.parts import EXTENSIONS, PartFile
 from squall.models.base import LoadedModel
 from squall.models.code import resolve
 from squall.plan.chunk import Chunk
+from squall.runtime.batching import BatchSizer
 from squall.runtime.predictions import to_columns, to_model_input
 from squall.runtime.task import InvocationReport, JobTask
 
@@ -57,17 +59,28 @@ class _StepFailed(Exception):
 
 @dataclass
 class Steps:
-    """The per-batch pipeline of a job, resolved once per worker."""
+    """The per-batch pipeline of a job, resolved once per worker, and the worker's batch size."""
 
     model: LoadedModel
     preprocess: Callable[[Any], Any] | None = None
     postprocess: Callable[[Any], Any] | None = None
+    batch_format: str = "pandas"
+    vector: bool = False
+    sizer: BatchSizer = field(default_factory=lambda: BatchSizer(65536))
 
     @classmethod
     def for_task(cls, task: JobTask, model: LoadedModel) -> Steps:
         pre = resolve(task.preprocess, "preprocess") if task.preprocess else None
         post = resolve(task.postprocess, "postprocess") if task.postprocess else None
-        return cls(model, pre, post)
+        fixed = task.batch_size if isinstance(task.batch_size, int) else None
+        return cls(
+            model,
+            pre,
+            post,
+            batch_format=task.batch_format if task.batch_format != "auto" else model.batch_format,
+            vector=task.naming.layout == "vector" or (task.naming.layout == "auto" and model.vector_output),
+            sizer=BatchSizer(fixed, task.memory_mb),
+        )
 
 
 @dataclass
@@ -79,7 +92,12 @@ class _Invocation:
     part: PartFile
     errors: PartFile
     rows_in: int = 0
-    budget: int = 0
+    failed_rows: int = 0
+
+    @property
+    def error_budget(self) -> int:
+        """Rows of one chunk that may fail before the model, not the data, is blamed (and bisection stops)."""
+        return max(256, self.chunk.est_rows // 20)
 
     @classmethod
     def open(cls, task: JobTask, chunk: Chunk, attempt: int, steps: Steps) -> _Invocation:
@@ -132,6 +150,7 @@ def invoke(task: JobTask, chunk: Chunk, attempt: int, worker: int, steps: Steps)
         error_part=error_part,
         duration_s=time.perf_counter() - clock,
         max_rss_mb=_max_rss_mb(),
+        batch_size=steps.sizer.current,
     )
 
 
@@ -139,16 +158,25 @@ def _read_and_predict(run: _Invocation) -> None:
     fmt = get_format(run.chunk.format)
     for piece in run.chunk.pieces:
         bad: list[BadRecord] = []
-        for batch in fmt.read(piece, run.task.read_options, run.task.batch_size, bad):
+        for batch in fmt.read(piece, run.task.read_options, run.steps.sizer.read_rows, bad):
             batch = _only_listed(batch, piece.offsets)
             run.rows_in += batch.num_rows
-            if batch.num_rows:
-                _predict_batch(run, batch, piece.uri)
+            for model_batch in run.steps.sizer.slices(batch):
+                _timed_predict(run, model_batch, piece.uri)
         if piece.offsets:
             wanted = set(piece.offsets)
             bad = [record for record in bad if record.offset in wanted]
         run.rows_in += len(bad)
         _write_bad_records(run, piece.uri, bad)
+
+
+def _timed_predict(run: _Invocation, batch: pa.RecordBatch, source: str) -> None:
+    """Predict one model batch and, while the worker is still choosing its batch size, tell the sizer how it went."""
+    sizer = run.steps.sizer
+    clock = time.perf_counter()
+    _predict_batch(run, batch, source)
+    if not sizer.settled:
+        sizer.observe(batch.num_rows, time.perf_counter() - clock, psutil.Process().memory_info().rss / 2**20)
 
 
 def _only_listed(batch: pa.RecordBatch, offsets: tuple[int, ...]) -> pa.RecordBatch:
@@ -159,7 +187,6 @@ def _only_listed(batch: pa.RecordBatch, offsets: tuple[int, ...]) -> pa.RecordBa
 
 
 def _predict_batch(run: _Invocation, batch: pa.RecordBatch, source: str) -> None:
-    run.budget = max(256, batch.num_rows // 20)
     good: list[tuple[int, list[tuple[str, pa.Array]]]] = []
     failed: list[tuple[int, _StepFailed]] = []
     _isolate(run, batch, 0, batch.num_rows, good, failed)
@@ -191,9 +218,10 @@ def _isolate(
     except _StepFailed as failure:
         if hi - lo == 1:
             failed.append((lo, failure))
-            if len(failed) > run.budget:
+            run.failed_rows += 1
+            if run.failed_rows > run.error_budget:
                 raise ErrorBudgetExceeded(
-                    f"more than {run.budget} rows of one batch failed; first: {failed[0][1]}"
+                    f"more than {run.error_budget} rows of one chunk failed; first: {failed[0][1]}"
                 ) from failure.cause
             return
     mid = (lo + hi) // 2
@@ -203,14 +231,14 @@ def _isolate(
 
 def _predict_rows(run: _Invocation, batch: pa.RecordBatch) -> list[tuple[str, pa.Array]]:
     steps, task = run.steps, run.task
-    data = to_model_input(batch, task.features, task.batch_format)
+    data = to_model_input(batch, task.features, steps.batch_format)
     if steps.preprocess is not None:
         data = _step("preprocess", steps.preprocess, data)
     output = _step("predict", steps.model.call, data)
     if steps.postprocess is not None:
         output = _step("postprocess", steps.postprocess, output)
     try:
-        return to_columns(output, batch.num_rows, task.naming, steps.model.labels)
+        return to_columns(output, batch.num_rows, task.naming, steps.model.labels, steps.vector)
     except SquallError as exc:
         raise _StepFailed("predict", exc) from exc
 

@@ -19,6 +19,7 @@ class OutputNaming:
 
     prefix: str = "prediction"
     explicit: tuple[str, ...] = ()
+    layout: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class JobTask:
     read_options: ReadOptions
     key: tuple[str, ...]
     features: tuple[str, ...]
-    batch_size: int
+    batch_size: int | str
     batch_format: str
     preprocess: str | None
     postprocess: str | None
@@ -38,6 +39,7 @@ class JobTask:
     output_format: str
     naming: OutputNaming
     part_prefix: str = ""
+    memory_mb: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -55,7 +57,7 @@ class JobTask:
                 ),
                 "key": tuple(data["key"]),
                 "features": tuple(data["features"]),
-                "naming": OutputNaming(data["naming"]["prefix"], tuple(data["naming"]["explicit"])),
+                "naming": OutputNaming(**{**data["naming"], "explicit": tuple(data["naming"]["explicit"])}),
             }
         )
 
@@ -81,6 +83,7 @@ class InvocationReport:
     duration_s: float = 0.0
     init_s: float | None = None
     max_rss_mb: float = 0.0
+    batch_size: int = 0
     error: ErrorInfo | None = None
     retryable: bool = True
     version: int = REPORT_VERSION
