@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from squall.api import cancel, dead_letters, jobs, redrive, replay, resume, run, status
     from squall.coordinator import JobResult
     from squall.spec import JobSpec
-    from squall.spec import JobSpec
 
 _API = ("run", "resume", "redrive", "replay", "cancel", "status", "jobs", "dead_letters")
 __all__ = ["JobSpec", "JobResult", "SquallError", *_API]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +17,7 @@ from squall.models.base import ModelRef
 from squall.models.artifact import is_remote
 from squall.models.code import is_code_ref
 from squall.models.registry import resolved
+from squall.observe.batchsizes import BatchSizeRecorder
 from squall.observe.events import JobListener
 from squall.retry import RetryPolicy
 from squall.runtime.task import JobTask, OutputNaming
@@ -278,7 +279,8 @@ def _drive(
 
     limits = limits_of(spec)
     backend.configure(task)
-    coordinator = Coordinator(store, backend, task, spec.workers, limits, listeners)
+    batch_sizes = BatchSizeRecorder()
+    coordinator = Coordinator(store, backend, task, spec.workers, limits, [*listeners, batch_sizes])
     try:
         coordinator.drive()
     except ModelLoadError as exc:
@@ -294,7 +296,7 @@ def _drive(
         store.release_leases(task.job_id)
         store.set_job_state(task.job_id, "FAILED", f"{type(exc).__name__}: {exc}; `squall resume {task.job_id}` retries")
         raise
-    result = finalize_job(store, task.job_id, limits, coordinator.invocations)
+    result = replace(finalize_job(store, task.job_id, limits, coordinator.invocations), batch_sizes=batch_sizes.sizes())
     for listener in listeners:
         listener.job_finished(result)
     return result

@@ -72,6 +72,7 @@ class JobResult:
     worker_starts: int
     invocations: int
     message: str | None = None
+    batch_sizes: tuple[int, ...] = ()
 
     @property
     def rows_per_s(self) -> float:

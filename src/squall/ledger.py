@@ -128,38 +128,28 @@ class Selection:
 def model_fingerprint(model: str, state_dict: str | None = None) -> str:
     """SHA-256 of the model file or directory, or of the source of the module that ``module:attr`` names,
     plus that of the weights file for a ``module:Class`` model."""
-    from squall.models.artifact import is_remote, tree_sha256
+    from squall.models.artifact import file_sha256, is_remote, tree_sha256
     from squall.models.code import is_code_ref
 
     if state_dict:
-        return model_fingerprint(model) + "+" + _file_sha256(state_dict)
+        return model_fingerprint(model) + "+" + file_sha256(state_dict)
     if is_code_ref(model):
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())  # as in the workers, user code imports from the working directory
         spec = importlib.util.find_spec(model.split(":")[0])
         origin = spec.origin if spec else None
-        return "code:" + (_file_sha256(origin) if origin and origin.endswith(".py") else model)
+        return "code:" + (file_sha256(origin) if origin and origin.endswith(".py") else model)
     if os.path.isdir(model):
         return tree_sha256(model)
     if is_remote(model) and "://" not in model:
         return "name:" + model  # a registry URI (runs:/, models:/): MLflow alone can resolve it
-    return _file_sha256(model)
+    return file_sha256(model)
 
 
 def spec_fingerprint(spec: JobSpec) -> str:
     """SHA-256 of the spec fields that change results."""
     fields = {name: getattr(spec, name) for name in RESULT_FIELDS}
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _file_sha256(path: str) -> str:
-    import fsspec
-
-    digest = hashlib.sha256()
-    with fsspec.open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def plan_increment(

@@ -73,15 +73,19 @@ def tree_sha256(directory: str) -> str:
         for name in sorted(files):
             path = os.path.join(root, name)
             digest.update(os.path.relpath(path, directory).encode() + b"\0")
-            digest.update(_file_sha256(path).encode())
+            digest.update(file_sha256(path).encode())
     return digest.hexdigest()
 
 
-def _file_sha256(path: str) -> str:
+def file_sha256(uri: str) -> str:
+    """The sha256 of one file, local or remote, streamed; an unreadable file is a :class:`ModelLoadError`."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_BLOCK), b""):
-            digest.update(block)
+    try:
+        with fsspec.open(uri, "rb") as handle:
+            for block in iter(lambda: handle.read(_BLOCK), b""):
+                digest.update(block)
+    except (OSError, ImportError, ValueError) as exc:
+        raise ModelLoadError(f"{uri}: cannot read the model ({type(exc).__name__}: {exc}); check the path and credentials") from exc
     return digest.hexdigest()
 
 

@@ -95,7 +95,7 @@ def load_warm(ref: ModelRef) -> LoadedModel:
     """``ref`` loaded once per process: a later call for the same content (by sha256) reuses it."""
     ref = resolved(ref)
     artifact = fetch(ref)
-    key = (artifact.sha256, ref.uri, ref.flavor, ref.method, ref.output, ref.device, ref.threads)
+    key = (artifact.sha256, ref.flavor, ref.method, ref.output, ref.device, ref.threads)
     if key not in _warm:
         _warm[key] = get_flavor(ref.flavor).load(ref, artifact)
     return _warm[key]

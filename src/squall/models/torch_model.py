@@ -11,6 +11,7 @@ module returning a tuple writes one column per element; a dict, one per key.
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
 
 from squall.errors import ModelLoadError
@@ -54,6 +55,8 @@ class TorchFlavor:
     def load(self, ref: ModelRef, artifact: ModelArtifact) -> TorchModel:
         torch = require("torch", "torch")
         torch.set_num_threads(ref.threads)
+        # Arrow's zero-copy views are read-only; the module only reads its input, so torch's warning is noise.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         device = torch_device(ref)
         module = _module_from_code(ref, artifact, device, torch) if is_code_ref(ref.uri) else _script(ref, artifact, device, torch)
         module.eval()

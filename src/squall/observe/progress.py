@@ -77,6 +77,8 @@ def summary_table(result: JobResult) -> Table:
     table.add_row("wall time", f"{result.wall_s:.2f} s ({result.rows_per_s:,.0f} rows/s)")
     table.add_row("invocations", f"{result.invocations} on {result.worker_starts} worker starts ({result.cold_starts} model loads)")
     table.add_row("chunks", f"{result.chunks} ({result.dead_chunks} dead) → {len(result.parts)} parts")
+    if result.batch_sizes:
+        table.add_row("batch size", " / ".join(f"{size:,}" for size in result.batch_sizes) + " rows per model call")
     table.add_row("output", result.output)
     if result.message:
         table.add_row("note", result.message)
