@@ -49,6 +49,7 @@ class SentenceTransformersFlavor:
             raise ModelLoadError(f"{ref.uri}: a sentence-transformers model is read from a local directory; copy it here first")
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        _quiet_progress_bars()
         library = require("sentence_transformers", "text")
         import torch
 
@@ -60,3 +61,13 @@ class SentenceTransformersFlavor:
         except Exception as exc:
             raise ModelLoadError(f"{ref.uri}: sentence-transformers cannot load this directory ({type(exc).__name__}: {exc})") from exc
         return SentenceModel(model)
+
+
+def _quiet_progress_bars() -> None:
+    """No loading progress bars: they go to worker logs, and tqdm's monitor thread would make forking unsafe."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import tqdm
+
+    tqdm.tqdm.monitor_interval = 0
+    transformers = require("transformers", "text")
+    transformers.utils.logging.disable_progress_bar()
