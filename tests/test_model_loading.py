@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import textwrap
 from pathlib import Path
@@ -197,3 +198,15 @@ def test_a_two_dimensional_prediction_is_written_as_columns_or_as_one_vector_col
         assert table.schema.field("prediction").type == pa.list_(pa.float64(), 2)
         got = np.stack(table.column("prediction").to_numpy(zero_copy_only=False))
     np.testing.assert_array_equal(got, want)
+
+
+def test_a_vector_column_in_a_csv_output_is_written_as_json_arrays(dataset, tmp_path, monkeypatch):
+    (tmp_path / "vectorcode.py").write_text(VECTOR_CODE)
+    monkeypatch.chdir(tmp_path)
+    folder, frame = dataset("parquet", rows=200)
+    spec = squall.JobSpec(model="vectorcode:outer", input=[str(folder)], output=str(tmp_path / "out"), key=["id"],
+                          output_layout="vector", output_format="csv")
+    assert squall.run(spec).state == "SUCCEEDED"
+    got = read_output(tmp_path / "out", "csv").set_index("id").sort_index()
+    vectors = np.array([json.loads(text) for text in got["prediction"]])
+    np.testing.assert_array_equal(vectors, np.stack([frame["f0"], frame["f1"] * 2], axis=1))

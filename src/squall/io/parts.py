@@ -43,12 +43,18 @@ class ParquetPartWriter:
 
 
 class CsvPartWriter:
-    """A CSV file with a header line."""
+    """A CSV file with a header line; a list column (an embedding, say) is written as JSON arrays."""
 
     def __init__(self, handle: Any, schema: pa.Schema) -> None:
+        self._nested = [i for i, f in enumerate(schema) if pa.types.is_nested(f.type)]
+        for index in self._nested:
+            schema = schema.set(index, pa.field(schema.field(index).name, pa.string()))
         self._writer = pacsv.CSVWriter(handle, schema)
 
     def write(self, batch: pa.RecordBatch) -> None:
+        for index in self._nested:
+            text = pa.array([None if v is None else json.dumps(v) for v in batch.column(index).to_pylist()], pa.string())
+            batch = batch.set_column(index, batch.schema.field(index).name, text)
         self._writer.write_batch(batch)
 
     def close(self) -> None:
