@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import time
@@ -16,6 +17,7 @@ from squall.errors import InputError, JobStateError, ModelLoadError, SpecError, 
 from squall.models.base import ModelRef
 from squall.models.code import is_code_ref
 from squall.models.registry import detect_flavor
+from squall.observe.cost import PriceTable, measured_cost, memory_size_mb
 from squall.observe.events import JobListener
 from squall.retry import RetryPolicy
 from squall.runtime.task import JobTask, OutputNaming
@@ -270,6 +272,27 @@ def _backend(store: JobStore, spec: JobSpec, job_id: str) -> LocalBackend:
 def _drive(
     store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener], backend: LocalBackend
 ) -> JobResult:
+    from squall.observe.logs import JobLog
+    from squall.observe.metrics import JobMetrics
+
+    log = JobLog.open(spec.log_file or job_log_path(store.state_dir, task.job_id), spec.log_format, memory_size_mb(spec))
+    metrics = JobMetrics()
+    try:
+        return _coordinate(store, spec, task, [log, metrics, *listeners], backend)
+    finally:
+        log.close()
+        if spec.metrics_file:
+            metrics.write(spec.metrics_file)
+
+
+def job_log_path(state_dir: Path, job_id: str) -> Path:
+    """Where a job's log goes when ``log_file`` is not set."""
+    return state_dir / "jobs" / job_id / "squall.log"
+
+
+def _coordinate(
+    store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener], backend: LocalBackend
+) -> JobResult:
     from squall.coordinator import Coordinator, JobCancelled
     from squall.finalize import finalize_job
 
@@ -292,6 +315,8 @@ def _drive(
         store.set_job_state(task.job_id, "FAILED", f"{type(exc).__name__}: {exc}; `squall resume {task.job_id}` retries")
         raise
     result = finalize_job(store, task.job_id, limits, coordinator.invocations)
+    cost = measured_cost(store.invocations(task.job_id), memory_size_mb(spec), PriceTable.of(spec))
+    result = dataclasses.replace(result, cost=cost)
     for listener in listeners:
         listener.job_finished(result)
     return result

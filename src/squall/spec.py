@@ -24,6 +24,7 @@ InputFormat = Literal["auto", "parquet", "csv", "jsonl"]
 OutputFormat = Literal["parquet", "csv", "jsonl"]
 BatchFormat = Literal["pandas", "numpy", "arrow"]
 Flavor = Literal["auto", "joblib", "pickle", "callable"]
+LogFormat = Literal["text", "json"]
 
 
 def _split_csv(value: Any) -> Any:
@@ -92,6 +93,17 @@ class JobSpec(BaseModel):
     recycle_rss_mb: int | None = Field(None, gt=0, description="Recycle a worker whose RSS exceeds this between invocations.")
     max_error_rate: float = Field(0.0, ge=0, le=1, description="Error rows allowed, as a fraction of rows read.")
     max_dead_chunks: int = Field(0, ge=0, description="Dead-lettered chunks allowed before the job is FAILED.")
+
+    # what is seen: logs, metrics and the prices a run is costed at
+    log_format: LogFormat = Field("text", description="Format of the job log (one REPORT record per invocation): text or json.")
+    log_file: str | None = Field(None, description="Where the job log goes (`-` for stderr); default the job's state folder.")
+    metrics_file: str | None = Field(None, description="Write the job's Prometheus metrics (text format) to this file at the end.")
+    price_per_gb_second: float = Field(
+        0.0000166667, ge=0, description="Function platform price per GB-second of billed memory × duration (AWS Lambda x86)."
+    )
+    price_per_million_requests: float = Field(0.20, ge=0, description="Function platform price per million invocations.")
+    vm_price_per_hour: float = Field(0.192, ge=0, description="On-demand VM price per hour (AWS m5.xlarge), to compare with.")
+    vm_cores: int = Field(4, gt=0, description="Cores of that VM (m5.xlarge: 4 vCPUs).")
 
     # bookkeeping
     job_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Name for the job.")
