@@ -27,6 +27,7 @@ from squall.store import ChunkCounts, JobRecord, JobStore
 if TYPE_CHECKING:
     from squall.coordinator import JobLimits, JobResult
     from squall.io.commit import OutputDir
+    from squall.observe.report import JobReport
     from squall.plan.planner import Plan
 
 # The planner, coordinator and committer pull in pyarrow and fsspec; they are imported
@@ -216,6 +217,17 @@ def _redrive_overrides(overrides: dict[str, object]) -> dict[str, object]:
     if changed:
         raise SpecError(f"a redrive cannot change {changed}: they change results; start a new job instead")
     return overrides
+
+
+def report(job_id: str, state_dir: str | Path | None = None) -> JobReport:
+    """The report of ``job_id``: summary, every invocation, throughput, durations, failures and cost."""
+    from squall.observe.report import JobReport
+
+    store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
+    try:
+        return JobReport.load(store, job_id)
+    finally:
+        store.close()
 
 
 def status(job_id: str, state_dir: str | Path | None = None) -> JobStatus:

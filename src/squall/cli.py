@@ -255,6 +255,35 @@ def diff(old: str, new: str, key: str, tolerance: float, as_json: bool) -> None:
 
 @main.command()
 @click.argument("job_id")
+@click.option("-o", "--output", "path", type=click.Path(dir_okay=False), help="Write the report here (default report-JOB_ID.html, or stdout for json).")
+@click.option("--format", "fmt", type=click.Choice(["html", "json"]), default="html", show_default=True, help="A self-contained HTML page, or JSON.")
+@click.option("--state-dir", help="Where job state lives; default $SQUALL_HOME or ~/.squall.")
+def report(job_id: str, path: str | None, fmt: str, state_dir: str | None) -> None:
+    """Write a job's report: summary, timeline of invocations, throughput, durations, failures and cost."""
+    from pathlib import Path
+
+    from squall import api
+
+    try:
+        found = api.report(job_id, state_dir)
+    except SquallError as error:
+        _fail(_stderr(), error)
+    if fmt == "json":
+        text = json.dumps(found.to_dict(), indent=2)
+        if path is None:
+            click.echo(text)
+            return
+    else:
+        from squall.observe.report_html import render
+
+        text = render(found)
+        path = path or f"report-{job_id}.html"
+    Path(path).write_text(text, encoding="utf-8")
+    click.echo(f"report written to {path}")
+
+
+@main.command()
+@click.argument("job_id")
 @click.option("--state-dir", help="Where job state lives; default $SQUALL_HOME or ~/.squall.")
 def cancel(job_id: str, state_dir: str | None) -> None:
     """Ask a running job to stop; what was committed is kept and `squall resume` can finish it."""
