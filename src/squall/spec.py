@@ -165,6 +165,26 @@ def _toml_loads(text: str) -> dict[str, Any]:
     return tomllib.loads(text)
 
 
+def dump_spec_toml(values: Mapping[str, Any]) -> str:
+    """Spec field values as a TOML document that :func:`load_spec_file` reads back (unset values are left out)."""
+    lines = []
+    for name, value in values.items():
+        if value is None:
+            continue
+        lines.append(f"{name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a TOML basic string
+
+
 def environment_values(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Spec fields set through ``SQUALL_<FIELD>`` environment variables."""
     environ = os.environ if environ is None else environ
@@ -216,4 +236,4 @@ def _validation_message(exc: ValidationError) -> str:
     return "invalid spec: " + "; ".join(lines)
 
 
-__all__ = ["JobSpec", "build_spec", "load_spec_file", "default_state_dir", "field_names"]
+__all__ = ["JobSpec", "build_spec", "dump_spec_toml", "load_spec_file", "default_state_dir", "field_names"]
