@@ -208,6 +208,7 @@ class InvocationRecord:
 
     @property
     def cold_start(self) -> bool:
+        """Whether this was the first invocation of a fresh worker process."""
         return self.init_s is not None
 
     @classmethod
@@ -228,6 +229,7 @@ class InvocationRecord:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, plus ``cold_start``, as plain data."""
         return {**asdict(self), "cold_start": self.cold_start}
 
 

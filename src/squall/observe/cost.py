@@ -61,18 +61,22 @@ class CostEstimate:
 
     @property
     def gb_seconds(self) -> float:
+        """Billed GB-seconds: billed duration × memory size in GB (MB / 1024)."""
         return self.billed_ms / 1000.0 * self.memory_mb / 1024.0
 
     @property
     def function_compute(self) -> float:
+        """Dollars for the GB-seconds."""
         return self.gb_seconds * self.prices.per_gb_second
 
     @property
     def function_requests(self) -> float:
+        """Dollars for the requests."""
         return self.requests * self.prices.per_million_requests / 1_000_000
 
     @property
     def function_total(self) -> float:
+        """Dollars as functions: GB-seconds plus requests."""
         return self.function_compute + self.function_requests
 
     @property
@@ -82,9 +86,11 @@ class CostEstimate:
 
     @property
     def vm_total(self) -> float:
+        """Dollars on one VM for :attr:`vm_seconds`."""
         return self.vm_seconds * self.prices.vm_per_hour / 3600.0
 
     def to_dict(self) -> dict[str, float | int]:
+        """The quantities, the dollar figures and the prices, as plain data."""
         return {
             "requests": self.requests,
             "billed_ms": self.billed_ms,

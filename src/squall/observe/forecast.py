@@ -44,6 +44,7 @@ class Forecast:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
+        """The forecast as plain data (``squall plan --json``)."""
         return {
             "invocations": self.invocations,
             "rows_per_chunk": dict(zip(("min", "median", "max"), self.rows_per_chunk)),

@@ -60,11 +60,13 @@ class JobReport:
 
     @property
     def end(self) -> float:
+        """When the job finished, or its last invocation did if that was later."""
         ends = [r.started_at + r.duration_s for r in self.invocations]
         return max([self.job.finished_at or self.origin, *ends])
 
     @property
     def wall_s(self) -> float:
+        """Seconds from the timeline's origin to the end."""
         return max(0.0, self.end - self.origin)
 
     @property
@@ -73,6 +75,7 @@ class JobReport:
         return tuple(r for r in self.invocations if r.outcome != "ok")
 
     def summary(self) -> dict[str, Any]:
+        """State, rows, chunks, invocations, starts, wall time and throughput."""
         counts = self.counts
         wall = self.wall_s
         return {
@@ -112,6 +115,7 @@ class JobReport:
         return [(round(i * width, 6), round((i + 1) * width, 6), n) for i, n in enumerate(counts)]
 
     def to_dict(self) -> dict[str, Any]:
+        """The whole report as plain data (``squall report --format json``)."""
         return {
             "summary": self.summary(),
             "invocations": [{**r.to_dict(), "start_s": round(r.started_at - self.origin, 6)} for r in self.invocations],

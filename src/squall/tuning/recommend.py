@@ -47,6 +47,7 @@ class BatchRun:
 
     @property
     def rows_per_s(self) -> float:
+        """Rows per second of the fastest run."""
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
     @property
@@ -76,6 +77,7 @@ class Recommendation:
         return {"batch_size": self.batch_size, "chunk_rows": self.chunk_rows, "workers": self.workers, "memory": self.memory}
 
     def to_dict(self) -> dict[str, Any]:
+        """The tuned fields, the expectations and every measured run, as plain data."""
         return {
             **self.fields(), "objective": self.objective, "rows_per_s_per_worker": round(self.rows_per_s, 1),
             "memory_per_row_kb": round(self.memory_per_row_kb, 3), "est_wall_s": round(self.est_wall_s, 3),

@@ -39,6 +39,7 @@ class Tuning:
     tuned_values: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
+        """The sample, the job's size and the recommendation, as plain data."""
         return {"sample_rows": self.sample_rows, "total_rows": self.total_rows, **self.recommendation.to_dict()}
 
 
