@@ -45,8 +45,13 @@ def memory_size_mb(spec: JobSpec) -> int:
 
 
 def billed_ms(duration_s: float, init_s: float | None = None) -> int:
-    """Billed duration in ms: duration plus init, rounded up to the millisecond (after rounding away float noise)."""
-    return math.ceil(round((duration_s + (init_s or 0.0)) * 1000.0, 6))
+    """Billed duration in ms: duration plus init, rounded up to the millisecond.
+
+    The sum is first rounded to the microsecond, the precision REPORT records show, so a record's
+    billed duration is the ceiling of the durations it prints (and float noise such as
+    ``0.2 * 1000 == 200.00000000000003`` is not billed as an extra millisecond).
+    """
+    return math.ceil(round((duration_s + (init_s or 0.0)) * 1000.0, 3))
 
 
 @dataclass(frozen=True)
