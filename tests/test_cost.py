@@ -10,7 +10,7 @@ import squall
 from conftest import ids_dataset
 from squall import api
 from squall.observe.cost import PriceTable, billed_ms, expected_cost, measured_cost
-from squall.store import InvocationRecord
+from squall.invocations import InvocationRecord
 from squall.tuning.recommend import BatchRun, recommend
 
 

@@ -78,7 +78,7 @@ def test_every_invocation_of_a_job_leaves_one_report_record_that_agrees_with_the
     assert html.returncode == 0, html.stderr
     bars = re.findall(r"<rect class='bar'[^>]*data-chunk='(\d+)' data-attempt='(\d+)'[^>]*data-duration-ms='([0-9.]+)'",
                       (tmp_path / "seen.html").read_text())
-    assert {(int(c), int(a)): float(ms) for c, a, ms in bars} == pytest_approx_durations(by_attempt)
+    assert {(int(c), int(a)): float(ms) for c, a, ms in bars} == _rounded_durations(by_attempt)
 
     seen = _metrics(metrics)
     assert seen[("squall_invocations_total", (("outcome", "ok"),))] == 6
@@ -92,7 +92,7 @@ def test_every_invocation_of_a_job_leaves_one_report_record_that_agrees_with_the
     assert seen[("squall_queue_depth", ())] == 0 and seen[("squall_busy_workers", ())] == 0
 
 
-def pytest_approx_durations(by_attempt: dict) -> dict:
+def _rounded_durations(by_attempt: dict) -> dict:
     """The REPORT durations, rounded as the timeline writes them (3 decimals of a millisecond)."""
     return {key: round(record["duration_ms"], 3) for key, record in by_attempt.items()}
 

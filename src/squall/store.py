@@ -40,11 +40,12 @@ import json
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from squall.errors import JobNotFoundError, JobStateError, StoreError
+from squall.invocations import InvocationRecord
 from squall.plan.chunk import Chunk
 from squall.runtime.task import InvocationReport
 
@@ -176,61 +177,6 @@ class Claim:
     @property
     def attempts_since_redrive(self) -> int:
         return self.attempt - self.attempt_base
-
-
-@dataclass(frozen=True)
-class InvocationRecord:
-    """One invocation as a function platform reports and bills it.
-
-    ``outcome`` is how the invocation itself ended: ``ok``, ``error``,
-    ``timeout``, ``memory`` (killed over the memory limit) or ``lost`` (the
-    worker died, or the coordinator stopped). ``started_at`` is wall-clock
-    time; ``duration_s`` is the worker's own measure when it reported, else
-    the time until the coordinator gave up on it. ``init_s`` is set on a cold
-    start (the first invocation of a fresh worker process); ``max_rss_mb`` is
-    the worker's peak resident memory during the invocation, unknown (``None``)
-    when the worker did not report.
-    """
-
-    job_id: str
-    chunk_id: int
-    attempt: int
-    worker: int
-    outcome: str
-    started_at: float
-    duration_s: float
-    init_s: float | None = None
-    max_rss_mb: float | None = None
-    rows_in: int = 0
-    rows_out: int = 0
-    error_rows: int = 0
-    error: str | None = None
-
-    @property
-    def cold_start(self) -> bool:
-        """Whether this was the first invocation of a fresh worker process."""
-        return self.init_s is not None
-
-    @classmethod
-    def from_row(
-        cls, job_id: str, chunk_id: int, attempt: int, worker: int | None, started: float, finished: float,
-        outcome: str, error: str | None, report: str | None, init_s: float | None,
-    ) -> InvocationRecord:
-        """The record of one closed ``attempts`` row."""
-        if outcome in ("split", "to-batch-lane") and error:
-            outcome = error.split(":", 1)[0]
-        if not report:
-            return cls(job_id, chunk_id, attempt, -1 if worker is None else worker, outcome, started,
-                       max(0.0, finished - started), init_s, error=error)
-        data = InvocationReport.from_dict(json.loads(report))
-        return cls(
-            job_id, chunk_id, attempt, data.worker, outcome, data.started_at, data.duration_s, init_s,
-            data.max_rss_mb, data.rows_in, data.rows_out, data.error_rows, error,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, plus ``cold_start``, as plain data."""
-        return {**asdict(self), "cold_start": self.cold_start}
 
 
 class JobStore:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
     from squall.spec import JobSpec
-    from squall.store import InvocationRecord
+    from squall.invocations import InvocationRecord
 
 # A Lambda function gets one full vCPU at 1,769 MB, which is what one local worker uses.
 DEFAULT_MEMORY_MB = 1769

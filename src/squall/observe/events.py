@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from squall.coordinator import JobResult
     from squall.runtime.task import InvocationReport
-    from squall.store import InvocationRecord
+    from squall.invocations import InvocationRecord
 
 
 class JobListener:

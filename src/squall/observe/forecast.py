@@ -8,6 +8,7 @@ it). Without such a job the forecast says so and gives no duration or cost.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 from dataclasses import dataclass, field
@@ -58,10 +59,10 @@ class Forecast:
 
 def measured_speed(store: JobStore, spec: JobSpec) -> MeasuredSpeed | None:
     """The speed of the newest job that ran ``spec``'s model and method, from its successful invocations."""
-    model = os.path.abspath(spec.model) if os.path.exists(spec.model) else spec.model
+    wanted = {"uri": os.path.abspath(spec.model) if os.path.exists(spec.model) else spec.model, "method": spec.method}
     for job in store.recent_jobs(_JOBS_SEARCHED):
-        ran = job.spec.get("model")
-        if (os.path.abspath(ran) if ran and os.path.exists(ran) else ran) != model or job.spec.get("method") != spec.method:
+        ran = json.loads(job.task).get("model", {})  # the task names the model as the workers loaded it: absolute
+        if (ran.get("uri"), ran.get("method")) != (wanted["uri"], wanted["method"]):
             continue
         ok = [r for r in store.invocations(job.job_id) if r.outcome == "ok" and r.rows_in > 0]
         busy = sum(r.duration_s for r in ok)
@@ -89,8 +90,11 @@ def forecast(plan: Plan, spec: JobSpec, speed: MeasuredSpeed | None) -> Forecast
         warnings += _timeout_warnings(plan, spec, speed)
         if spec.memory and speed.max_rss_mb > spec.memory:
             warnings.append(f"workers peaked at {speed.max_rss_mb:.0f} MB in job {speed.job_id}, over the {spec.memory} MB memory limit")
-    triple = lambda values: (min(values), int(statistics.median(values)), max(values))  # noqa: E731
-    return Forecast(len(plan.chunks), triple(rows), triple(sizes), speed, wall, cost, tuple(warnings))
+    return Forecast(len(plan.chunks), _spread(rows), _spread(sizes), speed, wall, cost, tuple(warnings))
+
+
+def _spread(values: list[int]) -> tuple[int, int, int]:
+    return min(values), int(statistics.median(values)), max(values)
 
 
 def _core_warnings(spec: JobSpec) -> list[str]:

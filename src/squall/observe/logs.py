@@ -23,7 +23,7 @@ from squall.observe.events import JobListener
 
 if TYPE_CHECKING:
     from squall.coordinator import JobResult
-    from squall.store import InvocationRecord
+    from squall.invocations import InvocationRecord
 
 
 def report_fields(record: InvocationRecord, memory_mb: int) -> dict[str, Any]:

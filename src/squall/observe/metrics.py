@@ -27,7 +27,7 @@ from squall.observe.events import JobListener
 
 if TYPE_CHECKING:
     from squall.runtime.task import InvocationReport
-    from squall.store import InvocationRecord
+    from squall.invocations import InvocationRecord
 
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from squall.observe.cost import CostEstimate, PriceTable, measured_cost, memory_size_mb
 from squall.spec import JobSpec
-from squall.store import ChunkCounts, InvocationRecord, JobRecord, JobStore
+from squall.invocations import InvocationRecord
+from squall.store import ChunkCounts, JobRecord, JobStore
 
 THROUGHPUT_BINS = 40
 DURATION_BINS = 20

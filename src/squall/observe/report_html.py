@@ -16,7 +16,7 @@ from typing import Any
 
 from squall.observe.cost import dollars
 from squall.observe.report import JobReport
-from squall.store import InvocationRecord
+from squall.invocations import InvocationRecord
 
 COLOURS = {"ok": "#2e9e5b", "error": "#e08a1e", "timeout": "#d23c3c", "memory": "#8a4fd1", "lost": "#7a7a7a"}
 _WIDTH, _LANE, _LEFT, _TOP = 960, 26, 90, 24

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from squall.backends.local import THREAD_VARIABLES
-from squall.errors import ModelLoadError
+from squall.errors import InputError, ModelLoadError
 from squall.observe.cost import PriceTable
 from squall.spec import JobSpec, dump_spec_toml
 from squall.tuning.recommend import BatchRun, Objective, Recommendation, recommend
@@ -49,6 +49,8 @@ def tune(spec: JobSpec, file_values: Mapping[str, Any], objective: Objective, sa
     from squall.plan.planner import make_plan
 
     full = api.plan(spec)
+    if not full.est_rows:
+        raise InputError(f"the input {spec.input} holds no rows to measure the model on")
     sample = make_plan(spec.model_copy(update={"chunk_rows": sample_rows, "workers": 1}), "tune").chunks[0]
     sizes = sorted({size for size in BATCH_SIZES if size < sample.est_rows} | {min(spec.batch_size, max(1, sample.est_rows))})
     scratch = tempfile.mkdtemp(prefix="squall-tune-")
