@@ -7,7 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,7 @@ from squall.models.artifact import is_remote
 from squall.models.code import is_code_ref
 from squall.models.registry import resolved
 from squall.observe.batchsizes import BatchSizeRecorder
+from squall.observe.cost import PriceTable, measured_cost, memory_size_mb
 from squall.observe.events import JobListener
 from squall.retry import RetryPolicy
 from squall.runtime.task import JobTask, OutputNaming
@@ -27,7 +28,10 @@ from squall.store import ChunkCounts, JobRecord, JobStore
 if TYPE_CHECKING:
     from squall.coordinator import JobLimits, JobResult
     from squall.io.commit import OutputDir
+    from squall.observe.forecast import Forecast
+    from squall.observe.report import JobReport
     from squall.plan.planner import Plan
+    from squall.tuning.tuner import Tuning
 
 # The planner, coordinator and committer pull in pyarrow and fsspec; they are imported
 # inside the functions below so that workers start loading the model first.
@@ -60,6 +64,31 @@ def plan(spec: JobSpec, job_id: str | None = None) -> Plan:
     return make_plan(spec, job_id or spec.job_id or "dry-run")
 
 
+def forecast(job_plan: Plan, spec: JobSpec) -> Forecast:
+    """What ``job_plan`` will take and cost, at the speed the newest job with the same model measured."""
+    from squall.observe.forecast import forecast as make_forecast
+    from squall.observe.forecast import measured_speed
+
+    store = JobStore(spec.resolved_state_dir())
+    try:
+        return make_forecast(job_plan, spec, measured_speed(store, spec))
+    finally:
+        store.close()
+
+
+def tune(
+    spec: JobSpec, file_values: Mapping[str, Any] | None = None, objective: str = "time", sample_rows: int | None = None
+) -> Tuning:
+    """Measure the model on a sample of the input; recommend batch_size, chunk_rows, workers and memory."""
+    from squall.tuning.tuner import DEFAULT_SAMPLE_ROWS
+    from squall.tuning.tuner import tune as measure_and_recommend
+
+    if objective not in ("time", "cost"):
+        raise SpecError(f"objective must be `time` or `cost`, not {objective!r}")
+    _check_model(spec)
+    return measure_and_recommend(spec, file_values or {}, objective, sample_rows or DEFAULT_SAMPLE_ROWS)  # type: ignore[arg-type]
+
+
 def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None = None) -> JobResult:
     """Run ``spec`` to completion and return how it ended.
 
@@ -87,7 +116,7 @@ def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None
         job_plan = make_plan(spec, job_id, only=selection)
         assert selection.increment is not None
         prefix = layout.run_prefix(selection.increment.run) if spec.incremental else ""
-        task = _task(spec, job_plan, prefix)
+        task = task_for(spec, job_plan, prefix)
         _refuse_inputs_inside(job_plan, task.output)
         output.claim(job_id, spec.overwrite, spec.incremental)
         store.create_job(job_id, spec.to_json(), task.to_json(), task.output)
@@ -218,6 +247,18 @@ def _redrive_overrides(overrides: dict[str, object]) -> dict[str, object]:
     return overrides
 
 
+def report(job_id: str, state_dir: str | Path | None = None) -> JobReport:
+    """The report of ``job_id``: summary, every invocation, throughput, durations, failures and cost."""
+    from squall.observe.forecast import Forecast
+    from squall.observe.report import JobReport
+
+    store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
+    try:
+        return JobReport.load(store, job_id)
+    finally:
+        store.close()
+
+
 def status(job_id: str, state_dir: str | Path | None = None) -> JobStatus:
     """Where ``job_id`` stands."""
     store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
@@ -274,6 +315,27 @@ def _backend(store: JobStore, spec: JobSpec, job_id: str) -> LocalBackend:
 def _drive(
     store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener], backend: LocalBackend
 ) -> JobResult:
+    from squall.observe.logs import JobLog
+    from squall.observe.metrics import JobMetrics
+
+    log = JobLog.open(spec.log_file or job_log_path(store.state_dir, task.job_id), spec.log_format, memory_size_mb(spec))
+    metrics = JobMetrics()
+    try:
+        return _coordinate(store, spec, task, [log, metrics, *listeners], backend)
+    finally:
+        log.close()
+        if spec.metrics_file:
+            metrics.write(spec.metrics_file)
+
+
+def job_log_path(state_dir: Path, job_id: str) -> Path:
+    """Where a job's log goes when ``log_file`` is not set."""
+    return state_dir / "jobs" / job_id / "squall.log"
+
+
+def _coordinate(
+    store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener], backend: LocalBackend
+) -> JobResult:
     from squall.coordinator import Coordinator, JobCancelled
     from squall.finalize import finalize_job
 
@@ -296,7 +358,9 @@ def _drive(
         store.release_leases(task.job_id)
         store.set_job_state(task.job_id, "FAILED", f"{type(exc).__name__}: {exc}; `squall resume {task.job_id}` retries")
         raise
-    result = replace(finalize_job(store, task.job_id, limits, coordinator.invocations), batch_sizes=batch_sizes.sizes())
+    result = finalize_job(store, task.job_id, limits, coordinator.invocations)
+    cost = measured_cost(store.invocations(task.job_id), memory_size_mb(spec), PriceTable.of(spec))
+    result = replace(result, cost=cost, batch_sizes=batch_sizes.sizes())
     for listener in listeners:
         listener.job_finished(result)
     return result
@@ -310,7 +374,8 @@ def _check_model(spec: JobSpec) -> None:
     resolved(_model_ref(spec))
 
 
-def _task(spec: JobSpec, job_plan: Plan, part_prefix: str = "") -> JobTask:
+def task_for(spec: JobSpec, job_plan: Plan, part_prefix: str = "") -> JobTask:
+    """What every invocation of ``job_plan`` under ``spec`` is given besides its chunk."""
     return JobTask(
         job_id=job_plan.job_id,
         model=_model_ref(spec),

@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import sys
 import types
-from typing import Any, Callable, Literal, NoReturn, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Callable, Literal, NoReturn, Union, get_args, get_origin
 
 import click
 from rich.console import Console
 
 from squall.errors import SquallError, UsageError
 from squall.spec import JobSpec, build_spec, load_spec_file
+
+if TYPE_CHECKING:
+    from squall.tuning.tuner import Tuning
 
 _FLAG_HELP = {"input": "Input path, directory, glob or URL (repeatable, or comma-separated)."}
 
@@ -99,7 +102,7 @@ def run(spec_file: str | None, quiet: bool, **options: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @_spec_options
 def plan(spec_file: str | None, as_json: bool, **options: Any) -> None:
-    """Show the chunks a job would run (rows and bytes each) without running anything."""
+    """Show the chunks a job would run (rows and bytes each), the invocations, duration and cost to expect, and warnings."""
     from squall import api
     from squall.observe.planview import plan_json, plan_table
 
@@ -107,12 +110,56 @@ def plan(spec_file: str | None, as_json: bool, **options: Any) -> None:
     try:
         spec = _spec_from(spec_file, options)
         job_plan = api.plan(spec)
+        expected = api.forecast(job_plan, spec)
     except SquallError as error:
         _fail(_stderr(), error)
     if as_json:
-        click.echo(json.dumps(plan_json(job_plan, spec), indent=2))
+        click.echo(json.dumps(plan_json(job_plan, spec, expected), indent=2))
     else:
-        plan_table(console, job_plan, spec)
+        plan_table(console, job_plan, spec, expected)
+
+
+@main.command()
+@click.option("--objective", type=click.Choice(["time", "cost"]), default="time", show_default=True, help="Minimise wall time or cost.")
+@click.option("--sample-rows", type=int, default=50_000, show_default=True, help="Rows of the input to measure on.")
+@click.option("-o", "--output-spec", "out", type=click.Path(dir_okay=False), help="Where to write the tuned spec (default SPEC.tuned.toml, or tuned.toml).")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements and recommendation as JSON.")
+@_spec_options
+def tune(spec_file: str | None, objective: str, sample_rows: int, out: str | None, as_json: bool, **options: Any) -> None:
+    """Measure the model on a sample of the input; recommend batch_size, chunk_rows, workers, memory; write the tuned spec."""
+    from pathlib import Path
+
+    from squall import api
+    from squall.tuning.tuner import write_tuned
+
+    try:
+        spec = _spec_from(spec_file, options)
+        explicit = {k: (",".join(v) if isinstance(v, tuple) else v) for k, v in options.items() if v not in (None, "", ())}
+        values = {**(load_spec_file(spec_file) if spec_file else {}), **explicit}
+        found = api.tune(spec, values, objective, sample_rows)
+    except SquallError as error:
+        _fail(_stderr(), error)
+    path = out or (str(Path(spec_file).with_suffix(".tuned.toml")) if spec_file else "tuned.toml")
+    write_tuned(found, path, spec_file)
+    if as_json:
+        click.echo(json.dumps({**found.to_dict(), "spec": path}, indent=2))
+    else:
+        _print_tuning(found, path)
+
+
+def _print_tuning(found: Tuning, path: str) -> None:
+    from squall.observe.cost import dollars
+
+    rec = found.recommendation
+    console = _stdout()
+    for run in rec.runs:
+        console.print(f"batch_size {run.batch_size:>6,}: {run.rows_per_s:>12,.0f} rows/s, peak {run.peak_mb:,.0f} MB", highlight=False)
+    console.print(
+        f"recommended ({rec.objective}): batch_size={rec.batch_size} chunk_rows={rec.chunk_rows} workers={rec.workers} "
+        f"memory={rec.memory}; ~{rec.est_wall_s:,.2f} s of predicting for {found.total_rows:,} rows, "
+        f"{dollars(rec.est_function_usd)} as functions, {dollars(rec.est_vm_usd)} on one VM", highlight=False,
+    )
+    console.print(f"tuned spec written to {path}", highlight=False)
 
 
 @main.command()
@@ -252,6 +299,35 @@ def diff(old: str, new: str, key: str, tolerance: float, as_json: bool) -> None:
     )
     for column, change in found.max_change.items():
         click.echo(f"  {column}: largest change {change:.6g}")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("-o", "--output", "path", type=click.Path(dir_okay=False), help="Write the report here (default report-JOB_ID.html, or stdout for json).")
+@click.option("--format", "fmt", type=click.Choice(["html", "json"]), default="html", show_default=True, help="A self-contained HTML page, or JSON.")
+@click.option("--state-dir", help="Where job state lives; default $SQUALL_HOME or ~/.squall.")
+def report(job_id: str, path: str | None, fmt: str, state_dir: str | None) -> None:
+    """Write a job's report: summary, timeline of invocations, throughput, durations, failures and cost."""
+    from pathlib import Path
+
+    from squall import api
+
+    try:
+        found = api.report(job_id, state_dir)
+    except SquallError as error:
+        _fail(_stderr(), error)
+    if fmt == "json":
+        text = json.dumps(found.to_dict(), indent=2)
+        if path is None:
+            click.echo(text)
+            return
+    else:
+        from squall.observe.report_html import render
+
+        text = render(found)
+        path = path or f"report-{job_id}.html"
+    Path(path).write_text(text, encoding="utf-8")
+    click.echo(f"report written to {path}")
 
 
 @main.command()

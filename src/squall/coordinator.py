@@ -17,6 +17,7 @@ from squall.errors import ModelLoadError, SquallError
 from squall.io import layout
 from squall.io.commit import OutputDir
 from squall.io.parts import EXTENSIONS
+from squall.observe.cost import CostEstimate
 from squall.observe.events import JobListener
 from squall.plan.chunk import Chunk
 from squall.plan.split import can_split, split_chunk
@@ -73,6 +74,7 @@ class JobResult:
     invocations: int
     message: str | None = None
     batch_sizes: tuple[int, ...] = ()
+    cost: CostEstimate | None = None
 
     @property
     def rows_per_s(self) -> float:
@@ -121,6 +123,7 @@ class Coordinator:
         self._ever_ready = False
         self._last_cancel_check = 0.0
         self._retry_times: list[float] = []
+        self._init_s: dict[int, float] = {}  # start-up time of ready workers that have not run an invocation yet
 
     def drive(self) -> None:
         """Run every pending chunk on the (started, configured) backend until each is done or dead.
@@ -153,12 +156,15 @@ class Coordinator:
         for worker in self._backend.idle():
             if worker in self._leases:
                 continue
-            claim = self._store.claim(self._task.job_id, worker)
+            claim = self._store.claim(self._task.job_id, worker, init_s=self._init_s.get(worker))
             if claim is None:
                 return
+            self._init_s.pop(worker, None)
             self._leases[worker] = _Lease(claim, self._limits.deadline(claim.lane, self._clock()))
             self._backend.submit(worker, claim.chunk, claim.attempt)
             self._invocations += 1
+            for listener in self._listeners:
+                listener.invocation_started(self._task.job_id, claim.chunk.chunk_id, claim.attempt, worker)
 
     def _check_cancel(self) -> None:
         now = self._clock()
@@ -182,6 +188,7 @@ class Coordinator:
         if isinstance(event, WorkerReady):
             self._ever_ready = True
             self._start_failures = 0
+            self._init_s[event.worker] = event.init_s
             for listener in self._listeners:
                 listener.worker_ready(event.worker, event.init_s)
         elif isinstance(event, InvocationDone):
@@ -208,6 +215,7 @@ class Coordinator:
             error = str(report.error) if report.error else "unknown error"
             retryable = report.retryable and not (report.error and report.error.type in self._limits.retry.no_retry_on)
             self._fail(lease, "error", error, retryable, report)
+        self._notify_closed(lease)
 
     def _leased(self, chunk_id: int, attempt: int) -> bool:
         return any(l.chunk.chunk_id == chunk_id and l.attempt == attempt for l in self._leases.values())
@@ -230,11 +238,13 @@ class Coordinator:
 
     def _on_worker_died(self, worker: int, reason: str, cause: str) -> None:
         lease = self._leases.pop(worker, None)
+        self._init_s.pop(worker, None)
         if lease is None:
             self._count_start_failure(reason)
             return
         self._discard_attempt(lease)
         self._killed(lease, "memory" if cause == "memory" else "lost", reason)
+        self._notify_closed(lease)
 
     def _count_start_failure(self, reason: str) -> None:
         """Workers that die before they are ready, one after another, will not get better by retrying."""
@@ -251,6 +261,7 @@ class Coordinator:
                 self._discard_attempt(lease)
                 limit = self._limits.timeout if lease.claim.lane == "function" else self._limits.batch_lane_timeout
                 self._killed(lease, "timeout", f"the invocation ran past the {limit:g} s time limit")
+                self._notify_closed(lease)
 
     def _killed(self, lease: _Lease, outcome: str, error: str) -> None:
         """A timeout, memory kill or crash: split the chunk once that happened ``split_after`` times
@@ -298,6 +309,14 @@ class Coordinator:
     def _notify_failed(self, lease: _Lease, outcome: str, error: str, dead: bool) -> None:
         for listener in self._listeners:
             listener.chunk_failed(self._task.job_id, lease.chunk.chunk_id, lease.attempt, outcome, error, dead)
+
+    def _notify_closed(self, lease: _Lease) -> None:
+        """Tell listeners how a leased invocation ended, as the store recorded it."""
+        if not self._listeners:
+            return
+        for record in self._store.invocations(self._task.job_id, lease.chunk.chunk_id, lease.attempt):
+            for listener in self._listeners:
+                listener.invocation_closed(record)
 
     def _notify(self, report: InvocationReport, committed: bool) -> None:
         for listener in self._listeners:

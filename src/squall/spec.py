@@ -25,6 +25,7 @@ OutputFormat = Literal["parquet", "csv", "jsonl"]
 BatchFormat = Literal["auto", "pandas", "numpy", "arrow"]
 Flavor = Literal["auto", "joblib", "pickle", "callable", "onnx", "torch", "sentence-transformers", "xgboost", "lightgbm", "mlflow"]
 OutputLayout = Literal["auto", "columns", "vector"]
+LogFormat = Literal["text", "json"]
 
 
 def _split_csv(value: Any) -> Any:
@@ -102,6 +103,17 @@ class JobSpec(BaseModel):
     max_error_rate: float = Field(0.0, ge=0, le=1, description="Error rows allowed, as a fraction of rows read.")
     max_dead_chunks: int = Field(0, ge=0, description="Dead-lettered chunks allowed before the job is FAILED.")
 
+    # what is seen: logs, metrics and the prices a run is costed at
+    log_format: LogFormat = Field("text", description="Format of the job log (one REPORT record per invocation): text or json.")
+    log_file: str | None = Field(None, description="Where the job log goes (`-` for stderr); default the job's state folder.")
+    metrics_file: str | None = Field(None, description="Write the job's Prometheus metrics (text format) to this file at the end.")
+    price_per_gb_second: float = Field(
+        0.0000166667, ge=0, description="Function platform price per GB-second of billed memory × duration (AWS Lambda x86)."
+    )
+    price_per_million_requests: float = Field(0.20, ge=0, description="Function platform price per million invocations.")
+    vm_price_per_hour: float = Field(0.192, ge=0, description="On-demand VM price per hour (AWS m5.xlarge), to compare with.")
+    vm_cores: int = Field(4, gt=0, description="Cores of that VM (m5.xlarge: 4 vCPUs).")
+
     # bookkeeping
     job_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Name for the job.")
     state_dir: str | None = Field(None, description="Where job state lives; default $SQUALL_HOME or ~/.squall.")
@@ -172,6 +184,26 @@ def _toml_loads(text: str) -> dict[str, Any]:
     return tomllib.loads(text)
 
 
+def dump_spec_toml(values: Mapping[str, Any]) -> str:
+    """Spec field values as a TOML document that :func:`load_spec_file` reads back (unset values are left out)."""
+    lines = []
+    for name, value in values.items():
+        if value is None:
+            continue
+        lines.append(f"{name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a TOML basic string
+
+
 def environment_values(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Spec fields set through ``SQUALL_<FIELD>`` environment variables."""
     environ = os.environ if environ is None else environ
@@ -223,4 +255,4 @@ def _validation_message(exc: ValidationError) -> str:
     return "invalid spec: " + "; ".join(lines)
 
 
-__all__ = ["JobSpec", "build_spec", "load_spec_file", "default_state_dir", "field_names"]
+__all__ = ["JobSpec", "build_spec", "dump_spec_toml", "load_spec_file", "default_state_dir", "field_names"]

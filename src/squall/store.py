@@ -16,6 +16,11 @@ sets ``attempt_base`` so it gets a full set of attempts again) or
 ``split`` (replaced by two children, whose ``parent`` names it, that cover
 the same rows). ``kills`` counts timeouts and memory kills, which decide
 splitting (crashes count too); ``lane`` is ``function`` (time-limited) or ``batch`` (not).
+An attempt's ``init_s`` is set when it was the first invocation of a fresh worker
+process (a cold start) and holds that worker's start-up time; its ``report`` is
+the worker's :class:`InvocationReport` (absent when the worker was killed or
+died). A ``split`` or ``to-batch-lane`` attempt's ``error`` starts with the kill
+that caused it (``timeout:``, ``memory:``, ``lost:``).
 ``kind`` is ``data`` (reads input for the first time) or ``replay`` (reads again the
 rows of error parts, which are then ``errors_superseded``). ``jobs.ledger`` holds
 the run's ledger record (:class:`squall.ledger.Increment`) until finalize.
@@ -40,10 +45,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from squall.errors import JobNotFoundError, JobStateError, StoreError
+from squall.invocations import InvocationRecord
 from squall.plan.chunk import Chunk
 from squall.runtime.task import InvocationReport
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -97,6 +103,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     outcome TEXT,
     error TEXT,
     report TEXT,
+    init_s REAL,
     PRIMARY KEY (job_id, chunk_id, attempt)
 );
 """
@@ -165,6 +172,7 @@ class Claim:
     attempt_base: int = 0
     kills: int = 0
     lane: str = "function"
+    worker: int = -1
 
     @property
     def attempts_since_redrive(self) -> int:
@@ -193,11 +201,21 @@ class JobStore:
             row = ("1",)  # made before versions were recorded
         if row is None:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) == 3:
+            self._migrate_from_3()
         elif int(row[0]) != SCHEMA_VERSION:
             raise StoreError(
                 f"the job store in {self.state_dir} has schema version {row[0]}; this squall reads {SCHEMA_VERSION}. "
                 "Use another --state-dir (or $SQUALL_HOME), or finish its jobs with the squall that made it"
             )
+
+    def _migrate_from_3(self) -> None:
+        """Version 4 added ``attempts.init_s``; old attempts simply have no cold start recorded."""
+        with self._transaction():
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(attempts)")}
+            if "init_s" not in columns:
+                self._db.execute("ALTER TABLE attempts ADD COLUMN init_s REAL")
+            self._db.execute("UPDATE meta SET value=? WHERE name='schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         for handle in self._locks.values():
@@ -290,8 +308,11 @@ class JobStore:
             )
         return len(rows)
 
-    def claim(self, job_id: str, worker: int, now: float | None = None) -> Claim | None:
-        """Lease the lowest pending chunk that may run now to ``worker``; ``None`` if there is none."""
+    def claim(self, job_id: str, worker: int, now: float | None = None, init_s: float | None = None) -> Claim | None:
+        """Lease the lowest pending chunk that may run now to ``worker``; ``None`` if there is none.
+
+        ``init_s`` is the worker's start-up time when this is its first invocation (a cold start).
+        """
         now = time.time() if now is None else now
         with self._transaction():
             row = self._db.execute(
@@ -308,10 +329,10 @@ class JobStore:
                 (attempt, worker, job_id, chunk_id),
             )
             self._db.execute(
-                "INSERT OR REPLACE INTO attempts (job_id, chunk_id, attempt, worker, started_at) VALUES (?, ?, ?, ?, ?)",
-                (job_id, chunk_id, attempt, worker, now),
+                "INSERT OR REPLACE INTO attempts (job_id, chunk_id, attempt, worker, started_at, init_s) VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, chunk_id, attempt, worker, now, init_s),
             )
-        return Claim(Chunk.from_json(descriptor), attempt, base, kills, lane)
+        return Claim(Chunk.from_json(descriptor), attempt, base, kills, lane, worker)
 
     def complete(self, report: InvocationReport, part: str | None, error_part: str | None) -> None:
         """Mark the chunk done with its committed files, and close the attempt."""
@@ -482,6 +503,19 @@ class JobStore:
         )
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def invocations(self, job_id: str, chunk_id: int | None = None, attempt: int | None = None) -> list[InvocationRecord]:
+        """Every finished invocation of ``job_id`` (or the one named), in the order they started."""
+        query = (
+            "SELECT job_id, chunk_id, attempt, worker, started_at, finished_at, outcome, error, report, init_s "
+            "FROM attempts WHERE job_id=? AND finished_at IS NOT NULL"
+        )
+        params: list[Any] = [job_id]
+        if chunk_id is not None and attempt is not None:
+            query += " AND chunk_id=? AND attempt=?"
+            params += [chunk_id, attempt]
+        rows = self._db.execute(query + " ORDER BY started_at, chunk_id, attempt", params).fetchall()
+        return [InvocationRecord.from_row(*row) for row in rows]
 
     def next_retry_at(self, job_id: str) -> float | None:
         row = self._db.execute(

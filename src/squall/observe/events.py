@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from squall.coordinator import JobResult
     from squall.runtime.task import InvocationReport
+    from squall.invocations import InvocationRecord
 
 
 class JobListener:
@@ -21,11 +22,17 @@ class JobListener:
     def worker_ready(self, worker: int, init_s: float) -> None:
         """A worker finished its cold start."""
 
+    def invocation_started(self, job_id: str, chunk_id: int, attempt: int, worker: int) -> None:
+        """A chunk was handed to ``worker``."""
+
     def invocation_finished(self, report: InvocationReport, committed: bool) -> None:
         """An invocation reported; ``committed`` says whether its part became the chunk's output."""
 
     def chunk_failed(self, job_id: str, chunk_id: int, attempt: int, outcome: str, error: str, dead: bool) -> None:
         """An attempt failed; ``dead`` says the chunk was dead-lettered rather than queued for retry."""
+
+    def invocation_closed(self, record: InvocationRecord) -> None:
+        """An invocation ended, however it ended (reported, killed or lost), as the store recorded it; the REPORT line."""
 
     def job_finished(self, result: JobResult) -> None:
         """The job reached a final state (or stopped)."""

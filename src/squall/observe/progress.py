@@ -16,6 +16,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from squall.observe.cost import CostEstimate, dollars
 from squall.observe.events import JobListener
 
 if TYPE_CHECKING:
@@ -80,6 +81,17 @@ def summary_table(result: JobResult) -> Table:
     if result.batch_sizes:
         table.add_row("batch size", " / ".join(f"{size:,}" for size in result.batch_sizes) + " rows per model call")
     table.add_row("output", result.output)
+    if result.cost is not None:
+        table.add_row("cost", cost_line(result.cost))
     if result.message:
         table.add_row("note", result.message)
     return table
+
+
+def cost_line(cost: CostEstimate) -> str:
+    """The cost estimate in one line: function platform (GB-seconds, requests) against one VM."""
+    return (
+        f"{dollars(cost.function_total)} as functions ({cost.gb_seconds:,.1f} GB-s at {cost.memory_mb} MB, "
+        f"{cost.requests:,} requests) · {dollars(cost.vm_total)} on one {cost.prices.vm_cores}-core VM "
+        f"({cost.vm_seconds:,.0f} s billed)"
+    )

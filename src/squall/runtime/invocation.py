@@ -8,7 +8,6 @@ invocation never raises: whatever happens becomes its ``InvocationReport``.
 from __future__ import annotations
 
 import json
-import resource
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from squall.models.base import LoadedModel
 from squall.models.code import resolve
 from squall.plan.chunk import Chunk
 from squall.runtime.batching import BatchSizer
+from squall.runtime.peak_memory import peak_mb, reset_peak
 from squall.runtime.predictions import to_columns, to_model_input
 from squall.runtime.task import InvocationReport, JobTask
 
@@ -115,6 +115,7 @@ class _Invocation:
 
 def invoke(task: JobTask, chunk: Chunk, attempt: int, worker: int, steps: Steps) -> InvocationReport:
     """Run one chunk and report; the part is written under its attempt name, never committed here."""
+    reset_peak()
     started, clock = time.time(), time.perf_counter()
     run = _Invocation.open(task, chunk, attempt, steps)
     try:
@@ -132,7 +133,7 @@ def invoke(task: JobTask, chunk: Chunk, attempt: int, worker: int, steps: Steps)
             outcome="error",
             rows_in=run.rows_in,
             duration_s=time.perf_counter() - clock,
-            max_rss_mb=_max_rss_mb(),
+            max_rss_mb=peak_mb(),
             error=ErrorInfo.from_exception(exc, traceback.format_exc()),
             retryable=not isinstance(exc, InputError),
         )
@@ -149,7 +150,7 @@ def invoke(task: JobTask, chunk: Chunk, attempt: int, worker: int, steps: Steps)
         part=part,
         error_part=error_part,
         duration_s=time.perf_counter() - clock,
-        max_rss_mb=_max_rss_mb(),
+        max_rss_mb=peak_mb(),
         batch_size=steps.sizer.current,
     )
 
@@ -304,7 +305,3 @@ def _key_text(run: _Invocation, batch: pa.RecordBatch, rows: list[int]) -> list[
         return [None] * len(rows)
     picked = batch.select(list(run.task.key)).take(pa.array(rows)).to_pylist()
     return [json.dumps(row, default=str) for row in picked]
-
-
-def _max_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
