@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from squall.backends.local import LocalBackend, WorkerRecycling
 from squall.errors import InputError, JobStateError, ModelLoadError, SpecError, SquallError
+from squall.io import storage
 from squall.models.base import ModelRef
 from squall.models.code import is_code_ref
 from squall.models.registry import detect_flavor
@@ -55,6 +56,7 @@ def plan(spec: JobSpec, job_id: str | None = None) -> Plan:
     from squall.plan.planner import make_plan
 
     _check_model(spec)
+    _configure_storage(spec)
     return make_plan(spec, job_id or spec.job_id or "dry-run")
 
 
@@ -72,6 +74,7 @@ def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None
         if store.has_job(job_id):
             raise JobStateError(f"a job named {job_id!r} already exists; pick another --job-id or `squall resume {job_id}`")
         _check_model(spec)
+        _configure_storage(spec)
         backend.start(_model_ref(spec), spec.workers)  # workers load the model while we plan
         from squall.io import layout
         from squall.io.commit import OutputDir
@@ -108,6 +111,7 @@ def resume(job_id: str, state_dir: str | Path | None = None, listeners: Sequence
         store.lock_job(job_id)
         spec = JobSpec.model_validate(job.spec)
         task = JobTask.from_json(job.task)
+        storage.configure(task.storage_options, task.locations)
         store.clear_cancel(job_id)
         store.release_leases(job_id)
         OutputDir(job.output).remove_final_markers()
@@ -320,7 +324,17 @@ def _task(spec: JobSpec, job_plan: Plan, part_prefix: str = "") -> JobTask:
         output_format=spec.output_format,
         naming=OutputNaming(spec.prediction_column, tuple(spec.output_columns or ())),
         part_prefix=part_prefix,
+        storage_options=storage.connection_options(spec.storage_options, spec.endpoint_url),
+        locations=_locations(spec),
     )
+
+
+def _locations(spec: JobSpec) -> tuple[str, ...]:
+    return (*spec.input, _absolute(spec.output), _absolute(spec.model))
+
+
+def _configure_storage(spec: JobSpec) -> None:
+    storage.configure(storage.connection_options(spec.storage_options, spec.endpoint_url), _locations(spec))
 
 
 def _model_ref(spec: JobSpec) -> ModelRef:

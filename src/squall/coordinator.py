@@ -279,8 +279,9 @@ class Coordinator:
     def _discard_attempt(self, lease: _Lease) -> None:
         ext = EXTENSIONS[self._task.output_format]
         output, chunk_id = self._task.output, lease.chunk.chunk_id
-        self._output.discard(layout.attempt_part(output, chunk_id, lease.attempt, ext))
-        self._output.discard(layout.attempt_errors(output, chunk_id, lease.attempt))
+        prefix = self._task.part_prefix
+        self._output.discard(layout.attempt_part(output, chunk_id, lease.attempt, ext, prefix))
+        self._output.discard(layout.attempt_errors(output, chunk_id, lease.attempt, prefix))
 
     def _fail(self, lease: _Lease, outcome: str, error: str, retryable: bool, report: InvocationReport | None) -> None:
         policy = self._limits.retry

@@ -1,7 +1,10 @@
 """The output committer: the coordinator alone decides which attempt of a chunk wins and commits it.
 
-Workers write under attempt names in ``_tmp/``. Committing the winner is an
-atomic rename to the chunk's part name; every other attempt's file is
+Workers write under attempt names (:mod:`squall.io.layout`). On a local or
+POSIX filesystem committing the winner is an atomic rename from ``_tmp/`` to
+the chunk's part name. On an object store, where a rename is a copy of the
+whole object, the winner's object already lies under its final name (one
+PUT, no copy), and committing it is recording it. Every other attempt's file is
 deleted. A duplicate delivery, a late zombie or a retry therefore never
 replaces or doubles a committed part. ``_manifest.json`` and then
 ``_SUCCESS`` are written last.
@@ -65,7 +68,7 @@ class OutputDir:
         for folder in (self._path, f"{self._path}/{layout.ERRORS_DIR}"):
             if not self._fs.isdir(folder):
                 continue
-            for path in self._fs.ls(folder, detail=False):
+            for path in self._fs.ls(folder, detail=False, refresh=True):
                 relative = path[len(self._path) + 1 :]
                 if path.rsplit("/", 1)[-1].startswith("part-") and relative not in listed:
                     self._fs.rm(path)
@@ -82,7 +85,10 @@ class OutputDir:
             return None
 
     def commit(self, attempt_uri: str, final_uri: str) -> str:
-        """Move an attempt's file to its committed name (atomic on a local or POSIX filesystem)."""
+        """The committed name of a winning attempt's file: renamed to ``final_uri`` (atomic on a local or
+        POSIX filesystem), or left where it lies on an object store."""
+        if not layout.commits_by_rename(self.uri):
+            return attempt_uri
         _, source = url_to_fs(attempt_uri)
         _, target = url_to_fs(final_uri)
         self._fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)

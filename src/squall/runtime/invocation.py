@@ -90,8 +90,8 @@ class _Invocation:
             chunk,
             attempt,
             steps,
-            PartFile(layout.attempt_part(task.output, chunk.chunk_id, attempt, ext), task.output_format),
-            PartFile(layout.attempt_errors(task.output, chunk.chunk_id, attempt), "parquet"),
+            PartFile(layout.attempt_part(task.output, chunk.chunk_id, attempt, ext, task.part_prefix), task.output_format),
+            PartFile(layout.attempt_errors(task.output, chunk.chunk_id, attempt, task.part_prefix), "parquet"),
         )
 
 
