@@ -21,6 +21,7 @@ from squall.observe.events import JobListener
 from squall.retry import RetryPolicy
 from squall.runtime.task import JobTask, OutputNaming
 from squall.spec import JobSpec, default_state_dir
+from squall.sql.drivers import is_database_url
 from squall.store import ChunkCounts, JobRecord, JobStore
 
 if TYPE_CHECKING:
@@ -330,7 +331,9 @@ def _task(spec: JobSpec, job_plan: Plan, part_prefix: str = "") -> JobTask:
 
 
 def _locations(spec: JobSpec) -> tuple[str, ...]:
-    return (*spec.input, _absolute(spec.output), _absolute(spec.model))
+    """The job's file locations (databases are reached by their drivers, not fsspec)."""
+    every = (*spec.input, _absolute(spec.output), _absolute(spec.model))
+    return tuple(uri for uri in every if not is_database_url(uri))
 
 
 def _configure_storage(spec: JobSpec) -> None:

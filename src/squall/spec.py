@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from squall.errors import SpecError
 
 Method = Literal["predict", "predict_proba", "decision_function", "transform"]
-InputFormat = Literal["auto", "parquet", "csv", "jsonl"]
+InputFormat = Literal["auto", "parquet", "csv", "jsonl", "sql"]
 OutputFormat = Literal["parquet", "csv", "jsonl"]
 BatchFormat = Literal["pandas", "numpy", "arrow"]
 Flavor = Literal["auto", "joblib", "pickle", "callable"]

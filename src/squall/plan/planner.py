@@ -95,6 +95,8 @@ def _read_options(spec: JobSpec, files: list[SourceFile]) -> ReadOptions:
         header=spec.header,
         multiline=spec.multiline,
         max_line_bytes=spec.max_line_bytes,
+        query=spec.query,
+        partition_column=spec.partition_column,
     )
 
 
@@ -203,6 +205,9 @@ def _bytes(pieces: tuple[Piece, ...], files: dict[str, FileInfo]) -> int:
         info = files[piece.uri]
         if piece.kind == "bytes":
             total += piece.stop - piece.start
+        elif piece.kind == "keyrange" and info.key_range:
+            low, stop = info.key_range
+            total += info.file.size * (piece.stop - piece.start) // max(1, stop - low)
         elif piece.kind == "rowgroups" and info.row_group_bytes:
             group_bytes = sum(info.row_group_bytes[piece.start : piece.stop])
             if piece.row_count is not None and info.row_group_rows[piece.start]:

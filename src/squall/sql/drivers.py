@@ -1,0 +1,70 @@
+"""Database URLs and the ADBC drivers that reach them, by URL scheme, imported on first use.
+
+ADBC was picked over connectorx and SQLAlchemy: its drivers install from PyPI
+as self-contained wheels (libpq and SQLite are inside), they stream a query's
+result as Arrow record batches (memory bounded by the batch, where connectorx
+materialises the whole result), and they bulk-load Arrow with PostgreSQL's
+binary COPY inside the caller's transaction, which is what an idempotent sink
+needs. SQLAlchemy would convert every value through Python objects.
+
+Adding a database is one line in ``_DRIVERS``: scheme → ADBC DB-API module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from squall.errors import UsageError
+
+_DRIVERS = {
+    "postgresql": "adbc_driver_postgresql.dbapi",
+    "postgres": "adbc_driver_postgresql.dbapi",
+    "sqlite": "adbc_driver_sqlite.dbapi",
+}
+
+
+class DriverUnavailable(UsageError):
+    """The ADBC driver for a database URL is not installed."""
+
+
+def scheme(url: str) -> str:
+    """The URL's scheme, without a ``+driver`` suffix (``postgresql+psycopg`` is ``postgresql``)."""
+    return url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
+
+
+def is_database_url(url: str) -> bool:
+    """Whether ``url`` names a database (``postgresql://…``, ``sqlite:///…``) rather than files."""
+    return scheme(url) in _DRIVERS
+
+
+def connect(url: str) -> Any:
+    """A DB-API connection (ADBC, autocommit off) to the database ``url`` names."""
+    name = scheme(url)
+    try:
+        module = importlib.import_module(_DRIVERS[name])
+    except ImportError:
+        raise DriverUnavailable(f"{url}: the {name} driver is not installed; pip install 'squall[sql]'") from None
+    if name == "sqlite":
+        return module.connect(_sqlite_path(url))
+    return module.connect("postgresql://" + url.split("://", 1)[1])
+
+
+def _sqlite_path(url: str) -> str:
+    """``sqlite:///relative.db`` and ``sqlite:////absolute.db``, as SQLAlchemy spells them."""
+    path = url.split("://", 1)[1]
+    return path[1:] if path.startswith("/") else path
+
+
+def quote(identifier: str) -> str:
+    """An identifier quoted for SQL (PostgreSQL and SQLite both use double quotes)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def redacted(url: str) -> str:
+    """``url`` with any password replaced, for messages and the ``_source`` column."""
+    head, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{head}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
