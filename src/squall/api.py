@@ -26,7 +26,7 @@ from squall.store import ChunkCounts, JobRecord, JobStore
 
 if TYPE_CHECKING:
     from squall.coordinator import JobLimits, JobResult
-    from squall.io.commit import OutputDir
+    from squall.io.output import Output
     from squall.plan.planner import Plan
 
 # The planner, coordinator and committer pull in pyarrow and fsspec; they are imported
@@ -78,11 +78,11 @@ def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None
         _configure_storage(spec)
         backend.start(_model_ref(spec), spec.workers)  # workers load the model while we plan
         from squall.io import layout
-        from squall.io.commit import OutputDir
+        from squall.io.output import open_output
         from squall.ledger import Ledger, Selection
         from squall.plan.planner import make_plan
 
-        output = OutputDir(_absolute(spec.output))
+        output = open_output(_output_location(spec))
         _refuse_busy_owner(store, output)
         previous = output.manifest() if spec.incremental else None
         selection = Selection(spec, Ledger.from_manifest(previous) if previous else None)
@@ -104,7 +104,7 @@ def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None
 
 def resume(job_id: str, state_dir: str | Path | None = None, listeners: Sequence[JobListener] = ()) -> JobResult:
     """Finish a job whose coordinator stopped: leased chunks run again, committed parts are kept."""
-    from squall.io.commit import OutputDir
+    from squall.io.output import open_output
 
     store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
     try:
@@ -115,7 +115,7 @@ def resume(job_id: str, state_dir: str | Path | None = None, listeners: Sequence
         storage.configure(task.storage_options, task.locations)
         store.clear_cancel(job_id)
         store.release_leases(job_id)
-        OutputDir(job.output).remove_final_markers()
+        open_output(job.output).remove_final_markers()
         backend = _backend(store, spec, job_id)
         try:
             backend.start(task.model, spec.workers)
@@ -164,6 +164,8 @@ def replay(job_id: str, state_dir: str | Path | None = None, listeners: Sequence
     store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
     try:
         store.lock_job(job_id)
+        if is_database_url(store.job(job_id).output):
+            raise JobStateError(f"job {job_id} wrote to a table; replay needs a directory output (use `squall redrive` for dead chunks)")
         done = store.done_chunks(job_id)
         rows, owners = failed_rows(done)
         dead = store.redrive(job_id)
@@ -255,7 +257,7 @@ def limits_of(spec: JobSpec) -> JobLimits:
     )
 
 
-def _refuse_busy_owner(store: JobStore, output: OutputDir) -> None:
+def _refuse_busy_owner(store: JobStore, output: Output) -> None:
     owner = output.owner()
     if owner and store.has_job(owner) and store.is_running(owner):
         raise JobStateError(f"{output.uri} belongs to job {owner}, which is running; wait for it or `squall cancel {owner}`")
@@ -321,13 +323,26 @@ def _task(spec: JobSpec, job_plan: Plan, part_prefix: str = "") -> JobTask:
         batch_format=spec.batch_format,
         preprocess=spec.preprocess,
         postprocess=spec.postprocess,
-        output=_absolute(spec.output),
+        output=_output_location(spec),
         output_format=spec.output_format,
         naming=OutputNaming(spec.prediction_column, tuple(spec.output_columns or ())),
         part_prefix=part_prefix,
         storage_options=storage.connection_options(spec.storage_options, spec.endpoint_url),
         locations=_locations(spec),
     )
+
+
+def _output_location(spec: JobSpec) -> str:
+    """The output directory (absolute), or ``DATABASE_URL#table`` for a database table."""
+    if is_database_url(spec.output):
+        if not spec.table:
+            raise SpecError(f"output {spec.output} is a database: set `table` (--table) to the table the predictions go to")
+        if spec.incremental:
+            raise SpecError("`incremental` needs a directory output; a table output is written whole by each job")
+        return f"{spec.output}#{spec.table}"
+    if spec.table:
+        raise SpecError(f"`table` is only for a database output, and output {spec.output} is a directory; drop `table`")
+    return _absolute(spec.output)
 
 
 def _locations(spec: JobSpec) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ from fsspec.core import url_to_fs
 
 from squall.errors import OutputExistsError
 from squall.io import layout
+from squall.io.parts import PartFile
 
 
 class OutputDir:
@@ -27,6 +28,26 @@ class OutputDir:
     def __init__(self, uri: str) -> None:
         self.uri = uri.rstrip("/") or "/"
         self._fs, self._path = url_to_fs(self.uri)
+
+    def attempt_part(self, chunk_id: int, attempt: int, ext: str, prefix: str = "") -> str:
+        """Where attempt ``attempt`` of chunk ``chunk_id`` writes its predictions."""
+        return layout.attempt_part(self.uri, chunk_id, attempt, ext, prefix)
+
+    def attempt_errors(self, chunk_id: int, attempt: int, prefix: str = "") -> str:
+        """Where that attempt writes its error rows."""
+        return layout.attempt_errors(self.uri, chunk_id, attempt, prefix)
+
+    def committed_part(self, chunk_id: int, ext: str, prefix: str = "") -> str:
+        """The name a chunk's committed predictions have (on an object store, the attempt's name is recorded)."""
+        return layout.committed_part(self.uri, chunk_id, ext, prefix)
+
+    def committed_errors(self, chunk_id: int, prefix: str = "") -> str:
+        """The name a chunk's committed error rows have."""
+        return layout.committed_errors(self.uri, chunk_id, prefix)
+
+    def part_sink(self, uri: str, output_format: str) -> PartFile:
+        """A part file at ``uri``, opened on its first row."""
+        return PartFile(uri, output_format)
 
     def claim(self, job_id: str, overwrite: bool, incremental: bool = False) -> None:
         """Make the location this job's; refuse one holding anything else unless ``overwrite``.

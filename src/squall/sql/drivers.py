@@ -24,6 +24,14 @@ _DRIVERS = {
 }
 
 
+_SQLITE_BUSY_MS = 60_000
+_LIST_TABLES = {
+    "postgresql": "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()",
+    "postgres": "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()",
+    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table'",
+}
+
+
 class DriverUnavailable(UsageError):
     """The ADBC driver for a database URL is not installed."""
 
@@ -46,7 +54,11 @@ def connect(url: str) -> Any:
     except ImportError:
         raise DriverUnavailable(f"{url}: the {name} driver is not installed; pip install 'squall[sql]'") from None
     if name == "sqlite":
-        return module.connect(_sqlite_path(url))
+        connection = module.connect(_sqlite_path(url))
+        with connection.cursor() as cursor:
+            # Workers write their attempts at the same time; wait for the file lock instead of failing.
+            cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+        return connection
     return module.connect("postgresql://" + url.split("://", 1)[1])
 
 
@@ -54,6 +66,17 @@ def _sqlite_path(url: str) -> str:
     """``sqlite:///relative.db`` and ``sqlite:////absolute.db``, as SQLAlchemy spells them."""
     path = url.split("://", 1)[1]
     return path[1:] if path.startswith("/") else path
+
+
+def list_tables(url: str, cursor: Any) -> set[str]:
+    """The tables of the connection's default schema."""
+    cursor.execute(_LIST_TABLES[scheme(url)])
+    return {str(row[0]) for row in cursor.fetchall()}
+
+
+def literal(text: str) -> str:
+    """``text`` as a SQL string literal (standard quoting, which PostgreSQL and SQLite both follow)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def quote(identifier: str) -> str:
