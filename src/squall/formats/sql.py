@@ -32,19 +32,12 @@ class SqlFormat:
 
     def describe(self, file: SourceFile, options: ReadOptions) -> FileInfo:
         query, column = _query_and_column(file.uri, options)
-        try:
-            with connect(file.uri) as connection, connection.cursor() as cursor:
-                cursor.execute(f"SELECT * FROM ({query}) AS squall_q WHERE 1 = 0")
-                schema = cursor.fetch_arrow_table().schema
-                cursor.execute(
-                    f"SELECT MIN({quote(column)}), MAX({quote(column)}), COUNT(*) FROM ({query}) AS squall_q"
-                )
-                low, high, rows = cursor.fetchone()
-        except InputError:
-            raise
-        except Exception as exc:  # the driver's own error types; each names what the database refused
-            raise InputError(f"{redacted(file.uri)}: the query failed ({exc}); check `query` and `partition_column`") from None
-        _check_column(file.uri, schema, column)
+        with connect(file.uri) as connection, connection.cursor() as cursor:
+            # One row, not none: SQLite's types belong to values, so a result without rows has no types.
+            schema = _run(file.uri, cursor, f"SELECT * FROM ({query}) AS squall_q LIMIT 1").fetch_arrow_table().schema
+            _check_column(file.uri, schema, column)
+            bounds = f"SELECT MIN({quote(column)}), MAX({quote(column)}), COUNT(*) FROM ({query}) AS squall_q"
+            low, high, rows = _run(file.uri, cursor, bounds).fetchone()
         return FileInfo(
             file=replace(file, size=int(rows) * len(schema) * _BYTES_PER_VALUE),
             schema=schema,
@@ -58,9 +51,11 @@ class SqlFormat:
             return []
         count = max(1, min(-(-info.rows // max(1, target_rows)), stop - low))
         bounds = [low + (stop - low) * i // count for i in range(count + 1)]
+        # Cumulative estimates, so that the pieces' estimates add up to the query's count.
+        before = [info.rows * (bound - low) // (stop - low) for bound in bounds]
         return [
-            (Piece(info.file.uri, "keyrange", lo, hi), info.rows * (hi - lo) // (stop - low))
-            for lo, hi in zip(bounds, bounds[1:])
+            (Piece(info.file.uri, "keyrange", lo, hi), rows_to - rows_from)
+            for lo, hi, rows_from, rows_to in zip(bounds, bounds[1:], before, before[1:])
         ]
 
     def read(
@@ -89,6 +84,14 @@ def _query_and_column(uri: str, options: ReadOptions) -> tuple[str, str]:
             "an indexed integer column of the query's result"
         )
     return options.query.strip().rstrip(";"), options.partition_column
+
+
+def _run(uri: str, cursor: Any, statement: str) -> Any:
+    try:
+        cursor.execute(statement)
+    except Exception as exc:  # the driver's own error types; each names what the database refused
+        raise InputError(f"{redacted(uri)}: the query failed ({exc}); check `query` and `partition_column`") from None
+    return cursor
 
 
 def _check_column(uri: str, schema: pa.Schema, column: str) -> None:
