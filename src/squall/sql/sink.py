@@ -161,6 +161,7 @@ class TableOutput:
         with self._cursor() as cursor:
             cursor.execute(f"SELECT {column} FROM {OUTPUTS_TABLE} WHERE name = {literal(self._table)}")
             row = cursor.fetchone()
+        self._db().commit()  # end the read transaction: an open one would hold back the workers' writes
         return None if row is None else row[0]
 
     def _cursor(self) -> Any:
