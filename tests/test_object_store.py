@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 import fsspec
+import joblib
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -207,3 +208,21 @@ def test_an_s3_output_is_refused_when_it_holds_files_squall_did_not_write(s3, bu
                           key=["id"], features=FEATURES, endpoint_url=s3.endpoint)
     with pytest.raises(squall.errors.OutputExistsError, match="files squall did not write"):
         squall.run(spec)
+
+
+def test_the_cli_takes_the_endpoint_and_storage_options_as_options(s3, bucket, linear_model):
+    fs = filesystem(s3)
+    frame = make_frame(1_500, seed=4)
+    upload_frame(fs, frame, f"{bucket}/in/rows.csv", "csv")
+    done = run_cli(
+        "run", "--model", str(linear_model), "--input", f"s3://{bucket}/in/rows.csv", "--output", f"s3://{bucket}/out",
+        "--key", "id", "--workers", "1", "--chunk-rows", "400", "--endpoint-url", s3.endpoint,
+        "--storage-options", '{"config_kwargs": {"retries": {"max_attempts": 2}}}', "-q",
+        env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"},  # the option wins over the environment
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith("SUCCEEDED 1500 rows")
+    assert_committed_exactly(fs, f"{bucket}/out")
+    got = read_s3_output(fs, f"{bucket}/out").set_index("id").sort_index()
+    model = joblib.load(linear_model)
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), model.predict(frame[FEATURES]))

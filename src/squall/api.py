@@ -75,6 +75,7 @@ def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None
         if store.has_job(job_id):
             raise JobStateError(f"a job named {job_id!r} already exists; pick another --job-id or `squall resume {job_id}`")
         _check_model(spec)
+        _refuse_incremental_databases(spec)
         _configure_storage(spec)
         backend.start(_model_ref(spec), spec.workers)  # workers load the model while we plan
         from squall.io import layout
@@ -332,13 +333,17 @@ def _task(spec: JobSpec, job_plan: Plan, part_prefix: str = "") -> JobTask:
     )
 
 
+def _refuse_incremental_databases(spec: JobSpec) -> None:
+    """The ledger tells new input from old by file versions; a query or a table has none."""
+    if spec.incremental and any(is_database_url(uri) for uri in (*spec.input, spec.output)):
+        raise SpecError("`incremental` needs file inputs and a directory output; drop it for a database input or table")
+
+
 def _output_location(spec: JobSpec) -> str:
     """The output directory (absolute), or ``DATABASE_URL#table`` for a database table."""
     if is_database_url(spec.output):
         if not spec.table:
             raise SpecError(f"output {spec.output} is a database: set `table` (--table) to the table the predictions go to")
-        if spec.incremental:
-            raise SpecError("`incremental` needs a directory output; a table output is written whole by each job")
         return f"{spec.output}#{spec.table}"
     if spec.table:
         raise SpecError(f"`table` is only for a database output, and output {spec.output} is a directory; drop `table`")

@@ -15,6 +15,7 @@ readers fetch byte ranges instead of whole objects.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, Iterable, Mapping
 
 import fsspec
@@ -63,10 +64,18 @@ def configure(options: Mapping[str, Any], uris: Iterable[str]) -> None:
     Checks that each remote protocol's package is installed, with the command
     that installs it when not.
     """
+    baseline = _baseline()
     for name in {protocol(uri) for uri in uris if is_remote(uri)}:
         _require(name)
         # Workers write objects the coordinator lists; a cached listing would hide them.
-        fsspec.config.conf[name] = {**fsspec.config.conf.get(name, {}), "use_listings_cache": False, **options}
+        fsspec.config.conf[name] = {**baseline.get(name, {}), "use_listings_cache": False, **options}
+
+
+@cache
+def _baseline() -> dict[str, dict[str, Any]]:
+    """fsspec's configuration before any job changed it (its files and ``FSSPEC_*`` variables), so that
+    one job's options never leak into the next job run in the same process."""
+    return {name: dict(values) for name, values in fsspec.config.conf.items()}
 
 
 def _require(name: str) -> None:

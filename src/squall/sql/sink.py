@@ -43,21 +43,27 @@ class TableOutput:
         self._connection: Any = None
 
     def attempt_part(self, chunk_id: int, attempt: int, ext: str, prefix: str = "") -> str:
+        """The attempt's name; its rows go to the staging table named after it."""
         return layout.join(self.uri, layout.TMP_DIR, f"part-{chunk_id:05d}-a{attempt}")
 
     def attempt_errors(self, chunk_id: int, attempt: int, prefix: str = "") -> str:
+        """The name of the attempt's error rows (their own staging table)."""
         return layout.join(self.uri, layout.TMP_DIR, f"errors-{chunk_id:05d}-a{attempt}")
 
     def committed_part(self, chunk_id: int, ext: str, prefix: str = "") -> str:
+        """The name of the chunk's rows in the table."""
         return layout.join(self.uri, f"part-{chunk_id:05d}")
 
     def committed_errors(self, chunk_id: int, prefix: str = "") -> str:
+        """The name of the chunk's rows in ``<table>_errors``."""
         return layout.join(self.uri, layout.ERRORS_DIR, f"part-{chunk_id:05d}")
 
     def part_sink(self, uri: str, output_format: str) -> TablePartSink:
+        """A writer into the attempt's staging table (``output_format`` does not apply to a table)."""
         return TablePartSink(self._url, self._staging(uri), uri)
 
     def claim(self, job_id: str, overwrite: bool, incremental: bool = False) -> None:
+        """Make the table this job's; one that exists and is not is refused, or dropped with ``overwrite``."""
         owner = self.owner()
         if owner == job_id:
             return
@@ -81,6 +87,7 @@ class TableOutput:
         self.clear_attempts()
 
     def owner(self) -> str | None:
+        """The job ``_squall_outputs`` names for this table."""
         row = self._output_row("job_id")
         return None if row is None else str(row)
 
@@ -98,6 +105,7 @@ class TableOutput:
         return final_uri
 
     def discard(self, attempt_uri: str | None) -> None:
+        """Drop a losing attempt's staging table."""
         if attempt_uri is None:
             return
         with self._cursor() as cursor:
@@ -105,6 +113,7 @@ class TableOutput:
         self._db().commit()
 
     def clear_attempts(self) -> None:
+        """Drop every staging table of this output."""
         with self._cursor() as cursor:
             for table in list_tables(self._url, cursor):
                 if table.startswith(self._staging_prefix):
@@ -130,9 +139,11 @@ class TableOutput:
         return removed
 
     def remove_final_markers(self) -> None:
+        """Set ``success = 0`` until the job is finalized again."""
         self._set(success=False)
 
     def manifest(self) -> dict[str, Any] | None:
+        """The manifest the last finalize stored, if any."""
         text = self._output_row("manifest")
         return None if text is None else dict(json.loads(str(text)))
 
@@ -192,6 +203,7 @@ class TablePartSink:
         self._schema: pa.Schema | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
+        """Append ``batch`` with its chunk id; the first batch (re)creates the staging table."""
         if batch.num_rows == 0:
             return
         if self._schema is None:
@@ -207,6 +219,7 @@ class TablePartSink:
         self.rows += batch.num_rows
 
     def close(self) -> str | None:
+        """Commit the attempt's transaction; ``None`` when no row was written."""
         if self._connection is None:
             return None
         self._connection.commit()
@@ -214,6 +227,7 @@ class TablePartSink:
         return self.uri
 
     def abandon(self) -> None:
+        """Roll back: the staging table never appears."""
         if self._connection is not None:
             self._connection.rollback()
             self._connection.close()
