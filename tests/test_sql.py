@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
+import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -20,7 +23,7 @@ from squall.api import plan
 from squall.errors import InputError, OutputExistsError, SpecError
 from squall.sql.drivers import connect, list_tables
 from squall.sql.sink import TableOutput
-from conftest import FEATURES, make_frame
+from conftest import FEATURES, SQUALL, make_frame, run_cli
 from test_faults import worker_pids
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -143,6 +146,35 @@ def test_workers_sigkilled_while_writing_a_table_leave_every_row_exactly_once(da
     assert len(got) == 20_000 and not got["id"].duplicated().any()
     assert set(got["id"]) == set(range(20_000))
     np.testing.assert_array_equal(got.sort_values("id")["prediction"].to_numpy(), np.arange(20_000) * 2.0)
+    assert output_state(database, names["output"]) == (1, True, [])
+
+
+def test_a_coordinator_killed_mid_job_resumes_into_the_table_without_losing_or_doubling_rows(database, names):
+    ids = np.arange(30_000, dtype=np.int64)
+    load_table(database, names["input"], pd.DataFrame({"id": ids, "id_copy": ids}))
+    env = {"FAULT_SLEEP": "0.05"}
+    args = ["run", "--model", "faultmodels:steady", "--input", database, "--query", f"SELECT * FROM {names['input']}",
+            "--partition-column", "id", "--output", database, "--table", names["output"], "--key", "id",
+            "--features", "id_copy", "--workers", "2", "--chunk-rows", "1000", "--batch-size", "250",
+            "--job-id", "sql-crash", "-q"]
+    process = subprocess.Popen([*SQUALL, *args], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    state = Path(os.environ["SQUALL_HOME"]) / "squall.db"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+        if state.exists():
+            with sqlite3.connect(state) as db:
+                if db.execute("SELECT COUNT(*) FROM chunks WHERE state='done'").fetchone()[0] >= 6:
+                    break
+    assert process.poll() is None, process.stderr.read() if process.stderr else ""
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert output_state(database, names["output"])[0] == 0
+    resumed = run_cli("resume", "sql-crash", "-q", env=env)
+    assert resumed.returncode == 0, run_cli("status", "sql-crash").stdout + run_cli("dlq", "sql-crash").stdout
+    got = read_table(database, f"SELECT id, prediction FROM {names['output']}")
+    assert len(got) == 30_000 and set(got["id"]) == set(range(30_000))
+    np.testing.assert_array_equal(got.sort_values("id")["prediction"].to_numpy(), np.arange(30_000) * 2.0)
     assert output_state(database, names["output"]) == (1, True, [])
 
 

@@ -46,20 +46,35 @@ def is_database_url(url: str) -> bool:
     return scheme(url) in _DRIVERS
 
 
-def connect(url: str) -> Any:
-    """A DB-API connection (ADBC, autocommit off) to the database ``url`` names."""
+def connect(url: str, autocommit: bool = False) -> Any:
+    """A DB-API connection (ADBC) to the database ``url`` names; autocommit off unless asked."""
     name = scheme(url)
     try:
         module = importlib.import_module(_DRIVERS[name])
     except ImportError:
         raise DriverUnavailable(f"{url}: the {name} driver is not installed; pip install 'squall[sql]'") from None
-    if name == "sqlite":
-        connection = module.connect(_sqlite_path(url))
-        with connection.cursor() as cursor:
-            # Workers write their attempts at the same time; wait for the file lock instead of failing.
-            cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
-        return connection
-    return module.connect("postgresql://" + url.split("://", 1)[1])
+    if name != "sqlite":
+        return module.connect("postgresql://" + url.split("://", 1)[1], autocommit=autocommit)
+    connection = module.connect(_sqlite_path(url), autocommit=autocommit)
+    with connection.cursor() as cursor:
+        # Workers write their attempts at the same time; wait for the file lock instead of failing.
+        cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+    return connection
+
+
+def is_sqlite(url: str) -> bool:
+    """Whether ``url`` names a SQLite file."""
+    return scheme(url) == "sqlite"
+
+
+def prepare_for_writers(url: str) -> None:
+    """Let readers and concurrent writers share the database: SQLite files switch to WAL, where a
+    worker reading its input never blocks another worker's commit (in the default journal mode it
+    does, and the two would wait on each other)."""
+    if not is_sqlite(url):
+        return
+    with connect(url, autocommit=True) as connection, connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode = WAL")
 
 
 def _sqlite_path(url: str) -> str:

@@ -2,7 +2,7 @@
 
 An attempt writes its rows (plus ``_squall_chunk``, the chunk they belong to)
 into a staging table of its own, ``_squall_<table>_part_<chunk>_a<attempt>``,
-in one transaction, bulk-loaded from Arrow. The coordinator alone commits the
+bulk-loaded from Arrow (in one transaction on PostgreSQL). The coordinator alone commits the
 winning attempt, in one transaction: delete the chunk's rows from the table,
 insert the staging table's, drop the staging table. So each chunk replaces
 its own rows: a retry, a duplicate delivery or a commit repeated after a
@@ -21,14 +21,15 @@ committed rows of chunk 7, ``…#preds/_errors/part-00007`` its error rows.
 from __future__ import annotations
 
 import json
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import pyarrow as pa
 
 from squall.errors import OutputExistsError
 from squall.io import layout
 from squall.io.parts import conform
-from squall.sql.drivers import connect, list_tables, literal, quote, redacted
+from squall.sql.drivers import connect, is_sqlite, list_tables, literal, prepare_for_writers, quote, redacted
 
 CHUNK_COLUMN = "_squall_chunk"
 OUTPUTS_TABLE = "_squall_outputs"
@@ -67,7 +68,7 @@ class TableOutput:
         owner = self.owner()
         if owner == job_id:
             return
-        with self._cursor() as cursor:
+        with self._transaction() as cursor:
             held = {self._table, self._errors_table} & list_tables(self._url, cursor)
             if held or owner:
                 if not overwrite:
@@ -83,7 +84,6 @@ class TableOutput:
                 f"INSERT INTO {OUTPUTS_TABLE} (name, job_id, manifest, success) "
                 f"VALUES ({literal(self._table)}, {literal(job_id)}, NULL, 0)"
             )
-        self._db().commit()
         self.clear_attempts()
 
     def owner(self) -> str | None:
@@ -96,35 +96,32 @@ class TableOutput:
         staging = quote(self._staging(attempt_uri))
         target = quote(self._errors_table if f"/{layout.ERRORS_DIR}/" in final_uri else self._table)
         chunk = _chunk_of(final_uri)
-        with self._cursor() as cursor:
+        with self._transaction() as cursor:
             cursor.execute(f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {staging} WHERE 1 = 0")
             cursor.execute(f"DELETE FROM {target} WHERE {CHUNK_COLUMN} = {chunk}")
             cursor.execute(f"INSERT INTO {target} SELECT * FROM {staging}")
             cursor.execute(f"DROP TABLE {staging}")
-        self._db().commit()
         return final_uri
 
     def discard(self, attempt_uri: str | None) -> None:
         """Drop a losing attempt's staging table."""
         if attempt_uri is None:
             return
-        with self._cursor() as cursor:
+        with self._transaction() as cursor:
             cursor.execute(f"DROP TABLE IF EXISTS {quote(self._staging(attempt_uri))}")
-        self._db().commit()
 
     def clear_attempts(self) -> None:
         """Drop every staging table of this output."""
-        with self._cursor() as cursor:
+        with self._transaction() as cursor:
             for table in list_tables(self._url, cursor):
                 if table.startswith(self._staging_prefix):
                     cursor.execute(f"DROP TABLE {quote(table)}")
-        self._db().commit()
 
     def remove_unlisted(self, listed: set[str]) -> list[str]:
         """Delete the rows of chunks the manifest does not list (a part committed just before a crash
         whose chunk was then split or dead-lettered)."""
         removed = []
-        with self._cursor() as cursor:
+        with self._transaction() as cursor:
             present = list_tables(self._url, cursor)
             for table, folder in ((self._table, ""), (self._errors_table, f"{layout.ERRORS_DIR}/")):
                 if table not in present:
@@ -135,7 +132,6 @@ class TableOutput:
                     if name not in listed:
                         cursor.execute(f"DELETE FROM {quote(table)} WHERE {CHUNK_COLUMN} = {int(chunk)}")
                         removed.append(name)
-        self._db().commit()
         return removed
 
     def remove_final_markers(self) -> None:
@@ -164,29 +160,50 @@ class TableOutput:
 
     def _set(self, success: bool, manifest: str | None = None) -> None:
         assignments = f"success = {int(success)}" + (f", manifest = {literal(manifest)}" if manifest else "")
-        with self._cursor() as cursor:
+        with self._transaction() as cursor:
             cursor.execute(f"UPDATE {OUTPUTS_TABLE} SET {assignments} WHERE name = {literal(self._table)}")
-        self._db().commit()
 
     def _output_row(self, column: str) -> Any:
-        with self._cursor() as cursor:
+        with self._transaction() as cursor:
             cursor.execute(f"SELECT {column} FROM {OUTPUTS_TABLE} WHERE name = {literal(self._table)}")
             row = cursor.fetchone()
-        self._db().commit()  # end the read transaction: an open one would hold back the workers' writes
         return None if row is None else row[0]
 
-    def _cursor(self) -> Any:
-        return self._db().cursor()
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A cursor in one transaction, committed when the block ends, rolled back if it raises.
+
+        On SQLite it starts with ``BEGIN IMMEDIATE``: it takes the write lock first, waiting for
+        the workers' writes, where a transaction that read first would fail at once on its first write.
+        """
+        connection = self._db()
+        sqlite = is_sqlite(self._url)
+        with connection.cursor() as cursor:
+            if sqlite:
+                cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                if sqlite:
+                    cursor.execute("ROLLBACK")
+                else:
+                    connection.rollback()
+                raise
+            if sqlite:
+                cursor.execute("COMMIT")
+            else:
+                connection.commit()
 
     def _db(self) -> Any:
         if self._connection is None:
-            self._connection = connect(self._url)
-            with self._connection.cursor() as cursor:
+            prepare_for_writers(self._url)
+            # SQLite's transactions are begun by hand (see _transaction), so its driver must not begin them.
+            self._connection = connect(self._url, autocommit=is_sqlite(self._url))
+            with self._transaction() as cursor:
                 cursor.execute(
                     f"CREATE TABLE IF NOT EXISTS {OUTPUTS_TABLE} "
                     "(name TEXT PRIMARY KEY, job_id TEXT, manifest TEXT, success INTEGER)"
                 )
-            self._connection.commit()
         return self._connection
 
 
@@ -208,7 +225,10 @@ class TablePartSink:
             return
         if self._schema is None:
             self._schema = batch.schema
-            self._connection = connect(self._url)
+            # On SQLite each statement commits alone: a transaction that has read cannot take the
+            # write lock while another writer waits, and SQLite fails it at once instead of waiting.
+            # The staging table needs no atomicity: only a committed attempt is ever copied.
+            self._connection = connect(self._url, autocommit=is_sqlite(self._url))
             with self._connection.cursor() as cursor:
                 cursor.execute(f"DROP TABLE IF EXISTS {quote(self._staging)}")
         elif batch.schema != self._schema:
