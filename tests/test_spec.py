@@ -56,3 +56,16 @@ def test_a_broken_spec_file_names_the_file(tmp_path):
         load_spec_file(spec_file)
     with pytest.raises(SpecError, match="cannot read spec file"):
         load_spec_file(tmp_path / "missing.toml")
+
+
+def test_storage_options_come_as_a_table_from_a_file_and_as_json_from_the_environment_or_cli(tmp_path):
+    spec_file = tmp_path / "job.toml"
+    spec_file.write_text('model = "m"\ninput = ["s3://b/in/"]\noutput = "s3://b/out"\nstorage_options = { anon = true }\n')
+    assert build_spec(load_spec_file(spec_file), environ={}).storage_options == {"anon": True}
+    environ = {"SQUALL_STORAGE_OPTIONS": '{"profile": "batch"}'}
+    assert build_spec(load_spec_file(spec_file), environ=environ).storage_options == {"profile": "batch"}
+    explicit = {"storage_options": '{"client_kwargs": {"region_name": "eu-west-1"}}'}
+    spec = build_spec(load_spec_file(spec_file), explicit=explicit, environ=environ)
+    assert spec.storage_options == {"client_kwargs": {"region_name": "eu-west-1"}}
+    with pytest.raises(SpecError, match=r"field `storage_options`: give a JSON object"):
+        build_spec(load_spec_file(spec_file), explicit={"storage_options": "anon=true"}, environ={})

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from squall.backends.local import LocalBackend, WorkerRecycling
 from squall.errors import InputError, JobStateError, ModelLoadError, SpecError, SquallError
+from squall.io import storage
 from squall.models.base import ModelRef
 from squall.models.artifact import is_remote
 from squall.models.code import is_code_ref
@@ -23,11 +24,12 @@ from squall.observe.events import JobListener
 from squall.retry import RetryPolicy
 from squall.runtime.task import JobTask, OutputNaming
 from squall.spec import JobSpec, default_state_dir
+from squall.sql.drivers import is_database_url
 from squall.store import ChunkCounts, JobRecord, JobStore
 
 if TYPE_CHECKING:
     from squall.coordinator import JobLimits, JobResult
-    from squall.io.commit import OutputDir
+    from squall.io.output import Output
     from squall.observe.forecast import Forecast
     from squall.observe.report import JobReport
     from squall.plan.planner import Plan
@@ -61,6 +63,7 @@ def plan(spec: JobSpec, job_id: str | None = None) -> Plan:
     from squall.plan.planner import make_plan
 
     _check_model(spec)
+    _configure_storage(spec)
     return make_plan(spec, job_id or spec.job_id or "dry-run")
 
 
@@ -103,13 +106,15 @@ def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None
         if store.has_job(job_id):
             raise JobStateError(f"a job named {job_id!r} already exists; pick another --job-id or `squall resume {job_id}`")
         _check_model(spec)
+        _refuse_incremental_databases(spec)
+        _configure_storage(spec)
         backend.start(_model_ref(spec), spec.workers)  # workers load the model while we plan
         from squall.io import layout
-        from squall.io.commit import OutputDir
+        from squall.io.output import open_output
         from squall.ledger import Ledger, Selection
         from squall.plan.planner import make_plan
 
-        output = OutputDir(_absolute(spec.output))
+        output = open_output(_output_location(spec))
         _refuse_busy_owner(store, output)
         previous = output.manifest() if spec.incremental else None
         selection = Selection(spec, Ledger.from_manifest(previous) if previous else None)
@@ -131,7 +136,7 @@ def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None
 
 def resume(job_id: str, state_dir: str | Path | None = None, listeners: Sequence[JobListener] = ()) -> JobResult:
     """Finish a job whose coordinator stopped: leased chunks run again, committed parts are kept."""
-    from squall.io.commit import OutputDir
+    from squall.io.output import open_output
 
     store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
     try:
@@ -139,9 +144,10 @@ def resume(job_id: str, state_dir: str | Path | None = None, listeners: Sequence
         store.lock_job(job_id)
         spec = JobSpec.model_validate(job.spec)
         task = JobTask.from_json(job.task)
+        storage.configure(task.storage_options, task.locations)
         store.clear_cancel(job_id)
         store.release_leases(job_id)
-        OutputDir(job.output).remove_final_markers()
+        open_output(job.output).remove_final_markers()
         backend = _backend(store, spec, job_id)
         try:
             backend.start(task.model, spec.workers)
@@ -190,6 +196,8 @@ def replay(job_id: str, state_dir: str | Path | None = None, listeners: Sequence
     store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
     try:
         store.lock_job(job_id)
+        if is_database_url(store.job(job_id).output):
+            raise JobStateError(f"job {job_id} wrote to a table; replay needs a directory output (use `squall redrive` for dead chunks)")
         done = store.done_chunks(job_id)
         rows, owners = failed_rows(done)
         dead = store.redrive(job_id)
@@ -293,7 +301,7 @@ def limits_of(spec: JobSpec) -> JobLimits:
     )
 
 
-def _refuse_busy_owner(store: JobStore, output: OutputDir) -> None:
+def _refuse_busy_owner(store: JobStore, output: Output) -> None:
     owner = output.owner()
     if owner and store.has_job(owner) and store.is_running(owner):
         raise JobStateError(f"{output.uri} belongs to job {owner}, which is running; wait for it or `squall cancel {owner}`")
@@ -386,12 +394,41 @@ def task_for(spec: JobSpec, job_plan: Plan, part_prefix: str = "") -> JobTask:
         batch_format=spec.batch_format,
         preprocess=spec.preprocess,
         postprocess=spec.postprocess,
-        output=_absolute(spec.output),
+        output=_output_location(spec),
         output_format=spec.output_format,
         naming=OutputNaming(spec.prediction_column, tuple(spec.output_columns or ()), spec.output_layout),
         part_prefix=part_prefix,
         memory_mb=spec.memory,
+        storage_options=storage.connection_options(spec.storage_options, spec.endpoint_url),
+        locations=_locations(spec),
     )
+
+
+def _refuse_incremental_databases(spec: JobSpec) -> None:
+    """The ledger tells new input from old by file versions; a query or a table has none."""
+    if spec.incremental and any(is_database_url(uri) for uri in (*spec.input, spec.output)):
+        raise SpecError("`incremental` needs file inputs and a directory output; drop it for a database input or table")
+
+
+def _output_location(spec: JobSpec) -> str:
+    """The output directory (absolute), or ``DATABASE_URL#table`` for a database table."""
+    if is_database_url(spec.output):
+        if not spec.table:
+            raise SpecError(f"output {spec.output} is a database: set `table` (--table) to the table the predictions go to")
+        return f"{spec.output}#{spec.table}"
+    if spec.table:
+        raise SpecError(f"`table` is only for a database output, and output {spec.output} is a directory; drop `table`")
+    return _absolute(spec.output)
+
+
+def _locations(spec: JobSpec) -> tuple[str, ...]:
+    """The job's file locations (databases are reached by their drivers, not fsspec)."""
+    every = (*spec.input, _absolute(spec.output), _absolute(spec.model))
+    return tuple(uri for uri in every if not is_database_url(uri))
+
+
+def _configure_storage(spec: JobSpec) -> None:
+    storage.configure(storage.connection_options(spec.storage_options, spec.endpoint_url), _locations(spec))
 
 
 def _model_ref(spec: JobSpec) -> ModelRef:

@@ -14,8 +14,7 @@ from typing import Callable, Sequence
 
 from squall.backends.base import Backend, InvocationDone, WorkerDied, WorkerLoadFailed, WorkerReady
 from squall.errors import ModelLoadError, SquallError
-from squall.io import layout
-from squall.io.commit import OutputDir
+from squall.io.output import open_output
 from squall.io.parts import EXTENSIONS
 from squall.observe.cost import CostEstimate
 from squall.observe.events import JobListener
@@ -115,7 +114,7 @@ class Coordinator:
         self._limits = limits
         self._listeners = list(listeners)
         self._clock = clock
-        self._output = OutputDir(task.output)
+        self._output = open_output(task.output)
         self._leases: dict[int, _Lease] = {}
         self._outstanding = 0
         self._invocations = 0
@@ -224,10 +223,10 @@ class Coordinator:
         ext = EXTENSIONS[self._task.output_format]
         part = error_part = None
         if report.part:
-            final = layout.committed_part(self._task.output, report.chunk_id, ext, self._task.part_prefix)
+            final = self._output.committed_part(report.chunk_id, ext, self._task.part_prefix)
             part = self._output.commit(report.part, final)
         if report.error_part:
-            final = layout.committed_errors(self._task.output, report.chunk_id, self._task.part_prefix)
+            final = self._output.committed_errors(report.chunk_id, self._task.part_prefix)
             error_part = self._output.commit(report.error_part, final)
         self._store.complete(report, part, error_part)
         self._outstanding -= 1
@@ -290,9 +289,9 @@ class Coordinator:
 
     def _discard_attempt(self, lease: _Lease) -> None:
         ext = EXTENSIONS[self._task.output_format]
-        output, chunk_id = self._task.output, lease.chunk.chunk_id
-        self._output.discard(layout.attempt_part(output, chunk_id, lease.attempt, ext))
-        self._output.discard(layout.attempt_errors(output, chunk_id, lease.attempt))
+        chunk_id, prefix = lease.chunk.chunk_id, self._task.part_prefix
+        self._output.discard(self._output.attempt_part(chunk_id, lease.attempt, ext, prefix))
+        self._output.discard(self._output.attempt_errors(chunk_id, lease.attempt, prefix))
 
     def _fail(self, lease: _Lease, outcome: str, error: str, retryable: bool, report: InvocationReport | None) -> None:
         policy = self._limits.retry

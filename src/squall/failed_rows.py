@@ -70,8 +70,8 @@ def _pieces(rows: list[FailedRow], originals: dict[str, Piece]) -> list[Piece]:
     pieces: list[Piece] = []
     for uri, offsets in sorted(by_file.items()):
         original = originals[uri]
-        if original.kind == "bytes":
-            pieces += [Piece(uri, "bytes", o, o + 1, header_end=original.header_end) for o in sorted(offsets)]
+        if original.kind in ("bytes", "keyrange"):
+            pieces += [Piece(uri, original.kind, o, o + 1, header_end=original.header_end) for o in sorted(offsets)]
         elif original.kind == "rowgroups":
             pieces += _row_group_pieces(uri, sorted(offsets))
         else:

@@ -20,7 +20,7 @@ from typing import Any
 
 from squall.coordinator import JobLimits, JobResult
 from squall.io import layout
-from squall.io.commit import OutputDir
+from squall.io.output import open_output
 from squall.ledger import LEDGER_VERSION, Increment
 from squall.store import DoneChunk, JobStore
 
@@ -67,7 +67,7 @@ def finalize_job(store: JobStore, job_id: str, limits: JobLimits, invocations: i
         state, message = "FAILED", (
             f"read {tally.rows_in} rows but the Parquet footers hold {job.est_rows}; this is a bug in squall, please report it"
         )
-    output = OutputDir(job.output)
+    output = open_output(job.output)
     output.clear_attempts()
     for path in _replaced(done, increment):
         output.discard(layout.join(job.output, path))

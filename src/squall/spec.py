@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from squall.errors import SpecError
 
 Method = Literal["predict", "predict_proba", "decision_function", "transform"]
-InputFormat = Literal["auto", "parquet", "csv", "jsonl"]
+InputFormat = Literal["auto", "parquet", "csv", "jsonl", "sql"]
 OutputFormat = Literal["parquet", "csv", "jsonl"]
 BatchFormat = Literal["auto", "pandas", "numpy", "arrow"]
 Flavor = Literal["auto", "joblib", "pickle", "callable", "onnx", "torch", "sentence-transformers", "xgboost", "lightgbm", "mlflow"]
@@ -70,6 +70,12 @@ class JobSpec(BaseModel):
     header: bool = Field(True, description="CSV files start with a header line.")
     multiline: bool = Field(False, description="CSV quoted fields may hold newlines: split per file, not per byte range.")
     max_line_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Longer CSV/JSONL lines become error rows.")
+    query: str | None = Field(None, description="SQL query whose rows are the input, when `input` is a database URL.")
+    partition_column: str | None = Field(None, description="Indexed integer column of `query` whose ranges cut it into chunks.")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="Object-store options (fsspec), as JSON on the command line."
+    )
+    endpoint_url: str | None = Field(None, description="Object-store endpoint (an S3-compatible server).")
 
     # how to cut the work
     chunk_rows: int | None = Field(None, gt=0, description="Target rows per chunk.")
@@ -81,6 +87,7 @@ class JobSpec(BaseModel):
     # where to write
     output: str = Field(description="Output directory or URL.")
     output_format: OutputFormat = Field("parquet", description="Format of the part files.")
+    table: str | None = Field(None, description="Table the predictions go to, when `output` is a database URL.")
     prediction_column: str = Field("prediction", min_length=1, description="Name (or prefix) of prediction columns.")
     output_columns: list[str] | None = Field(None, description="Explicit names for the prediction columns.")
     overwrite: bool = Field(False, description="Replace an output that holds another job's results.")
@@ -129,6 +136,16 @@ class JobSpec(BaseModel):
         if isinstance(value, bool) or not text.isdigit() or int(text) <= 0:
             raise ValueError("give a positive number of rows, or `auto`")
         return int(text)
+
+    @field_validator("storage_options", mode="before")
+    @classmethod
+    def _options_from_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except ValueError:
+                raise ValueError('give a JSON object, e.g. {"anon": true}') from None
+        return value
 
     @field_validator("input")
     @classmethod

@@ -42,6 +42,7 @@ class FileInfo:
     data_start: int = 0
     row_group_rows: tuple[int, ...] = ()
     row_group_bytes: tuple[int, ...] = ()
+    key_range: tuple[int, int] | None = None
     notes: tuple[str, ...] = field(default=())
 
 

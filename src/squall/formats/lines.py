@@ -19,6 +19,7 @@ import fsspec
 import numpy as np
 
 from squall.formats.base import BadRecord
+from squall.io.storage import open_ranged
 
 _READ_AHEAD = 1 << 16
 NEWLINE = 0x0A
@@ -47,7 +48,7 @@ def cut_ranges(data_start: int, size: int, target_bytes: int) -> list[tuple[int,
 def read_line_range(uri: str, start: int, stop: int, data_start: int, max_line_bytes: int) -> LineBlock:
     """Read the whole lines that begin in ``[start, stop)`` of ``uri``."""
     oversized: list[int] = []
-    with fsspec.open(uri, "rb") as handle:
+    with open_ranged(uri) as handle:
         first = data_start if start <= data_start else _first_line_start(handle, start, stop)
         if first >= stop:
             return LineBlock(b"", np.empty(0, dtype=np.int64))
@@ -210,7 +211,8 @@ def content_size_guess(size: int, compressed: bool) -> int:
 
 def read_head(uri: str, size: int) -> bytes:
     """Up to ``size`` bytes from the start of the file's content, decompressed if it is compressed."""
-    with fsspec.open(uri, "rb", compression="infer") as handle:
+    opened = fsspec.open(uri, "rb", compression="infer") if compression_of(uri) else open_ranged(uri)
+    with opened as handle:
         return handle.read(size)
 
 

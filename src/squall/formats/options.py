@@ -16,3 +16,5 @@ class ReadOptions:
     column_types: tuple[tuple[str, str], ...] = ()
     columns: tuple[str, ...] = ()
     max_line_bytes: int = 64 * 1024 * 1024
+    query: str | None = None
+    partition_column: str | None = None

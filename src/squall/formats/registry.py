@@ -11,11 +11,13 @@ from functools import cache
 
 from squall.errors import InputError
 from squall.formats.base import InputFormat
+from squall.sql.drivers import is_database_url
 
 _FORMATS = {
     "parquet": "squall.formats.parquet:ParquetFormat",
     "csv": "squall.formats.csv:CsvFormat",
     "jsonl": "squall.formats.jsonl:JsonlFormat",
+    "sql": "squall.formats.sql:SqlFormat",
 }
 
 _EXTENSIONS = {
@@ -52,7 +54,9 @@ def known_extension(path: str) -> bool:
 
 
 def detect_format(path: str) -> str:
-    """The format named by ``path``'s extension; ``data.csv.gz`` is CSV, read through gzip."""
+    """The format named by ``path``'s extension (``data.csv.gz`` is CSV, read through gzip), or ``sql`` for a database URL."""
+    if is_database_url(path):
+        return "sql"
     lower = _without_compression(path)
     for ext, name in _EXTENSIONS.items():
         if lower.endswith(ext):

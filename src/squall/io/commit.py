@@ -1,7 +1,10 @@
 """The output committer: the coordinator alone decides which attempt of a chunk wins and commits it.
 
-Workers write under attempt names in ``_tmp/``. Committing the winner is an
-atomic rename to the chunk's part name; every other attempt's file is
+Workers write under attempt names (:mod:`squall.io.layout`). On a local or
+POSIX filesystem committing the winner is an atomic rename from ``_tmp/`` to
+the chunk's part name. On an object store, where a rename is a copy of the
+whole object, the winner's object already lies under its final name (one
+PUT, no copy), and committing it is recording it. Every other attempt's file is
 deleted. A duplicate delivery, a late zombie or a retry therefore never
 replaces or doubles a committed part. ``_manifest.json`` and then
 ``_SUCCESS`` are written last.
@@ -16,6 +19,7 @@ from fsspec.core import url_to_fs
 
 from squall.errors import OutputExistsError
 from squall.io import layout
+from squall.io.parts import PartFile
 
 
 class OutputDir:
@@ -24,6 +28,26 @@ class OutputDir:
     def __init__(self, uri: str) -> None:
         self.uri = uri.rstrip("/") or "/"
         self._fs, self._path = url_to_fs(self.uri)
+
+    def attempt_part(self, chunk_id: int, attempt: int, ext: str, prefix: str = "") -> str:
+        """Where attempt ``attempt`` of chunk ``chunk_id`` writes its predictions."""
+        return layout.attempt_part(self.uri, chunk_id, attempt, ext, prefix)
+
+    def attempt_errors(self, chunk_id: int, attempt: int, prefix: str = "") -> str:
+        """Where that attempt writes its error rows."""
+        return layout.attempt_errors(self.uri, chunk_id, attempt, prefix)
+
+    def committed_part(self, chunk_id: int, ext: str, prefix: str = "") -> str:
+        """The name a chunk's committed predictions have (on an object store, the attempt's name is recorded)."""
+        return layout.committed_part(self.uri, chunk_id, ext, prefix)
+
+    def committed_errors(self, chunk_id: int, prefix: str = "") -> str:
+        """The name a chunk's committed error rows have."""
+        return layout.committed_errors(self.uri, chunk_id, prefix)
+
+    def part_sink(self, uri: str, output_format: str) -> PartFile:
+        """A part file at ``uri``, opened on its first row."""
+        return PartFile(uri, output_format)
 
     def claim(self, job_id: str, overwrite: bool, incremental: bool = False) -> None:
         """Make the location this job's; refuse one holding anything else unless ``overwrite``.
@@ -65,7 +89,7 @@ class OutputDir:
         for folder in (self._path, f"{self._path}/{layout.ERRORS_DIR}"):
             if not self._fs.isdir(folder):
                 continue
-            for path in self._fs.ls(folder, detail=False):
+            for path in self._fs.ls(folder, detail=False, refresh=True):
                 relative = path[len(self._path) + 1 :]
                 if path.rsplit("/", 1)[-1].startswith("part-") and relative not in listed:
                     self._fs.rm(path)
@@ -82,7 +106,10 @@ class OutputDir:
             return None
 
     def commit(self, attempt_uri: str, final_uri: str) -> str:
-        """Move an attempt's file to its committed name (atomic on a local or POSIX filesystem)."""
+        """The committed name of a winning attempt's file: renamed to ``final_uri`` (atomic on a local or
+        POSIX filesystem), or left where it lies on an object store."""
+        if not layout.commits_by_rename(self.uri):
+            return attempt_uri
         _, source = url_to_fs(attempt_uri)
         _, target = url_to_fs(final_uri)
         self._fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)

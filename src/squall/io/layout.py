@@ -7,9 +7,18 @@ OUTPUT/_tmp/...-a2.parquet         attempt files, before the coordinator commits
 OUTPUT/_squall_job.json            which job owns this directory
 OUTPUT/_manifest.json, _SUCCESS    written last, at finalize
 ```
+
+On an object store there is no rename (a "rename" copies the whole object),
+so an attempt writes its part once, with one whole-object PUT, straight under
+its final-looking name with the attempt in it (``part-00007-a2.parquet``,
+``_errors/part-00007-a2.parquet``). Committing it is recording it (store,
+then manifest); losing attempts are deleted, and finalize deletes every part
+the manifest does not list before it writes ``_SUCCESS``.
 """
 
 from __future__ import annotations
+
+from squall.io.storage import is_remote
 
 TMP_DIR = "_tmp"
 ERRORS_DIR = "_errors"
@@ -23,12 +32,23 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
 
-def attempt_part(output: str, chunk_id: int, attempt: int, ext: str) -> str:
-    return join(output, TMP_DIR, f"part-{chunk_id:05d}-a{attempt}.{ext}")
+def commits_by_rename(output: str) -> bool:
+    """Whether committing an attempt renames it (local disk) or records it where it lies (object stores)."""
+    return not is_remote(output)
 
 
-def attempt_errors(output: str, chunk_id: int, attempt: int) -> str:
-    return join(output, TMP_DIR, f"errors-{chunk_id:05d}-a{attempt}.parquet")
+def attempt_part(output: str, chunk_id: int, attempt: int, ext: str, prefix: str = "") -> str:
+    """Where attempt ``attempt`` of a chunk writes its predictions."""
+    if commits_by_rename(output):
+        return join(output, TMP_DIR, f"part-{prefix}{chunk_id:05d}-a{attempt}.{ext}")
+    return join(output, f"part-{prefix}{chunk_id:05d}-a{attempt}.{ext}")
+
+
+def attempt_errors(output: str, chunk_id: int, attempt: int, prefix: str = "") -> str:
+    """Where attempt ``attempt`` of a chunk writes its error rows."""
+    if commits_by_rename(output):
+        return join(output, TMP_DIR, f"errors-{prefix}{chunk_id:05d}-a{attempt}.parquet")
+    return join(output, ERRORS_DIR, f"part-{prefix}{chunk_id:05d}-a{attempt}.parquet")
 
 
 def committed_part(output: str, chunk_id: int, ext: str, prefix: str = "") -> str:

@@ -79,7 +79,7 @@ _WRITERS: dict[str, type] = {"parquet": ParquetPartWriter, "csv": CsvPartWriter,
 EXTENSIONS = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl"}
 
 
-def _conform(batch: pa.RecordBatch, schema: pa.Schema, uri: str) -> pa.RecordBatch:
+def conform(batch: pa.RecordBatch, schema: pa.Schema, uri: str) -> pa.RecordBatch:
     """A later batch in the part's first schema (a model may return ints for one batch and floats for another)."""
     if batch.schema.names != schema.names:
         raise OutputShapeError(f"{uri}: a batch has columns {batch.schema.names}, the part has {schema.names}")
@@ -109,7 +109,7 @@ class PartFile:
             self._schema = batch.schema
             self._writer = _WRITERS[self._format](handle, batch.schema)
         if batch.schema != self._schema:
-            batch = _conform(batch, self._schema, self.uri)
+            batch = conform(batch, self._schema, self.uri)
         self._writer.write(batch)
         self.rows += batch.num_rows
 

@@ -60,8 +60,8 @@ def _read(source: str) -> ModelArtifact:
         return ModelArtifact(source, _name_hash(source), directory=source)
     except (ValueError, ImportError):  # a scheme fsspec does not know (runs:/, models:/): the flavor resolves it
         return ModelArtifact(source, _name_hash(source), directory=source)
-    except OSError as exc:
-        raise ModelLoadError(f"{source}: cannot read the model ({exc}); check the path and permissions") from exc
+    except Exception as exc:  # each store raises its own kinds (botocore's NoCredentialsError is none of OSError's)
+        raise ModelLoadError(f"{source}: cannot read the model ({type(exc).__name__}: {exc}); check the path and credentials") from exc
     return ModelArtifact(source, hashlib.sha256(data).hexdigest(), data=data)
 
 
@@ -84,7 +84,7 @@ def file_sha256(uri: str) -> str:
         with fsspec.open(uri, "rb") as handle:
             for block in iter(lambda: handle.read(_BLOCK), b""):
                 digest.update(block)
-    except (OSError, ImportError, ValueError) as exc:
+    except Exception as exc:  # each store raises its own kinds (botocore's NoCredentialsError is none of OSError's)
         raise ModelLoadError(f"{uri}: cannot read the model ({type(exc).__name__}: {exc}); check the path and credentials") from exc
     return digest.hexdigest()
 

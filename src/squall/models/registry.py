@@ -106,5 +106,5 @@ def _head(uri: str, size: int = 4096) -> bytes:
         with fsspec.open(uri, "rb") as handle:
             head: bytes = handle.read(size)
             return head
-    except (OSError, ValueError):
+    except Exception:  # unreadable here: the load that follows reports why
         return b""

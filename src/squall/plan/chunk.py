@@ -14,6 +14,9 @@ A ``Piece`` is a contiguous slice of one file:
   block (compressed CSV/JSONL cannot be cut by byte ranges); its ``_offset``
   values count bytes of the decompressed content.
 
+- ``kind="keyrange"`` (a SQL query): the rows whose partition column lies in
+  ``[start, stop)``; ``_offset`` is that column's value.
+
 ``offsets``, when set, keeps only the rows whose ``_offset`` is listed (a
 replay reads again just the rows that failed).
 
@@ -29,7 +32,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-PieceKind = Literal["rowgroups", "bytes", "file", "stream"]
+PieceKind = Literal["rowgroups", "bytes", "file", "stream", "keyrange"]
 DESCRIPTOR_VERSION = 1
 
 

@@ -14,6 +14,7 @@ from squall.errors import InputError
 from squall.formats.base import OFFSET_COLUMN, SOURCE_COLUMN, FileInfo, ReadOptions, SourceFile
 from squall.formats.registry import detect_format, get_format
 from squall.formats.table import type_name
+from squall.io.storage import is_remote
 from squall.plan.chunk import Chunk, Piece
 from squall.plan.sources import list_inputs
 from squall.plan.split import can_split, split_chunk
@@ -95,6 +96,8 @@ def _read_options(spec: JobSpec, files: list[SourceFile]) -> ReadOptions:
         header=spec.header,
         multiline=spec.multiline,
         max_line_bytes=spec.max_line_bytes,
+        query=spec.query,
+        partition_column=spec.partition_column,
     )
 
 
@@ -190,10 +193,17 @@ def _refine_tail(chunks: list[Chunk], workers: int) -> list[Chunk]:
 
 
 def _split_times(chunk: Chunk, levels: int) -> list[Chunk]:
-    if levels == 0 or not can_split(chunk, MIN_AUTO_CHUNK_ROWS):
+    if levels == 0 or not can_split(chunk, MIN_AUTO_CHUNK_ROWS) or _one_remote_row_group(chunk):
         return [chunk]
     left, right = split_chunk(chunk, chunk.chunk_id, chunk.chunk_id)
     return _split_times(left, levels - 1) + _split_times(right, levels - 1)
+
+
+def _one_remote_row_group(chunk: Chunk) -> bool:
+    """A row slice downloads its whole row group: on an object store, eight slices of the tail's last
+    group would fetch it eight times, which costs more than the idle worker they save."""
+    piece = chunk.pieces[0]
+    return len(chunk.pieces) == 1 and piece.kind == "rowgroups" and piece.stop - piece.start == 1 and is_remote(piece.uri)
 
 
 def _bytes(pieces: tuple[Piece, ...], files: dict[str, FileInfo]) -> int:
@@ -203,6 +213,9 @@ def _bytes(pieces: tuple[Piece, ...], files: dict[str, FileInfo]) -> int:
         info = files[piece.uri]
         if piece.kind == "bytes":
             total += piece.stop - piece.start
+        elif piece.kind == "keyrange" and info.key_range:
+            low, stop = info.key_range
+            total += info.file.size * (piece.stop - piece.start) // max(1, stop - low)
         elif piece.kind == "rowgroups" and info.row_group_bytes:
             group_bytes = sum(info.row_group_bytes[piece.start : piece.stop])
             if piece.row_count is not None and info.row_group_rows[piece.start]:

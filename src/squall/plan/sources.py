@@ -9,16 +9,20 @@ from fsspec.core import url_to_fs
 from squall.errors import InputError
 from squall.formats.base import SourceFile
 from squall.formats.registry import known_extension
+from squall.sql.drivers import is_database_url
 
 
 def list_inputs(patterns: Iterable[str], storage_options: dict[str, Any] | None = None) -> list[SourceFile]:
-    """Every file the patterns name, once each, in a stable order.
+    """Every file the patterns name, once each, in a stable order; a database URL is one source as it is.
 
     A glob that matches nothing, a missing path or a directory with no input
     files is an :class:`InputError` naming the pattern.
     """
     found: dict[str, SourceFile] = {}
     for pattern in patterns:
+        if is_database_url(pattern):
+            found.setdefault(pattern, SourceFile(uri=pattern, size=0))
+            continue
         for file in _expand(pattern, storage_options or {}):
             found.setdefault(file.uri, file)
     return sorted(found.values(), key=lambda f: f.uri)

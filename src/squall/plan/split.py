@@ -45,7 +45,7 @@ def _middle_piece_index(chunk: Chunk) -> int:
 
 
 def _halve_piece(piece: Piece, est_rows: int) -> tuple[Piece, Piece] | None:
-    if piece.kind == "bytes":
+    if piece.kind in ("bytes", "keyrange"):
         if piece.stop - piece.start < 2:
             return None
         middle = (piece.start + piece.stop) // 2

@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 from squall.errors import ErrorInfo, InputError, SquallError
 from squall.formats.base import OFFSET_COLUMN, SOURCE_COLUMN, BadRecord
 from squall.formats.registry import get_format
-from squall.io import layout
-from squall.io.parts import EXTENSIONS, PartFile
+from squall.io.output import PartSink, open_output
+from squall.io.parts import EXTENSIONS
 from squall.models.base import LoadedModel
 from squall.models.code import resolve
 from squall.plan.chunk import Chunk
@@ -89,8 +89,8 @@ class _Invocation:
     chunk: Chunk
     attempt: int
     steps: Steps
-    part: PartFile
-    errors: PartFile
+    part: PartSink
+    errors: PartSink
     rows_in: int = 0
     failed_rows: int = 0
 
@@ -103,13 +103,11 @@ class _Invocation:
     def open(cls, task: JobTask, chunk: Chunk, attempt: int, steps: Steps) -> _Invocation:
         """An invocation whose part and error files are named for this attempt (opened on first write)."""
         ext = EXTENSIONS[task.output_format]
+        output = open_output(task.output)
+        part = output.attempt_part(chunk.chunk_id, attempt, ext, task.part_prefix)
+        errors = output.attempt_errors(chunk.chunk_id, attempt, task.part_prefix)
         return cls(
-            task,
-            chunk,
-            attempt,
-            steps,
-            PartFile(layout.attempt_part(task.output, chunk.chunk_id, attempt, ext), task.output_format),
-            PartFile(layout.attempt_errors(task.output, chunk.chunk_id, attempt), "parquet"),
+            task, chunk, attempt, steps, output.part_sink(part, task.output_format), output.part_sink(errors, "parquet")
         )
 
 

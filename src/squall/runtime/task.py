@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from squall.errors import ErrorInfo
@@ -40,6 +40,9 @@ class JobTask:
     naming: OutputNaming
     part_prefix: str = ""
     memory_mb: int | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    locations: tuple[str, ...] = ()
+    """Every location the job reads or writes (inputs, output, model): whose stores get ``storage_options``."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -58,6 +61,7 @@ class JobTask:
                 "key": tuple(data["key"]),
                 "features": tuple(data["features"]),
                 "naming": OutputNaming(**{**data["naming"], "explicit": tuple(data["naming"]["explicit"])}),
+                "locations": tuple(data.get("locations", ())),
             }
         )
 

@@ -17,6 +17,7 @@ import traceback
 from typing import Any
 
 from squall.errors import ErrorInfo
+from squall.io import storage
 from squall.models.base import LoadedModel, ModelRef
 from squall.models.registry import load_warm
 from squall.plan.chunk import Chunk
@@ -58,6 +59,7 @@ def serve_jobs(read_fd: int, write_fd: int, worker: int, model: LoadedModel, sta
             return 0
         if message["type"] == "task":
             task = JobTask.from_json(message["task"])
+            storage.configure(task.storage_options, task.locations)
             try:
                 steps = Steps.for_task(task, model)
             except Exception as exc:

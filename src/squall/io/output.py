@@ -1,0 +1,93 @@
+"""Where a job's results go: the contract every output implements, and the registry that picks one by location.
+
+Two implementations: :class:`squall.io.commit.OutputDir` (a directory on
+local disk or an object store, parts as files) and
+:class:`squall.sql.sink.TableOutput` (a database table). Both follow one
+commit protocol: an invocation writes its rows under an attempt name, the
+coordinator alone decides which attempt of a chunk wins and commits it, every
+other attempt is discarded, and finalize writes the manifest, then marks the
+output final.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from squall.sql.drivers import is_database_url
+
+
+class PartSink(Protocol):
+    """One attempt's rows, written batch by batch; nothing exists at ``uri`` until the first row."""
+
+    uri: str
+    rows: int
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append ``batch`` (its schema fixed by the first batch written)."""
+
+    def close(self) -> str | None:
+        """Make the attempt's rows complete; returns ``uri``, or ``None`` when no row was written."""
+
+    def abandon(self) -> None:
+        """Stop writing; the attempt will be discarded, complete or not."""
+
+
+class Output(Protocol):
+    """A job's output location and its committer."""
+
+    uri: str
+
+    def attempt_part(self, chunk_id: int, attempt: int, ext: str, prefix: str = "") -> str:
+        """Where attempt ``attempt`` of chunk ``chunk_id`` writes its predictions."""
+
+    def attempt_errors(self, chunk_id: int, attempt: int, prefix: str = "") -> str:
+        """Where that attempt writes its error rows."""
+
+    def committed_part(self, chunk_id: int, ext: str, prefix: str = "") -> str:
+        """The name a chunk's committed predictions have (or are recorded under)."""
+
+    def committed_errors(self, chunk_id: int, prefix: str = "") -> str:
+        """The name a chunk's committed error rows have."""
+
+    def part_sink(self, uri: str, output_format: str) -> PartSink:
+        """A writer for the attempt named ``uri``."""
+
+    def claim(self, job_id: str, overwrite: bool, incremental: bool = False) -> None:
+        """Make the location this job's; refuse one holding anything else unless ``overwrite``."""
+
+    def owner(self) -> str | None:
+        """The job that owns this location, if a squall job does."""
+
+    def commit(self, attempt_uri: str, final_uri: str) -> str:
+        """Commit a winning attempt; returns the name its rows are committed under."""
+
+    def discard(self, attempt_uri: str | None) -> None:
+        """Delete a losing attempt, if it exists."""
+
+    def clear_attempts(self) -> None:
+        """Delete every attempt that was not committed."""
+
+    def remove_unlisted(self, listed: set[str]) -> list[str]:
+        """Delete committed parts that ``listed`` (names relative to the output) does not name; returns them."""
+
+    def remove_final_markers(self) -> None:
+        """Withdraw the "final" mark before a resume, redrive or replay changes the output again."""
+
+    def manifest(self) -> dict[str, Any] | None:
+        """The output's manifest, or ``None`` if it has none yet."""
+
+    def finalize(self, manifest: dict[str, Any], success: bool) -> None:
+        """Write the manifest, then mark the output final when ``success``."""
+
+
+_OUTPUTS = {"files": "squall.io.commit:OutputDir", "table": "squall.sql.sink:TableOutput"}
+
+
+def open_output(location: str) -> Output:
+    """The output at ``location``: a database table (``postgresql://…#table``) or a directory."""
+    module_name, class_name = _OUTPUTS["table" if is_database_url(location) else "files"].split(":")
+    output: Output = getattr(importlib.import_module(module_name), class_name)(location)
+    return output

@@ -1,0 +1,258 @@
+"""A database table as the output, with the same commit protocol as files.
+
+An attempt writes its rows (plus ``_squall_chunk``, the chunk they belong to)
+into a staging table of its own, ``_squall_<table>_part_<chunk>_a<attempt>``,
+bulk-loaded from Arrow (in one transaction on PostgreSQL). The coordinator alone commits the
+winning attempt, in one transaction: delete the chunk's rows from the table,
+insert the staging table's, drop the staging table. So each chunk replaces
+its own rows: a retry, a duplicate delivery or a commit repeated after a
+coordinator crash never doubles a row, and a zombie attempt only ever fills
+its own staging table, which is dropped. Error rows go the same way to
+``<table>_errors``. The manifest and the "final" mark live in the table
+``_squall_outputs`` (one row per output table: owner job, manifest JSON,
+``success``), written last; a reader that waits for ``success = 1`` never sees a
+partial result.
+
+Names follow the file layout, under the location ``DATABASE_URL#table``:
+``…#preds/_tmp/part-00007-a2`` is an attempt, ``…#preds/part-00007`` the
+committed rows of chunk 7, ``…#preds/_errors/part-00007`` its error rows.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import pyarrow as pa
+
+from squall.errors import OutputExistsError
+from squall.io import layout
+from squall.io.parts import conform
+from squall.sql.drivers import connect, is_sqlite, list_tables, literal, prepare_for_writers, quote, redacted
+
+CHUNK_COLUMN = "_squall_chunk"
+OUTPUTS_TABLE = "_squall_outputs"
+
+
+class TableOutput:
+    """The table ``DATABASE_URL#table``."""
+
+    def __init__(self, location: str) -> None:
+        self.uri = location
+        self._url, _, self._table = location.partition("#")
+        self._connection: Any = None
+
+    def attempt_part(self, chunk_id: int, attempt: int, ext: str, prefix: str = "") -> str:
+        """The attempt's name; its rows go to the staging table named after it."""
+        return layout.join(self.uri, layout.TMP_DIR, f"part-{chunk_id:05d}-a{attempt}")
+
+    def attempt_errors(self, chunk_id: int, attempt: int, prefix: str = "") -> str:
+        """The name of the attempt's error rows (their own staging table)."""
+        return layout.join(self.uri, layout.TMP_DIR, f"errors-{chunk_id:05d}-a{attempt}")
+
+    def committed_part(self, chunk_id: int, ext: str, prefix: str = "") -> str:
+        """The name of the chunk's rows in the table."""
+        return layout.join(self.uri, f"part-{chunk_id:05d}")
+
+    def committed_errors(self, chunk_id: int, prefix: str = "") -> str:
+        """The name of the chunk's rows in ``<table>_errors``."""
+        return layout.join(self.uri, layout.ERRORS_DIR, f"part-{chunk_id:05d}")
+
+    def part_sink(self, uri: str, output_format: str) -> TablePartSink:
+        """A writer into the attempt's staging table (``output_format`` does not apply to a table)."""
+        return TablePartSink(self._url, self._staging(uri), uri)
+
+    def claim(self, job_id: str, overwrite: bool, incremental: bool = False) -> None:
+        """Make the table this job's; one that exists and is not is refused, or dropped with ``overwrite``."""
+        owner = self.owner()
+        if owner == job_id:
+            return
+        with self._transaction() as cursor:
+            held = {self._table, self._errors_table} & list_tables(self._url, cursor)
+            if held or owner:
+                if not overwrite:
+                    what = f"results of job {owner!r}" if owner else "rows squall did not write"
+                    raise OutputExistsError(
+                        f"table {self._table} in {redacted(self._url)} already holds {what}; "
+                        "choose another --table or pass --overwrite to replace it"
+                    )
+                for table in held:
+                    cursor.execute(f"DROP TABLE {quote(table)}")
+            cursor.execute(f"DELETE FROM {OUTPUTS_TABLE} WHERE name = {literal(self._table)}")
+            cursor.execute(
+                f"INSERT INTO {OUTPUTS_TABLE} (name, job_id, manifest, success) "
+                f"VALUES ({literal(self._table)}, {literal(job_id)}, NULL, 0)"
+            )
+        self.clear_attempts()
+
+    def owner(self) -> str | None:
+        """The job ``_squall_outputs`` names for this table."""
+        row = self._output_row("job_id")
+        return None if row is None else str(row)
+
+    def commit(self, attempt_uri: str, final_uri: str) -> str:
+        """Replace the chunk's rows with the attempt's, in one transaction."""
+        staging = quote(self._staging(attempt_uri))
+        target = quote(self._errors_table if f"/{layout.ERRORS_DIR}/" in final_uri else self._table)
+        chunk = _chunk_of(final_uri)
+        with self._transaction() as cursor:
+            cursor.execute(f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {staging} WHERE 1 = 0")
+            cursor.execute(f"DELETE FROM {target} WHERE {CHUNK_COLUMN} = {chunk}")
+            cursor.execute(f"INSERT INTO {target} SELECT * FROM {staging}")
+            cursor.execute(f"DROP TABLE {staging}")
+        return final_uri
+
+    def discard(self, attempt_uri: str | None) -> None:
+        """Drop a losing attempt's staging table."""
+        if attempt_uri is None:
+            return
+        with self._transaction() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {quote(self._staging(attempt_uri))}")
+
+    def clear_attempts(self) -> None:
+        """Drop every staging table of this output."""
+        with self._transaction() as cursor:
+            for table in list_tables(self._url, cursor):
+                if table.startswith(self._staging_prefix):
+                    cursor.execute(f"DROP TABLE {quote(table)}")
+
+    def remove_unlisted(self, listed: set[str]) -> list[str]:
+        """Delete the rows of chunks the manifest does not list (a part committed just before a crash
+        whose chunk was then split or dead-lettered)."""
+        removed = []
+        with self._transaction() as cursor:
+            present = list_tables(self._url, cursor)
+            for table, folder in ((self._table, ""), (self._errors_table, f"{layout.ERRORS_DIR}/")):
+                if table not in present:
+                    continue
+                cursor.execute(f"SELECT DISTINCT {CHUNK_COLUMN} FROM {quote(table)}")
+                for (chunk,) in cursor.fetchall():
+                    name = f"{folder}part-{int(chunk):05d}"
+                    if name not in listed:
+                        cursor.execute(f"DELETE FROM {quote(table)} WHERE {CHUNK_COLUMN} = {int(chunk)}")
+                        removed.append(name)
+        return removed
+
+    def remove_final_markers(self) -> None:
+        """Set ``success = 0`` until the job is finalized again."""
+        self._set(success=False)
+
+    def manifest(self) -> dict[str, Any] | None:
+        """The manifest the last finalize stored, if any."""
+        text = self._output_row("manifest")
+        return None if text is None else dict(json.loads(str(text)))
+
+    def finalize(self, manifest: dict[str, Any], success: bool) -> None:
+        """The manifest and ``success`` in one statement: the output is final the moment both are there."""
+        self._set(success=success, manifest=json.dumps(manifest, default=str))
+
+    @property
+    def _errors_table(self) -> str:
+        return f"{self._table}_errors"
+
+    @property
+    def _staging_prefix(self) -> str:
+        return f"_squall_{self._table}_"
+
+    def _staging(self, attempt_uri: str) -> str:
+        return self._staging_prefix + attempt_uri.rsplit("/", 1)[-1].replace("-", "_")
+
+    def _set(self, success: bool, manifest: str | None = None) -> None:
+        assignments = f"success = {int(success)}" + (f", manifest = {literal(manifest)}" if manifest else "")
+        with self._transaction() as cursor:
+            cursor.execute(f"UPDATE {OUTPUTS_TABLE} SET {assignments} WHERE name = {literal(self._table)}")
+
+    def _output_row(self, column: str) -> Any:
+        with self._transaction() as cursor:
+            cursor.execute(f"SELECT {column} FROM {OUTPUTS_TABLE} WHERE name = {literal(self._table)}")
+            row = cursor.fetchone()
+        return None if row is None else row[0]
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A cursor in one transaction, committed when the block ends, rolled back if it raises.
+
+        On SQLite it starts with ``BEGIN IMMEDIATE``: it takes the write lock first, waiting for
+        the workers' writes, where a transaction that read first would fail at once on its first write.
+        """
+        connection = self._db()
+        sqlite = is_sqlite(self._url)
+        with connection.cursor() as cursor:
+            if sqlite:
+                cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                if sqlite:
+                    cursor.execute("ROLLBACK")
+                else:
+                    connection.rollback()
+                raise
+            if sqlite:
+                cursor.execute("COMMIT")
+            else:
+                connection.commit()
+
+    def _db(self) -> Any:
+        if self._connection is None:
+            prepare_for_writers(self._url)
+            # SQLite's transactions are begun by hand (see _transaction), so its driver must not begin them.
+            self._connection = connect(self._url, autocommit=is_sqlite(self._url))
+            with self._transaction() as cursor:
+                cursor.execute(
+                    f"CREATE TABLE IF NOT EXISTS {OUTPUTS_TABLE} "
+                    "(name TEXT PRIMARY KEY, job_id TEXT, manifest TEXT, success INTEGER)"
+                )
+        return self._connection
+
+
+class TablePartSink:
+    """One attempt's rows, bulk-loaded into its own staging table in one transaction."""
+
+    def __init__(self, url: str, staging: str, uri: str) -> None:
+        self.uri = uri
+        self.rows = 0
+        self._url = url
+        self._staging = staging
+        self._chunk = _chunk_of(uri)
+        self._connection: Any = None
+        self._schema: pa.Schema | None = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append ``batch`` with its chunk id; the first batch (re)creates the staging table."""
+        if batch.num_rows == 0:
+            return
+        if self._schema is None:
+            self._schema = batch.schema
+            # On SQLite each statement commits alone: a transaction that has read cannot take the
+            # write lock while another writer waits, and SQLite fails it at once instead of waiting.
+            # The staging table needs no atomicity: only a committed attempt is ever copied.
+            self._connection = connect(self._url, autocommit=is_sqlite(self._url))
+            with self._connection.cursor() as cursor:
+                cursor.execute(f"DROP TABLE IF EXISTS {quote(self._staging)}")
+        elif batch.schema != self._schema:
+            batch = conform(batch, self._schema, self.uri)
+        chunk = pa.array([self._chunk] * batch.num_rows, pa.int64())
+        with self._connection.cursor() as cursor:
+            cursor.adbc_ingest(self._staging, batch.append_column(CHUNK_COLUMN, chunk), mode="create_append")
+        self.rows += batch.num_rows
+
+    def close(self) -> str | None:
+        """Commit the attempt's transaction; ``None`` when no row was written."""
+        if self._connection is None:
+            return None
+        self._connection.commit()
+        self._connection.close()
+        return self.uri
+
+    def abandon(self) -> None:
+        """Roll back: the staging table never appears."""
+        if self._connection is not None:
+            self._connection.rollback()
+            self._connection.close()
+
+
+def _chunk_of(uri: str) -> int:
+    """The chunk id in a part's name: ``part-00007`` and ``part-00007-a2`` are chunk 7."""
+    return int(uri.rsplit("/", 1)[-1].split("-")[1])

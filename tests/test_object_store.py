@@ -1,0 +1,249 @@
+"""Inputs and outputs on a real S3-compatible server (moto, on loopback): same predictions, ranged reads, no partial results."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import fsspec
+import joblib
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import squall
+from conftest import FEATURES, SQUALL, make_frame, run_cli
+from s3server import CREDENTIALS, S3Server, serve
+from test_end_to_end import expected_proba
+from test_faults import worker_pids
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    saved = {name: os.environ.get(name) for name in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    try:
+        yield from serve()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def bucket(s3: S3Server, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket per test."""
+    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-[]") + f"-{random.randrange(10**6)}"
+    filesystem(s3).mkdir(name)
+    return name
+
+
+def filesystem(s3: S3Server) -> fsspec.AbstractFileSystem:
+    return fsspec.filesystem("s3", endpoint_url=s3.endpoint, skip_instance_cache=True, use_listings_cache=False)
+
+
+def upload_frame(fs: fsspec.AbstractFileSystem, frame: pd.DataFrame, path: str, fmt: str) -> None:
+    buffer = io.BytesIO()
+    if fmt == "parquet":
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer, row_group_size=500)
+    elif fmt == "csv":
+        frame.to_csv(buffer, index=False)
+    else:
+        frame.to_json(buffer, orient="records", lines=True)
+    fs.pipe_file(path, buffer.getvalue())
+
+
+def read_s3_output(fs: fsspec.AbstractFileSystem, output: str) -> pd.DataFrame:
+    """What a reader of the output prefix sees: every committed part, as one frame."""
+    parts = sorted(p for p in fs.ls(output, detail=False) if p.rsplit("/", 1)[-1].startswith("part-"))
+    return pd.concat([pd.read_parquet(io.BytesIO(fs.cat_file(p))) for p in parts], ignore_index=True)
+
+
+def assert_committed_exactly(fs: fsspec.AbstractFileSystem, output: str) -> dict:
+    """_SUCCESS is there; the prefix holds exactly the manifest's parts, each with the rows the manifest says."""
+    names = {p.rsplit("/", 1)[-1] for p in fs.ls(output, detail=False)}
+    assert "_SUCCESS" in names and "_tmp" not in names
+    manifest = json.loads(fs.cat_file(f"{output}/_manifest.json"))
+    listed = sorted(part["path"] for part in manifest["parts"])
+    assert sorted(n for n in names if n.startswith("part-")) == listed
+    for part in manifest["parts"]:
+        assert pq.ParquetFile(io.BytesIO(fs.cat_file(f"{output}/{part['path']}"))).metadata.num_rows == part["rows"]
+    return manifest
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_predictions_from_s3_to_s3_equal_the_model_with_ranged_reads_only(fmt, s3, bucket, linear_model):
+    fs = filesystem(s3)
+    frames = [make_frame(2_500, seed=i, start=i * 2_500) for i in range(2)]
+    for index, frame in enumerate(frames):
+        upload_frame(fs, frame, f"{bucket}/in/data-{index}.{fmt}", fmt)
+    spec = squall.JobSpec(
+        model=str(linear_model), input=[f"s3://{bucket}/in/*.{fmt}"], output=f"s3://{bucket}/out",
+        key=["id"], method="predict_proba", workers=2, chunk_rows=700, batch_size=300, endpoint_url=s3.endpoint,
+    )
+    result = squall.run(spec)
+    assert (result.state, result.rows_in, result.rows_out, result.error_rows) == ("SUCCEEDED", 5_000, 5_000, 0)
+    manifest = assert_committed_exactly(fs, f"{bucket}/out")
+    assert manifest["rows"]["reconciled"] and sum(p["rows"] for p in manifest["parts"]) == 5_000
+    got = read_s3_output(fs, f"{bucket}/out").set_index("id").sort_index()
+    assert not got.index.duplicated().any()
+    want = expected_proba(linear_model, pd.concat(frames, ignore_index=True))
+    assert got.index.equals(want.index)
+    np.testing.assert_allclose(got[want.columns].to_numpy(), want.to_numpy(), rtol=1e-9, atol=1e-12)
+    input_gets = s3.log.object_gets(f"/{bucket}/in/")
+    assert len(input_gets) >= result.chunks
+    assert all(status == 206 for _, status in input_gets), "an input object was downloaded whole"
+
+
+def test_a_job_planned_over_a_bucket_prefix_reads_every_object_under_it(s3, bucket, linear_model):
+    fs = filesystem(s3)
+    for index in range(3):
+        upload_frame(fs, make_frame(400, seed=index, start=index * 400), f"{bucket}/in/day={index}/rows.parquet", "parquet")
+    fs.pipe_file(f"{bucket}/in/_notes.txt", b"not an input")
+    spec = squall.JobSpec(
+        model=str(linear_model), input=[f"s3://{bucket}/in/"], output=f"s3://{bucket}/out", key=["id"], workers=1,
+        storage_options={"endpoint_url": s3.endpoint},
+    )
+    job_plan = squall.api.plan(spec)
+    assert [info.file.uri for info in job_plan.files] == [f"s3://{bucket}/in/day={i}/rows.parquet" for i in range(3)]
+    assert job_plan.est_rows == 1_200
+    result = squall.run(spec)
+    assert (result.state, result.rows_out) == ("SUCCEEDED", 1_200)
+    assert sorted(read_s3_output(fs, f"{bucket}/out")["id"]) == list(range(1_200))
+
+
+def ids_to_s3(fs: fsspec.AbstractFileSystem, bucket: str, rows: int, files: int) -> None:
+    per_file = rows // files
+    for index in range(files):
+        ids = np.arange(index * per_file, (index + 1) * per_file, dtype=np.int64)
+        buffer = io.BytesIO()
+        pq.write_table(pa.table({"id": ids, "id_copy": ids}), buffer, row_group_size=500)
+        fs.pipe_file(f"{bucket}/in/ids-{index}.parquet", buffer.getvalue())
+
+
+def assert_ids_exactly_once(fs: fsspec.AbstractFileSystem, output: str, rows: int) -> None:
+    assert_committed_exactly(fs, output)
+    got = read_s3_output(fs, output)
+    assert not got["id"].duplicated().any()
+    assert set(got["id"]) == set(range(rows))
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), got["id"].to_numpy() * 2.0)
+
+
+def test_workers_sigkilled_mid_job_on_s3_lose_and_duplicate_nothing(s3, bucket, monkeypatch):
+    fs = filesystem(s3)
+    ids_to_s3(fs, bucket, 30_000, files=3)
+    monkeypatch.setenv("FAULT_SLEEP", "0.05")
+    spec = squall.JobSpec(
+        model="faultmodels:steady", input=[f"s3://{bucket}/in"], output=f"s3://{bucket}/out", key=["id"],
+        features=["id_copy"], workers=2, chunk_rows=1_000, batch_size=250, max_attempts=50, split_after=50,
+        backoff_base=0.05, endpoint_url=s3.endpoint,
+    )
+    kills: list[int] = []
+    done = threading.Event()
+
+    def killer() -> None:
+        rng = random.Random(11)
+        while not done.wait(0.5) and len(kills) < 8:
+            pids = worker_pids(os.getpid())
+            if pids:
+                victim = rng.choice(pids)
+                os.kill(victim, signal.SIGKILL)
+                kills.append(victim)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        result = squall.run(spec)
+    finally:
+        done.set()
+        thread.join()
+    assert len(kills) >= 3
+    assert (result.state, result.rows_in, result.rows_out) == ("SUCCEEDED", 30_000, 30_000)
+    assert_ids_exactly_once(fs, f"{bucket}/out", 30_000)
+
+
+def test_a_coordinator_killed_mid_job_on_s3_resumes_without_losing_or_doubling_rows(s3, bucket, tmp_path):
+    fs = filesystem(s3)
+    ids_to_s3(fs, bucket, 30_000, files=2)
+    env = {"FAULT_SLEEP": "0.05", "AWS_ENDPOINT_URL": s3.endpoint}
+    args = ["run", "--model", "faultmodels:steady", "--input", f"s3://{bucket}/in/*.parquet",
+            "--output", f"s3://{bucket}/out", "--key", "id", "--features", "id_copy", "--workers", "2",
+            "--chunk-rows", "1000", "--batch-size", "250", "--job-id", "s3-crash", "-q"]
+    process = subprocess.Popen([*SQUALL, *args], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    database = Path(os.environ["SQUALL_HOME"]) / "squall.db"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+        if database.exists():
+            with sqlite3.connect(database) as db:
+                if db.execute("SELECT COUNT(*) FROM chunks WHERE state='done'").fetchone()[0] >= 6:
+                    break
+    assert process.poll() is None, process.stderr.read() if process.stderr else ""
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not fs.exists(f"{bucket}/out/_SUCCESS")
+    resumed = run_cli("resume", "s3-crash", "-q", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_ids_exactly_once(fs, f"{bucket}/out", 30_000)
+
+
+def test_an_s3_output_is_refused_when_it_holds_files_squall_did_not_write(s3, bucket, linear_model):
+    fs = filesystem(s3)
+    upload_frame(fs, make_frame(100), f"{bucket}/in/a.parquet", "parquet")
+    fs.pipe_file(f"{bucket}/out/report.txt", b"someone else's")
+    spec = squall.JobSpec(model=str(linear_model), input=[f"s3://{bucket}/in"], output=f"s3://{bucket}/out",
+                          key=["id"], features=FEATURES, endpoint_url=s3.endpoint)
+    with pytest.raises(squall.errors.OutputExistsError, match="files squall did not write"):
+        squall.run(spec)
+
+
+def test_the_cli_takes_the_endpoint_and_storage_options_as_options(s3, bucket, linear_model):
+    fs = filesystem(s3)
+    frame = make_frame(1_500, seed=4)
+    upload_frame(fs, frame, f"{bucket}/in/rows.csv", "csv")
+    done = run_cli(
+        "run", "--model", str(linear_model), "--input", f"s3://{bucket}/in/rows.csv", "--output", f"s3://{bucket}/out",
+        "--key", "id", "--workers", "1", "--chunk-rows", "400", "--endpoint-url", s3.endpoint,
+        "--storage-options", '{"config_kwargs": {"retries": {"max_attempts": 2}}}', "-q",
+        env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"},  # the option wins over the environment
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith("SUCCEEDED 1500 rows")
+    assert_committed_exactly(fs, f"{bucket}/out")
+    got = read_s3_output(fs, f"{bucket}/out").set_index("id").sort_index()
+    model = joblib.load(linear_model)
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), model.predict(frame[FEATURES]))
+
+
+def test_a_pickled_model_on_s3_loads_only_when_trusted_and_pinned(s3, bucket, linear_model, tmp_path):
+    fs = filesystem(s3)
+    fs.put_file(str(linear_model), f"{bucket}/models/linear.joblib")
+    frame = make_frame(800, seed=5)
+    upload_frame(fs, frame, f"{bucket}/in/data.parquet", "parquet")
+    args = ["run", "--model", f"s3://{bucket}/models/linear.joblib", "--input", f"s3://{bucket}/in/",
+            "--output", str(tmp_path / "out"), "--key", "id", "--method", "predict_proba"]
+    env = {"AWS_ENDPOINT_URL": s3.endpoint}  # the model is read before the job's storage options reach the workers
+
+    refused = run_cli(*args, env=env)
+    assert refused.returncode == 2 and "--trust-model" in refused.stderr
+    wrong_pin = run_cli(*args, "--trust-model", "--model-sha256", "0" * 64, env=env)
+    assert wrong_pin.returncode == 2 and "but --model-sha256 pins 0000" in wrong_pin.stderr.replace("\n", "")
+    pin = hashlib.sha256(linear_model.read_bytes()).hexdigest()
+    trusted = run_cli(*args, "--trust-model", "--model-sha256", pin, "--overwrite", env=env)
+    assert trusted.returncode == 0, trusted.stderr
+    got = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "out").glob("part-*.parquet"))]).set_index("id").sort_index()
+    np.testing.assert_allclose(got.to_numpy(), joblib.load(linear_model).predict_proba(frame[FEATURES]), rtol=1e-12)
