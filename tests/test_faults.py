@@ -61,16 +61,14 @@ def worker_pids(coordinator_pid: int) -> list[int]:
     return pids
 
 
-def test_killing_a_random_worker_every_half_second_loses_and_duplicates_nothing(tmp_path, monkeypatch):
-    ids_dataset(tmp_path / "in", 60_000, files=3, row_group_size=500)
-    monkeypatch.setenv("FAULT_SLEEP", "0.05")
-    spec = ids_spec(tmp_path, "steady", workers=2, chunk_rows=1_000, batch_size=250, max_attempts=50, split_after=50, backoff_base=0.05)
+def run_killing_workers(spec: squall.JobSpec, seed: int, max_kills: int, every_s: float = 0.5) -> tuple[squall.JobResult, list[int]]:
+    """Run ``spec`` here while a thread SIGKILLs a random worker every ``every_s`` (at most ``max_kills``)."""
     kills: list[int] = []
     done = threading.Event()
 
     def killer() -> None:
-        rng = random.Random(7)
-        while not done.wait(0.5) and len(kills) < 16:
+        rng = random.Random(seed)
+        while not done.wait(every_s) and len(kills) < max_kills:
             pids = worker_pids(os.getpid())
             if pids:
                 victim = rng.choice(pids)
@@ -80,10 +78,17 @@ def test_killing_a_random_worker_every_half_second_loses_and_duplicates_nothing(
     thread = threading.Thread(target=killer)
     thread.start()
     try:
-        result = squall.run(spec)
+        return squall.run(spec), kills
     finally:
         done.set()
         thread.join()
+
+
+def test_killing_a_random_worker_every_half_second_loses_and_duplicates_nothing(tmp_path, monkeypatch):
+    ids_dataset(tmp_path / "in", 60_000, files=3, row_group_size=500)
+    monkeypatch.setenv("FAULT_SLEEP", "0.05")
+    spec = ids_spec(tmp_path, "steady", workers=2, chunk_rows=1_000, batch_size=250, max_attempts=50, split_after=50, backoff_base=0.05)
+    result, kills = run_killing_workers(spec, seed=7, max_kills=16)
     assert len(kills) >= 8
     assert result.state == "SUCCEEDED" and result.rows_out == 60_000
     assert result.worker_starts >= 2 + len(kills) - 1 and result.cold_starts == 1

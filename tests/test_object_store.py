@@ -10,7 +10,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -27,7 +26,7 @@ import squall
 from conftest import FEATURES, SQUALL, make_frame, run_cli
 from s3server import CREDENTIALS, S3Server, serve
 from test_end_to_end import expected_proba
-from test_faults import worker_pids
+from test_faults import run_killing_workers
 
 
 @pytest.fixture(scope="module")
@@ -152,25 +151,7 @@ def test_workers_sigkilled_mid_job_on_s3_lose_and_duplicate_nothing(s3, bucket, 
         features=["id_copy"], workers=2, chunk_rows=1_000, batch_size=250, max_attempts=50, split_after=50,
         backoff_base=0.05, endpoint_url=s3.endpoint,
     )
-    kills: list[int] = []
-    done = threading.Event()
-
-    def killer() -> None:
-        rng = random.Random(11)
-        while not done.wait(0.5) and len(kills) < 8:
-            pids = worker_pids(os.getpid())
-            if pids:
-                victim = rng.choice(pids)
-                os.kill(victim, signal.SIGKILL)
-                kills.append(victim)
-
-    thread = threading.Thread(target=killer)
-    thread.start()
-    try:
-        result = squall.run(spec)
-    finally:
-        done.set()
-        thread.join()
+    result, kills = run_killing_workers(spec, seed=11, max_kills=8)
     assert len(kills) >= 3
     assert (result.state, result.rows_in, result.rows_out) == ("SUCCEEDED", 30_000, 30_000)
     assert_ids_exactly_once(fs, f"{bucket}/out", 30_000)

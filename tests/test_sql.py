@@ -7,7 +7,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -24,7 +23,7 @@ from squall.errors import InputError, OutputExistsError, SpecError
 from squall.sql.drivers import connect, list_tables
 from squall.sql.sink import TableOutput
 from conftest import FEATURES, SQUALL, make_frame, run_cli
-from test_faults import worker_pids
+from test_faults import run_killing_workers
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -121,25 +120,7 @@ def test_workers_sigkilled_while_writing_a_table_leave_every_row_exactly_once(da
         output=database, table=names["output"], key=["id"], features=["id_copy"], workers=2, chunk_rows=1_000,
         batch_size=250, max_attempts=50, split_after=50, backoff_base=0.05,
     )
-    kills: list[int] = []
-    done = threading.Event()
-
-    def killer() -> None:
-        rng = random.Random(5)
-        while not done.wait(0.5) and len(kills) < 8:
-            pids = worker_pids(os.getpid())
-            if pids:
-                victim = rng.choice(pids)
-                os.kill(victim, signal.SIGKILL)
-                kills.append(victim)
-
-    thread = threading.Thread(target=killer)
-    thread.start()
-    try:
-        result = squall.run(spec)
-    finally:
-        done.set()
-        thread.join()
+    result, kills = run_killing_workers(spec, seed=5, max_kills=8)
     assert len(kills) >= 3
     assert (result.state, result.rows_in, result.rows_out) == ("SUCCEEDED", 20_000, 20_000)
     got = read_table(database, f"SELECT id, prediction FROM {names['output']}")
