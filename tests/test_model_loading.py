@@ -209,3 +209,13 @@ def test_a_vector_column_in_a_csv_output_is_written_as_json_arrays(dataset, tmp_
     got = read_output(tmp_path / "out", "csv").set_index("id").sort_index()
     vectors = np.array([json.loads(text) for text in got["prediction"]])
     np.testing.assert_array_equal(vectors, np.stack([frame["f0"], frame["f1"] * 2], axis=1))
+
+
+def test_a_model_named_by_a_file_url_loads_like_its_path(dataset, linear_model, tmp_path):
+    folder, frame = dataset("parquet", rows=300)
+    spec = squall.JobSpec(model=linear_model.as_uri(), input=[str(folder)], output=str(tmp_path / "out"), key=["id"])
+    assert squall.run(spec).state == "SUCCEEDED"
+    import joblib
+
+    got = read_output(tmp_path / "out").set_index("id").sort_index()["prediction"].to_numpy()
+    np.testing.assert_array_equal(got, joblib.load(linear_model).predict(frame[FEATURES]))

@@ -377,7 +377,7 @@ def _coordinate(
 def _check_model(spec: JobSpec) -> None:
     """Fail before any work on a model that cannot be found, whose flavor is unknown, or that is not trusted."""
     for path, field in ((spec.model, "model"), (spec.state_dict, "state_dict")):
-        if path and not is_code_ref(path) and not is_remote(path) and not os.path.exists(path):
+        if path and not is_code_ref(path) and not is_remote(path) and not os.path.exists(path.removeprefix("file://")):
             raise ModelLoadError(f"{path}: no such model file or directory; check `{field}`")
     resolved(_model_ref(spec))
 
