@@ -79,8 +79,8 @@ def test_onnx_graph_with_an_input_per_feature_takes_the_columns_by_name(tmp_path
     write_frame(frame, tmp_path / "in" / "data.parquet", "parquet")
     _run(path, tmp_path / "in", tmp_path / "out", features=["a", "b"], batch_size=128)
     got = _by_id(tmp_path / "out")
-    assert got.columns.tolist() == ["prediction_0"]
-    np.testing.assert_array_equal(got["prediction_0"].to_numpy(), 2 * frame["a"].to_numpy() - frame["b"].to_numpy())
+    assert got.columns.tolist() == ["prediction"]  # a (rows, 1) output is one prediction per row
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), 2 * frame["a"].to_numpy() - frame["b"].to_numpy())
 
 
 def test_torchscript_file_predicts_like_the_module_and_softmax_for_proba(dataset, tmp_path):
@@ -196,7 +196,10 @@ def test_lightgbm_booster_file_predicts_like_booster_predict(training, dataset, 
     booster.save_model(tmp_path / "model.txt")
     folder, frame = dataset("jsonl", rows=2_000)
     _run(tmp_path / "model.txt", folder, tmp_path / "out", chunk_rows=450, workers=2)
-    np.testing.assert_allclose(_by_id(tmp_path / "out")["prediction"].to_numpy(), booster.predict(frame[FEATURES]), rtol=1e-12)
+    _run(tmp_path / "model.txt", folder, tmp_path / "reordered", features=FEATURES[::-1])  # matched by name, not position
+    want = booster.predict(frame[FEATURES])
+    np.testing.assert_allclose(_by_id(tmp_path / "out")["prediction"].to_numpy(), want, rtol=1e-12)
+    np.testing.assert_allclose(_by_id(tmp_path / "reordered")["prediction"].to_numpy(), want, rtol=1e-12)
 
 
 def test_mlflow_pyfunc_directory_predicts_like_pyfunc_predict(dataset, tmp_path):

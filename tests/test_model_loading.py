@@ -16,9 +16,9 @@ import pytest
 import squall
 from squall.backends.local import gpu_for
 from squall.errors import ModelLoadError
-from squall.models.artifact import tree_sha256
+from squall.models.artifact import is_remote, tree_sha256
 from squall.models.base import ModelRef
-from squall.models.registry import detect_flavor, load_warm
+from squall.models.registry import detect_flavor, load_warm, resolved
 from squall.runtime.batching import AUTO_SIZES, BatchSizer
 from conftest import FEATURES, read_output, run_cli
 
@@ -219,3 +219,63 @@ def test_a_model_named_by_a_file_url_loads_like_its_path(dataset, linear_model, 
 
     got = read_output(tmp_path / "out").set_index("id").sort_index()["prediction"].to_numpy()
     np.testing.assert_array_equal(got, joblib.load(linear_model).predict(frame[FEATURES]))
+
+
+def test_a_model_taking_integers_refuses_nulls_and_fractions_rather_than_inventing_numbers():
+    from squall.models.matrix import BatchShapeError, as_matrix
+
+    for batch in (pa.record_batch({"a": [1, None, 3]}), pa.record_batch({"a": [1.7, 2.0, 3.0]})):
+        with pytest.raises(BatchShapeError):
+            as_matrix(batch, np.int64)
+    np.testing.assert_array_equal(as_matrix(pa.record_batch({"a": [1.0, 2.0]}), np.int64), [[1], [2]])
+
+
+def test_a_text_model_gets_the_texts_themselves_in_every_batch_format():
+    from squall.models.matrix import column_texts
+    from squall.runtime.predictions import to_model_input
+
+    batch = pa.record_batch({"text": ["hello world", None]})
+    for batch_format in ("arrow", "pandas", "numpy"):
+        text, missing = column_texts(to_model_input(batch, ["text"], batch_format))
+        assert text == "hello world" and not isinstance(missing, str)  # None or NaN: the model refuses the row
+
+
+def test_state_dict_is_refused_for_any_model_but_a_torch_module_class(tmp_path):
+    (tmp_path / "innocent.bin").write_bytes(b"0")
+    ref = ModelRef("https://example.invalid/mlflow-model", "mlflow", "predict", state_dict=str(tmp_path / "innocent.bin"))
+    with pytest.raises(ModelLoadError, match="`state_dict` gives the weights of a `package.module:Class` PyTorch model"):
+        resolved(ref)
+
+
+def test_remote_is_judged_on_every_link_of_an_fsspec_chain_and_mlflow_uris():
+    assert is_remote("simplecache::https://example.invalid/model.pkl")
+    assert is_remote("filecache::s3://bucket/model.pkl")
+    assert is_remote("runs:/0123/model") and detect_flavor("runs:/0123/model") == "mlflow"
+    assert not is_remote("/models/model.pkl") and not is_remote("file:///models/model.pkl")
+    with pytest.raises(ModelLoadError, match="--trust-model"):
+        resolved(ModelRef("simplecache::https://example.invalid/model.pkl", "auto", "predict"))
+
+
+def test_a_directory_pin_follows_linked_folders(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "w.bin").write_bytes(b"1")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "model" / "loop").symlink_to(tmp_path / "model")
+    before = tree_sha256(str(tmp_path / "model"))
+    (tmp_path / "elsewhere" / "w.bin").write_bytes(b"2")
+    assert tree_sha256(str(tmp_path / "model")) != before
+
+
+def test_a_bfloat16_module_predicts_from_float32_rows():
+    import torch
+
+    from squall.models.torch_model import TorchModel
+
+    torch.manual_seed(0)
+    module = torch.nn.Linear(3, 2).to(torch.bfloat16).eval()
+    batch = pa.record_batch({"a": [1.0, 2.0], "b": [0.5, 0.0], "c": [-1.0, 4.0]})
+    got = TorchModel(module, "cpu", "predict").call(batch)
+    with torch.inference_mode():
+        want = module(torch.tensor([[1.0, 0.5, -1.0], [2.0, 0.0, 4.0]], dtype=torch.bfloat16)).float().numpy()
+    np.testing.assert_array_equal(got, want)

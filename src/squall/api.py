@@ -376,6 +376,8 @@ def _coordinate(
 
 def _check_model(spec: JobSpec) -> None:
     """Fail before any work on a model that cannot be found, whose flavor is unknown, or that is not trusted."""
+    if spec.gpus and os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        raise ModelLoadError("--gpus asks for GPUs but CUDA_VISIBLE_DEVICES is empty (every GPU hidden); unset it or drop --gpus")
     for path, field in ((spec.model, "model"), (spec.state_dict, "state_dict")):
         if path and not is_code_ref(path) and not is_remote(path) and not os.path.exists(path.removeprefix("file://")):
             raise ModelLoadError(f"{path}: no such model file or directory; check `{field}`")
@@ -446,6 +448,6 @@ def _model_ref(spec: JobSpec) -> ModelRef:
 
 
 def _absolute(uri: str) -> str:
-    if "://" in uri or is_code_ref(uri):
+    if "://" in uri or is_code_ref(uri) or is_remote(uri):
         return uri
     return os.path.abspath(uri)

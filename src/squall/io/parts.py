@@ -53,7 +53,7 @@ class CsvPartWriter:
 
     def write(self, batch: pa.RecordBatch) -> None:
         for index in self._nested:
-            text = pa.array([None if v is None else json.dumps(v) for v in batch.column(index).to_pylist()], pa.string())
+            text = pa.array([None if v is None else json.dumps(v, default=str) for v in batch.column(index).to_pylist()], pa.string())
             batch = batch.set_column(index, batch.schema.field(index).name, text)
         self._writer.write_batch(batch)
 

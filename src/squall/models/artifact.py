@@ -24,8 +24,9 @@ _BLOCK = 1 << 20
 
 
 def is_remote(uri: str) -> bool:
-    """Whether ``uri`` names a place other than this machine's filesystem (``s3://``, ``https://``, ``runs:/``)."""
-    return bool(_SCHEME.match(uri)) and not uri.startswith("file:")
+    """Whether ``uri`` names a place other than this machine's filesystem (``s3://``, ``https://``, ``runs:/``),
+    in any link of an fsspec chain (``simplecache::https://…``)."""
+    return any(_SCHEME.match(part) and not part.startswith("file:") for part in uri.split("::"))
 
 
 def check_trust(uri: str, flavor: str, runs_code_on_load: bool, trust: bool) -> None:
@@ -68,7 +69,13 @@ def _read(source: str) -> ModelArtifact:
 def tree_sha256(directory: str) -> str:
     """One hash over every file under ``directory``: relative paths and contents, in sorted order."""
     digest = hashlib.sha256()
-    for root, dirs, files in os.walk(directory):
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(directory, followlinks=True):  # a linked weights folder is part of the model
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs.clear()  # a link back up the tree: hashed once already
+            continue
+        seen.add(real)
         dirs.sort()
         for name in sorted(files):
             path = os.path.join(root, name)

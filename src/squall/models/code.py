@@ -41,7 +41,6 @@ def resolve(ref: str, what: str) -> Any:
 class CodeModel:
     """A function called per batch, or a class constructed once per worker whose method is called per batch."""
 
-    name = "callable"
     labels = None
     batch_format = "pandas"
     vector_output = False

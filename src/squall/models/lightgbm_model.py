@@ -11,6 +11,7 @@ from typing import Any
 from squall.errors import ModelLoadError
 from squall.models.base import ModelArtifact, ModelRef
 from squall.models.device import require_cpu
+from squall.models.matrix import BatchShapeError
 from squall.models.requirement import require
 
 
@@ -27,7 +28,19 @@ class LightGBMModel:
         self._threads = threads
 
     def call(self, batch: Any) -> Any:
-        return self._booster.predict(batch, raw_score=self._raw, num_threads=self._threads)
+        return self._booster.predict(self._in_trained_order(batch), raw_score=self._raw, num_threads=self._threads)
+
+    def _in_trained_order(self, batch: Any) -> Any:
+        """The batch's columns in the order the booster was trained on: LightGBM matches them by position."""
+        trained = list(self._booster.feature_name())
+        columns = [str(c) for c in getattr(batch, "columns", [])]
+        if not columns or columns == trained:
+            return batch
+        if set(columns) == set(trained):
+            return batch[trained]
+        raise BatchShapeError(
+            f"the booster was trained on features {trained}, the batch has {columns}; set `features` to those columns"
+        )
 
 
 class LightGBMFlavor:

@@ -26,6 +26,12 @@ _ELEMENT_TYPES = {
     "tensor(float16)": np.float16,
     "tensor(int64)": np.int64,
     "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint64)": np.uint64,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint8)": np.uint8,
     "tensor(bool)": np.bool_,
     "tensor(string)": np.object_,
 }
@@ -66,9 +72,10 @@ class OnnxModel:
         if len(self._inputs) == 1:
             node = self._inputs[0]
             matrix = as_matrix(batch, node.dtype)
-            if node.width is not None and matrix.shape[1] != node.width:
+            width = 1 if node.rank == 1 else node.width
+            if width is not None and matrix.shape[1] != width:
                 raise BatchShapeError(
-                    f"{self._uri}: input {node.name!r} takes {node.width} features but the job gives {matrix.shape[1]}; "
+                    f"{self._uri}: input {node.name!r} takes {width} features but the job gives {matrix.shape[1]}; "
                     "set `features` to the model's columns, in order"
                 )
             return {node.name: matrix if node.rank != 1 else matrix[:, 0]}
@@ -119,7 +126,9 @@ def _pick_output(session: Any, ref: ModelRef) -> str:
 
 
 def _describe(node: Any) -> _Input:
-    dtype = _ELEMENT_TYPES.get(node.type, np.float32)
+    dtype = _ELEMENT_TYPES.get(node.type)
+    if dtype is None:
+        raise ModelLoadError(f"input {node.name!r} has type {node.type}, which squall cannot feed; cast it in the graph")
     shape = list(node.shape or [])
     width = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
     return _Input(node.name, dtype, len(shape), width)

@@ -48,6 +48,8 @@ _SNIFFED = {".json": ("xgboost", b'"learner"'), ".txt": ("lightgbm", b"tree\n")}
 _DIRECTORY_MARKERS = (("MLmodel", "mlflow"), ("modules.json", "sentence-transformers"),
                       ("config_sentence_transformers.json", "sentence-transformers"))
 
+_MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
+
 _warm: dict[tuple[Any, ...], LoadedModel] = {}
 
 
@@ -60,6 +62,8 @@ def detect_flavor(uri: str, state_dict: str | None = None) -> str:
     """The flavor ``uri`` names: user code, a known model directory, or a file recognised by its extension."""
     if is_code_ref(uri):
         return "torch" if state_dict else "callable"
+    if uri.startswith(_MLFLOW_SCHEMES):
+        return "mlflow"
     if os.path.isdir(uri):
         for marker, name in _DIRECTORY_MARKERS:
             if os.path.exists(os.path.join(uri, marker)):
@@ -87,7 +91,12 @@ def get_flavor(name: str) -> Flavor:
 def resolved(ref: ModelRef) -> ModelRef:
     """``ref`` with its flavor decided, after the trust rule for remote models that run code on load."""
     name = ref.flavor if ref.flavor != "auto" else detect_flavor(ref.uri, ref.state_dict)
-    check_trust(ref.state_dict or ref.uri, name, get_flavor(name).runs_code_on_load, ref.trust)
+    if ref.state_dict and not (name == "torch" and is_code_ref(ref.uri)):
+        raise ModelLoadError(
+            f"`state_dict` gives the weights of a `package.module:Class` PyTorch model; {ref.uri} is a {name} model: drop it"
+        )
+    for location in filter(None, (ref.uri, ref.state_dict)):
+        check_trust(location, name, get_flavor(name).runs_code_on_load, ref.trust)
     return replace(ref, flavor=name)
 
 

@@ -14,6 +14,8 @@ import io
 import warnings
 from typing import Any
 
+import numpy as np
+
 from squall.errors import ModelLoadError
 from squall.models.base import ModelArtifact, ModelRef
 from squall.models.code import is_code_ref, resolve
@@ -40,9 +42,11 @@ class TorchModel:
 
     def call(self, batch: Any) -> Any:
         torch = self._torch
-        matrix = as_matrix(batch, torch.empty((), dtype=self._dtype).numpy().dtype)
+        # NumPy has no bfloat16: such modules get float32 rows, cast on the device.
+        numpy_dtype = np.float32 if self._dtype == torch.bfloat16 else torch.empty((), dtype=self._dtype).numpy().dtype
+        matrix = as_matrix(batch, numpy_dtype)
         with torch.inference_mode():
-            inputs = torch.from_numpy(matrix).to(self._device, non_blocking=True)
+            inputs = torch.from_numpy(matrix).to(self._device, dtype=self._dtype, non_blocking=True)
             return _to_numpy(self._module(inputs), self._softmax, torch)
 
 

@@ -43,5 +43,7 @@ class XGBoostFlavor:
             booster.load_model(bytearray(artifact.content()))
         except xgb.core.XGBoostError as exc:
             raise ModelLoadError(f"{ref.uri}: XGBoost cannot load this file ({str(exc).splitlines()[0]})") from exc
+        if on_gpu(ref) and not xgb.build_info().get("USE_CUDA"):
+            raise ModelLoadError("--gpus asks for a GPU but this XGBoost was built without CUDA; install a CUDA build, or drop --gpus")
         booster.set_param({"nthread": ref.threads, "device": ref.device if on_gpu(ref) else "cpu"})
         return XGBoostModel(booster, ref.method == "decision_function")

@@ -81,6 +81,8 @@ def _flat(column: Any) -> pa.Array:
 
 
 def _array_columns(values: np.ndarray, naming: OutputNaming, labels: Sequence[Any] | None) -> list[tuple[str, pa.Array]]:
+    if values.ndim == 2 and values.shape[1] == 1 and labels is None:
+        values = values[:, 0]  # a regressor's (rows, 1) output is one prediction per row, as (rows,) is
     if values.ndim == 1:
         return [(naming.explicit[0] if len(naming.explicit) == 1 else naming.prefix, pa.array(values))]
     if values.ndim != 2:
