@@ -216,8 +216,8 @@ def test_a_pickled_model_on_s3_loads_only_when_trusted_and_pinned(s3, bucket, li
     frame = make_frame(800, seed=5)
     upload_frame(fs, frame, f"{bucket}/in/data.parquet", "parquet")
     args = ["run", "--model", f"s3://{bucket}/models/linear.joblib", "--input", f"s3://{bucket}/in/",
-            "--output", str(tmp_path / "out"), "--key", "id", "--method", "predict_proba"]
-    env = {"AWS_ENDPOINT_URL": s3.endpoint}  # the model is read before the job's storage options reach the workers
+            "--output", str(tmp_path / "out"), "--key", "id", "--method", "predict_proba", "--endpoint-url", s3.endpoint]
+    env = {"AWS_ENDPOINT_URL": ""}  # the job's --endpoint-url must reach the model's first read, in every process
 
     refused = run_cli(*args, env=env)
     assert refused.returncode == 2 and "--trust-model" in refused.stderr

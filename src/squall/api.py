@@ -444,6 +444,7 @@ def _model_ref(spec: JobSpec) -> ModelRef:
         trust=spec.trust_model,
         device="cuda:0" if spec.gpus else "cpu",  # each worker sees only its own GPU, as device 0
         threads=spec.resolved_threads(),
+        storage_options=storage.connection_options(spec.storage_options, spec.endpoint_url),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 
@@ -15,7 +15,8 @@ class ModelRef:
     output of a multi-output model. ``sha256`` pins the content; ``trust``
     allows a flavor that runs code on load to read from a remote URI.
     ``device`` is ``cpu`` or ``cuda:N`` as this worker sees it; ``threads``
-    caps the model runtime's intra-op threads.
+    caps the model runtime's intra-op threads. ``storage_options`` reach the
+    store the model lives on (the job's ``storage_options`` and ``endpoint_url``).
     """
 
     uri: str
@@ -27,6 +28,7 @@ class ModelRef:
     trust: bool = False
     device: str = "cpu"
     threads: int = 1
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,9 @@ def serve(read_fd: int, write_fd: int) -> int:
 
 def load_model(init: dict[str, Any]) -> LoadedModel:
     """Load the model an ``init`` message names, and what its first batch would otherwise import."""
-    model = load_warm(ModelRef(**init["model"]))
+    ref = ModelRef(**init["model"])
+    storage.configure(ref.storage_options, filter(None, (ref.uri, ref.state_dict)))  # before the job's task arrives
+    model = load_warm(ref)
     batch_format = init.get("batch_format", "auto")
     _preload(model.batch_format if batch_format == "auto" else batch_format)
     return model
