@@ -103,3 +103,8 @@ def scheduled(frame):
     if kind == "rows" and (ids % 5 == 0).any():
         raise ValueError("bad row by schedule")
     return ids * 2.0
+
+
+def visible_gpu(frame):
+    """Predicts the GPU this worker may see (CUDA_VISIBLE_DEVICES), for every row."""
+    return np.full(len(frame), float(os.environ.get("CUDA_VISIBLE_DEVICES", "-1")))

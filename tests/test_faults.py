@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -61,15 +62,18 @@ def worker_pids(coordinator_pid: int) -> list[int]:
     return pids
 
 
-def run_killing_workers(spec: squall.JobSpec, seed: int, max_kills: int, every_s: float = 0.5) -> tuple[squall.JobResult, list[int]]:
-    """Run ``spec`` here while a thread SIGKILLs a random worker every ``every_s`` (at most ``max_kills``)."""
+def run_killing_workers(
+    spec: squall.JobSpec, seed: int, max_kills: int, every_s: float = 0.5, victims: Callable[[], list[int]] | None = None
+) -> tuple[squall.JobResult, list[int]]:
+    """Run ``spec`` here while a thread SIGKILLs a random worker every ``every_s`` (at most ``max_kills``);
+    ``victims`` lists the worker pids to choose from (default: this process's worker processes)."""
     kills: list[int] = []
     done = threading.Event()
 
     def killer() -> None:
         rng = random.Random(seed)
         while not done.wait(every_s) and len(kills) < max_kills:
-            pids = worker_pids(os.getpid())
+            pids = victims() if victims else worker_pids(os.getpid())
             if pids:
                 victim = rng.choice(pids)
                 os.kill(victim, signal.SIGKILL)

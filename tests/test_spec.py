@@ -69,3 +69,37 @@ def test_storage_options_come_as_a_table_from_a_file_and_as_json_from_the_enviro
     assert spec.storage_options == {"client_kwargs": {"region_name": "eu-west-1"}}
     with pytest.raises(SpecError, match=r"field `storage_options`: give a JSON object"):
         build_spec(load_spec_file(spec_file), explicit={"storage_options": "anon=true"}, environ={})
+
+
+def test_a_backend_ray_table_selects_ray_and_sets_its_fields_and_the_pool_size(tmp_path):
+    spec_file = tmp_path / "job.toml"
+    spec_file.write_text(
+        'model = "m.joblib"\ninput = ["s3://b/in"]\noutput = "s3://b/out"\n'
+        '[backend.ray]\naddress = "auto"\nnum-cpus = 2\nnum_gpus = 0.5\nmemory = 2048\n'
+        'min_workers = 2\nmax_workers = 8\nruntime_env = { env_vars = { HF_HOME = "/mnt/hf" } }\n'
+    )
+    spec = build_spec(load_spec_file(spec_file))
+    assert (spec.backend, spec.ray_address, spec.ray_num_cpus, spec.ray_num_gpus, spec.ray_memory) == ("ray", "auto", 2, 0.5, 2048)
+    assert (spec.workers, spec.ray_max_workers) == (2, 8)
+    assert spec.ray_runtime_env == {"env_vars": {"HF_HOME": "/mnt/hf"}}
+    assert spec.resolved_threads() == 2
+    assert build_spec(load_spec_file(spec_file), explicit={"backend": "local"}).backend == "local"
+
+
+def test_backend_fields_that_contradict_each_other_are_refused_with_what_to_use():
+    base = {"model": "m", "input": "a", "output": "o"}
+    with pytest.raises(SpecError, match=r"on Ray give each worker GPUs with `ray_num_gpus`"):
+        build_spec(explicit={**base, "backend": "ray", "gpus": 1})
+    with pytest.raises(SpecError, match=r"`ray_max_workers` \(2\) is below `workers` \(4\)"):
+        build_spec(explicit={**base, "workers": 4, "ray_max_workers": 2})
+    with pytest.raises(SpecError, match=r"unknown spec field `ray_adress`; did you mean `ray_address`"):
+        build_spec({**base, "ray_adress": "auto"})
+    with pytest.raises(SpecError, match=r"field `ray_runtime_env`: give a JSON object"):
+        build_spec(explicit={**base, "ray_runtime_env": "{not json"})
+
+
+def test_two_backend_tables_are_refused(tmp_path):
+    spec_file = tmp_path / "job.toml"
+    spec_file.write_text('model = "m"\ninput = ["a"]\noutput = "o"\n[backend.ray]\naddress = "auto"\n[backend.local]\nx = 1\n')
+    with pytest.raises(SpecError, match=r"give one \[backend.NAME\] table, not 2"):
+        load_spec_file(spec_file)

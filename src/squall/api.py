@@ -11,7 +11,8 @@ from typing import Any, Mapping, Sequence
 
 from typing import TYPE_CHECKING
 
-from squall.backends.local import LocalBackend, WorkerRecycling
+from squall.backends.base import Backend
+from squall.backends.registry import open_backend
 from squall.errors import InputError, JobStateError, ModelLoadError, SpecError, SquallError
 from squall.io import storage
 from squall.models.base import ModelRef
@@ -123,6 +124,7 @@ def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None
         prefix = layout.run_prefix(selection.increment.run) if spec.incremental else ""
         task = task_for(spec, job_plan, prefix)
         _refuse_inputs_inside(job_plan, task.output)
+        backend.check_reach(_reached_files(job_plan, task), task.output)
         output.claim(job_id, spec.overwrite, spec.incremental)
         store.create_job(job_id, spec.to_json(), task.to_json(), task.output)
         store.set_ledger(job_id, selection.increment.to_json())
@@ -301,6 +303,14 @@ def limits_of(spec: JobSpec) -> JobLimits:
     )
 
 
+def _reached_files(job_plan: Plan, task: JobTask) -> list[tuple[str, int | None]]:
+    """What every worker must read: each input file at its size, and the model's files."""
+    files: list[tuple[str, int | None]] = [(info.file.uri, info.file.size) for info in job_plan.files]
+    model = task.model
+    files += [(uri, None) for uri in (model.uri, model.state_dict) if uri and not is_code_ref(uri) and not is_database_url(uri)]
+    return files
+
+
 def _refuse_busy_owner(store: JobStore, output: Output) -> None:
     owner = output.owner()
     if owner and store.has_job(owner) and store.is_running(owner):
@@ -313,15 +323,12 @@ def _refuse_inputs_inside(job_plan: Plan, output: str) -> None:
         raise InputError(f"input {inside[0]} lies inside the output {output}; choose an output outside the inputs")
 
 
-def _backend(store: JobStore, spec: JobSpec, job_id: str) -> LocalBackend:
-    recycling = WorkerRecycling(spec.memory, spec.max_invocations_per_worker, spec.recycle_rss_mb)
-    return LocalBackend(
-        store.state_dir / "jobs" / job_id, spec.resolved_threads(), spec.batch_format, recycling, spec.fork, spec.gpus
-    )
+def _backend(store: JobStore, spec: JobSpec, job_id: str) -> Backend:
+    return open_backend(spec, store.state_dir / "jobs" / job_id)
 
 
 def _drive(
-    store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener], backend: LocalBackend
+    store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener], backend: Backend
 ) -> JobResult:
     from squall.observe.logs import JobLog
     from squall.observe.metrics import JobMetrics
@@ -342,7 +349,7 @@ def job_log_path(state_dir: Path, job_id: str) -> Path:
 
 
 def _coordinate(
-    store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener], backend: LocalBackend
+    store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener], backend: Backend
 ) -> JobResult:
     from squall.coordinator import Coordinator, JobCancelled
     from squall.finalize import finalize_job
@@ -442,7 +449,7 @@ def _model_ref(spec: JobSpec) -> ModelRef:
         output=spec.model_output,
         sha256=spec.model_sha256,
         trust=spec.trust_model,
-        device="cuda:0" if spec.gpus else "cpu",  # each worker sees only its own GPU, as device 0
+        device="cuda:0" if spec.gpus or spec.ray_num_gpus else "cpu",  # each worker sees only its own GPU, as device 0
         threads=spec.resolved_threads(),
         storage_options=storage.connection_options(spec.storage_options, spec.endpoint_url),
     )

@@ -141,6 +141,7 @@ class Coordinator:
             while self._outstanding > 0:
                 self._check_cancel()
                 self._dispatch()
+                self._backend.scale(self._outstanding - len(self._leases))
                 for event in self._backend.wait(self._wait_time()):
                     self._handle(event)
                 self._enforce_deadlines()

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from squall.errors import SpecError
 
@@ -26,6 +26,7 @@ BatchFormat = Literal["auto", "pandas", "numpy", "arrow"]
 Flavor = Literal["auto", "joblib", "pickle", "callable", "onnx", "torch", "sentence-transformers", "xgboost", "lightgbm", "mlflow"]
 OutputLayout = Literal["auto", "columns", "vector"]
 LogFormat = Literal["text", "json"]
+BackendName = Literal["local", "ray"]
 
 
 def _split_csv(value: Any) -> Any:
@@ -84,6 +85,19 @@ class JobSpec(BaseModel):
     threads_per_worker: int | None = Field(None, gt=0, description="BLAS/OpenMP threads per worker; default cores // workers.")
     fork: bool = Field(True, description="Fork warm workers from one process that loaded the model (if the model allows).")
 
+    # where workers run
+    backend: BackendName = Field("local", description="Where workers run: `local` processes, or `ray` actors on a Ray cluster.")
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join (`auto`, `HOST:PORT`, `ray://HOST:10001`); default `$RAY_ADDRESS`, else a local Ray."
+    )
+    ray_num_cpus: float = Field(1.0, gt=0, description="CPUs each Ray worker reserves; also its BLAS/OpenMP threads.")
+    ray_num_gpus: float = Field(0.0, ge=0, description="GPUs each Ray worker reserves; above 0 the model is placed on that GPU.")
+    ray_memory: int | None = Field(None, gt=0, description="MB each Ray worker reserves for scheduling; default `memory`.")
+    ray_runtime_env: dict[str, Any] = Field(
+        default_factory=dict, description="Ray `runtime_env` of the workers (env_vars, pip, working_dir), as JSON on the command line."
+    )
+    ray_max_workers: int | None = Field(None, gt=0, description="Grow the Ray pool from `workers` up to this many while chunks wait.")
+
     # where to write
     output: str = Field(description="Output directory or URL.")
     output_format: OutputFormat = Field("parquet", description="Format of the part files.")
@@ -137,7 +151,7 @@ class JobSpec(BaseModel):
             raise ValueError("give a positive number of rows, or `auto`")
         return int(text)
 
-    @field_validator("storage_options", mode="before")
+    @field_validator("storage_options", "ray_runtime_env", mode="before")
     @classmethod
     def _options_from_json(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -154,6 +168,14 @@ class JobSpec(BaseModel):
             raise ValueError("give at least one input path, directory or glob")
         return value
 
+    @model_validator(mode="after")
+    def _backend_fields_agree(self) -> JobSpec:
+        if self.backend == "ray" and self.gpus:
+            raise ValueError("`gpus` is for the local backend; on Ray give each worker GPUs with `ray_num_gpus`")
+        if self.ray_max_workers is not None and self.ray_max_workers < self.workers:
+            raise ValueError(f"`ray_max_workers` ({self.ray_max_workers}) is below `workers` ({self.workers}), the pool's minimum")
+        return self
+
     def resolved_state_dir(self) -> Path:
         """The state directory this job uses."""
         return default_state_dir(self.state_dir)
@@ -162,6 +184,8 @@ class JobSpec(BaseModel):
         """BLAS/OpenMP threads each worker may use so that workers × threads fits the cores."""
         if self.threads_per_worker:
             return self.threads_per_worker
+        if self.backend == "ray":
+            return max(1, int(self.ray_num_cpus))  # the CPUs each actor reserves
         return max(1, (os.cpu_count() or 1) // self.workers)
 
     def to_json(self) -> str:
@@ -190,7 +214,28 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
         raw = json.loads(text) if path.suffix == ".json" else _toml_loads(text)
     except ValueError as exc:
         raise SpecError(f"spec file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from exc
-    return {name.replace("-", "_"): value for name, value in raw.items()}
+    return _flatten_backend_tables({name.replace("-", "_"): value for name, value in raw.items()})
+
+
+# `[backend.ray]` keys that set a general field rather than a `ray_` one: the pool's size.
+_BACKEND_TABLE_ALIASES = {"workers": "workers", "min_workers": "workers"}
+
+
+def _flatten_backend_tables(values: dict[str, Any]) -> dict[str, Any]:
+    """A ``[backend.NAME]`` table selects backend NAME and sets its ``NAME_`` fields (``address`` is ``ray_address``)."""
+    tables = values.get("backend")
+    if not isinstance(tables, dict):
+        return values
+    if len(tables) != 1:
+        raise SpecError(f"give one [backend.NAME] table, not {len(tables)}; e.g. [backend.ray]")
+    (name, table), = tables.items()
+    if not isinstance(table, dict):
+        raise SpecError(f"`backend.{name}` must be a table of options, e.g. [backend.{name}] address = \"auto\"")
+    flat = {**values, "backend": name}
+    for key, value in table.items():
+        key = key.replace("-", "_")
+        flat[_BACKEND_TABLE_ALIASES.get(key, f"{name}_{key}")] = value
+    return flat
 
 
 def _toml_loads(text: str) -> dict[str, Any]:

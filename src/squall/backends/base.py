@@ -9,7 +9,7 @@ dies or is killed, the backend replaces it with a fresh one (a cold start).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Union
+from typing import Protocol, Sequence, Union
 
 from squall.errors import ErrorInfo
 from squall.models.base import ModelRef
@@ -50,11 +50,21 @@ class WorkerLoadFailed:
     error: ErrorInfo
 
 
+@dataclass(frozen=True)
+class WorkerRecycling:
+    """When workers are replaced: over ``memory_mb`` while busy (a kill, the attempt fails), or
+    after ``max_invocations`` or above ``rss_mb`` between invocations (a planned restart)."""
+
+    memory_mb: int | None = None
+    max_invocations: int | None = None
+    rss_mb: int | None = None
+
+
 WorkerEvent = Union[WorkerReady, InvocationDone, WorkerDied, WorkerLoadFailed]
 
 
 class Backend(Protocol):
-    """A pool of warm workers. Implemented by ``local`` (processes on this machine)."""
+    """A pool of warm workers: ``local`` (processes on this machine) or ``ray`` (actors on a Ray cluster)."""
 
     def start(self, model: ModelRef, workers: int) -> None:
         """Begin starting ``workers`` workers that load ``model``; returns before they are ready."""
@@ -65,8 +75,15 @@ class Backend(Protocol):
     def idle(self) -> list[int]:
         """Workers that are ready and hold no invocation."""
 
+    def check_reach(self, files: Sequence[tuple[str, int | None]], output: str) -> None:
+        """Raise :class:`squall.errors.InputError` unless every worker can read ``files`` (path, size if known)
+        and write under ``output``; remote URIs are reachable by definition."""
+
     def submit(self, worker: int, chunk: Chunk, attempt: int) -> None:
         """Hand ``chunk`` (attempt number ``attempt``) to an idle ``worker``."""
+
+    def scale(self, waiting: int) -> None:
+        """``waiting`` chunks wait for a worker: a pool that can grow or shrink may do so now (the local pool cannot)."""
 
     def wait(self, timeout: float) -> list[WorkerEvent]:
         """Events that happened, waiting up to ``timeout`` seconds for the first."""

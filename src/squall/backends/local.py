@@ -27,45 +27,19 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from squall.backends.base import InvocationDone, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady
+from squall.backends.base import InvocationDone, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady, WorkerRecycling
 from squall.backends.launch import ForkServer, start_process
 from squall.errors import ErrorInfo
 from squall.models.base import ModelRef
 from squall.plan.chunk import Chunk
 from squall.runtime import wire
+from squall.runtime.peak_memory import tree_rss_mb
 from squall.runtime.task import InvocationReport, JobTask
 
 MEMORY_CHECK_S = 0.1
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-
-
-@dataclass(frozen=True)
-class WorkerRecycling:
-    """When workers are replaced: over ``memory_mb`` while busy (a kill, the attempt fails), or
-    after ``max_invocations`` or above ``rss_mb`` between invocations (a planned restart)."""
-
-    memory_mb: int | None = None
-    max_invocations: int | None = None
-    rss_mb: int | None = None
-
-
-def _tree_rss_mb(pid: int) -> float:
-    import psutil
-
-    try:
-        process = psutil.Process(pid)
-        members = [process, *process.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0
-    for member in members:
-        try:
-            total += member.memory_info().rss
-        except psutil.Error:
-            continue
-    return total / (1024 * 1024)
 
 
 @dataclass
@@ -139,10 +113,16 @@ class LocalBackend:
             return []
         return [slot.index for slot in self._slots.values() if slot.ready and not slot.busy]
 
+    def check_reach(self, files: Sequence[tuple[str, int | None]], output: str) -> None:
+        """Workers run on this machine and see what the coordinator sees: nothing to check."""
+
     def submit(self, worker: int, chunk: Chunk, attempt: int) -> None:
         slot = self._slots[worker]
         slot.busy = True
         self._send(slot, {"type": "invoke", "chunk": chunk.to_json(), "attempt": attempt})
+
+    def scale(self, waiting: int) -> None:
+        """The local pool keeps its size: ``workers`` is what this machine was given."""
 
     def wait(self, timeout: float) -> list[WorkerEvent]:
         if self._recycling.memory_mb is not None:
@@ -311,7 +291,7 @@ class LocalBackend:
         events: list[WorkerEvent] = []
         busy = [(slot.index, slot.pid) for slot in self._slots.values() if slot.busy and slot.pid]
         for index, pid in busy:
-            used = _tree_rss_mb(pid)
+            used = tree_rss_mb(pid)
             if used > limit:
                 events.append(WorkerDied(index, f"the worker used {used:.0f} MB, over the {limit} MB memory limit", "memory"))
                 self.kill(index)
@@ -322,7 +302,7 @@ class LocalBackend:
         policy = self._recycling
         due = policy.max_invocations is not None and slot.invocations >= policy.max_invocations
         if not due and policy.rss_mb is not None and slot.pid:
-            due = _tree_rss_mb(slot.pid) > policy.rss_mb
+            due = tree_rss_mb(slot.pid) > policy.rss_mb
         if due:
             self.kill(slot.index)
 

@@ -34,3 +34,21 @@ def peak_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` and its descendants now, in MiB (0 if it is gone)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        members = [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for member in members:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:
+            continue
+    return total / (1024 * 1024)

@@ -1,0 +1,227 @@
+"""The Ray backend: warm workers as Ray actors on a Ray cluster, for when one machine is not enough.
+
+The coordinator and its SQLite store stay on the driver, unchanged; this is
+only another pool of workers. Each actor (:class:`squall.runtime.actor.ActorWorker`)
+loads the model once and then serves invocations as actor calls that carry
+chunk descriptors and return reports: the rows travel between storage and the
+actor, never through the driver. So inputs, model and output must be on
+storage every node reaches; :meth:`RayBackend.check_reach` refuses a path that
+only the driver's machine has.
+
+Failures map onto the same events as the local backend: an actor that dies
+(its process killed, its node gone) is ``WorkerDied`` and is replaced by a
+fresh actor; a timeout is the coordinator calling :meth:`RayBackend.kill`,
+which kills the actor with ``ray.kill`` and starts another; an actor over its
+memory limit (measured inside the actor) is killed and reported as a memory
+kill. Ray itself never restarts actors or retries their calls: retries,
+splits and dead letters stay the coordinator's, as everywhere else.
+
+With ``ray_max_workers`` the pool grows from ``workers`` actors toward that
+many while chunks wait, one actor at a time, and gives idle actors back
+down to ``workers`` once fewer chunks wait than actors hold none.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+from squall.backends.base import InvocationDone, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady, WorkerRecycling
+from squall.backends.ray_cluster import ActorResources, RayRuntime, check_fits, check_reach
+from squall.errors import ErrorInfo
+from squall.models.base import ModelRef
+from squall.plan.chunk import Chunk
+from squall.runtime.task import InvocationReport, JobTask
+from squall.spec import JobSpec
+
+
+@dataclass
+class _Actor:
+    index: int
+    handle: Any
+    ready: bool = False
+    configured: bool = False
+    busy: bool = False
+    invocations: int = 0
+
+
+class RayBackend:
+    """Worker actors on a Ray cluster (see the module docstring)."""
+
+    def __init__(
+        self,
+        address: str | None,
+        resources: ActorResources,
+        batch_format: str = "pandas",
+        recycling: WorkerRecycling | None = None,
+        max_workers: int | None = None,
+    ) -> None:
+        self._address = address
+        self._resources = resources
+        self._batch_format = batch_format
+        self._recycling = recycling or WorkerRecycling()
+        self._max_workers = max_workers
+        self._runtime: RayRuntime | None = None
+        self._remote: Any = None
+        self._model: ModelRef | None = None
+        self._task: JobTask | None = None
+        self._min_workers = 0
+        self._actors: dict[int, _Actor] = {}
+        self._calls: dict[Any, tuple[_Actor, str]] = {}  # pending actor call → (its actor, what it was)
+        self._started = 0
+        self._closed = False
+
+    @classmethod
+    def for_spec(cls, spec: JobSpec, recycling: WorkerRecycling) -> RayBackend:
+        """The backend ``spec``'s ``ray_*`` fields describe."""
+        resources = ActorResources(spec.ray_num_cpus, spec.ray_num_gpus, spec.ray_memory or spec.memory, spec.ray_runtime_env)
+        return cls(spec.ray_address, resources, spec.batch_format, recycling, spec.ray_max_workers)
+
+    def start(self, model: ModelRef, workers: int) -> None:
+        import ray
+
+        from squall.runtime.actor import ActorWorker
+
+        self._model = model
+        self._min_workers = workers
+        self._runtime = RayRuntime.connect(self._address)
+        check_fits(self._resources)
+        self._remote = ray.remote(concurrency_groups={"lifeline": 1})(ActorWorker)  # type: ignore[call-overload]
+        for index in range(workers):
+            self._launch(index)
+
+    def configure(self, task: JobTask) -> None:
+        self._task = task
+        for actor in self._actors.values():
+            self._call(actor, "configure", actor.handle.configure.remote(task.to_json()))
+
+    def check_reach(self, files: Sequence[tuple[str, int | None]], output: str) -> None:
+        check_reach(files, output)
+
+    def idle(self) -> list[int]:
+        return [a.index for a in self._actors.values() if a.ready and a.configured and not a.busy]
+
+    def submit(self, worker: int, chunk: Chunk, attempt: int) -> None:
+        actor = self._actors[worker]
+        actor.busy = True
+        self._call(actor, "invoke", actor.handle.invoke.remote(chunk.to_json(), attempt, self._recycling.memory_mb))
+
+    def scale(self, waiting: int) -> None:
+        """Grow toward ``ray_max_workers`` while ``waiting`` chunks find no idle actor; shrink idle actors back."""
+        if self._max_workers is None:
+            return
+        starting = [a for a in self._actors.values() if not (a.ready and a.configured)]
+        idle = self.idle()
+        if waiting > len(idle) and not starting and len(self._actors) < self._max_workers:
+            self._launch(next(i for i in range(self._max_workers) if i not in self._actors))
+        elif waiting < len(idle) and len(self._actors) > self._min_workers:
+            self._retire(self._actors[max(idle)])
+
+    def wait(self, timeout: float) -> list[WorkerEvent]:
+        import ray
+
+        if not self._calls:
+            time.sleep(max(0.0, timeout))
+            return []
+        ready, _ = ray.wait(list(self._calls), num_returns=1, timeout=max(0.0, timeout))
+        if ready:
+            ready, _ = ray.wait(list(self._calls), num_returns=len(self._calls), timeout=0)
+        events: list[WorkerEvent] = []
+        for ref in ready:
+            entry = self._calls.pop(ref, None)  # gone when an answer before it retired its actor
+            if entry is not None and self._actors.get(entry[0].index) is entry[0]:
+                events.extend(self._answered(entry[0], entry[1], ref))
+        return events
+
+    def kill(self, worker: int) -> None:
+        actor = self._actors.get(worker)
+        if actor is not None:
+            self._retire(actor)
+            self._launch(worker)
+
+    def cold_starts(self) -> int:
+        """Every actor loads the model itself: one load per actor started."""
+        return self._started
+
+    def worker_starts(self) -> int:
+        return self._started
+
+    def shutdown(self) -> None:
+        """Kill every actor; a local Ray this backend started is stopped."""
+        if self._closed:
+            return
+        self._closed = True
+        for actor in list(self._actors.values()):
+            self._retire(actor)
+        if self._runtime is not None:
+            self._runtime.close()
+
+    # --- actors ----------------------------------------------------------------------------
+
+    def _launch(self, index: int) -> None:
+        assert self._model is not None
+        handle = self._remote.options(**self._resources.actor_options()).remote(index, max(1, int(self._resources.num_cpus)))
+        actor = _Actor(index, handle)
+        self._actors[index] = actor
+        self._started += 1
+        init = {"worker": index, "model": asdict(self._model), "batch_format": self._batch_format, "spawned_at": time.time()}
+        self._call(actor, "lifeline", handle.lifeline.options(concurrency_group="lifeline").remote())
+        self._call(actor, "load", handle.load.remote(init))
+        if self._task is not None:
+            self._call(actor, "configure", handle.configure.remote(self._task.to_json()))
+
+    def _retire(self, actor: _Actor) -> None:
+        import ray
+
+        self._actors.pop(actor.index, None)
+        for ref in [ref for ref, (owner, _) in self._calls.items() if owner is actor]:
+            del self._calls[ref]
+        try:
+            ray.kill(actor.handle, no_restart=True)
+        except Exception:  # noqa: BLE001 - an actor already gone cannot be killed again; that is the point
+            pass
+
+    def _call(self, actor: _Actor, kind: str, ref: Any) -> None:
+        self._calls[ref] = (actor, kind)
+
+    def _answered(self, actor: _Actor, kind: str, ref: Any) -> list[WorkerEvent]:
+        import ray
+        from ray.exceptions import RayError, RuntimeEnvSetupError
+
+        try:
+            answer = ray.get(ref)
+        except RuntimeEnvSetupError as exc:
+            return [WorkerLoadFailed(actor.index, ErrorInfo("RuntimeEnvSetupError", _first_line(exc)))]
+        except RayError as exc:
+            self.kill(actor.index)
+            return [WorkerDied(actor.index, f"the Ray actor died: {_first_line(exc)}")]
+        if answer and "load_failed" in answer:
+            return [WorkerLoadFailed(actor.index, ErrorInfo(**answer["load_failed"]))]
+        if kind == "load":
+            actor.ready = True
+            return [WorkerReady(actor.index, float(answer["ready"]))]
+        if kind == "configure":
+            actor.configured = True
+            return []
+        return self._invoked(actor, answer)
+
+    def _invoked(self, actor: _Actor, answer: dict[str, Any]) -> list[WorkerEvent]:
+        actor.busy = False
+        if "memory_mb" in answer:
+            limit = self._recycling.memory_mb
+            self.kill(actor.index)
+            return [WorkerDied(actor.index, f"the worker used {answer['memory_mb']:.0f} MB, over the {limit} MB memory limit", "memory")]
+        actor.invocations += 1
+        event = InvocationDone(actor.index, InvocationReport.from_dict(answer["report"]))
+        policy = self._recycling
+        if (policy.max_invocations is not None and actor.invocations >= policy.max_invocations) or (
+            policy.rss_mb is not None and float(answer.get("rss_mb", 0.0)) > policy.rss_mb
+        ):
+            self.kill(actor.index)
+        return [event]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,193 @@
+"""The Ray backend keeps every guarantee of the local one: same predictions, and nothing lost when actors die.
+
+A module-wide Ray runtime (`ray.init(num_cpus=2)`) serves the tests that join
+a running Ray; the CLI test lets squall start and stop a local Ray itself.
+Ray declares two GPUs that this machine does not have (Ray lets any machine
+declare resources): enough to prove that `ray_num_gpus` reaches each
+worker's device placement. Running on a real GPU is checked on a lent
+device, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+import squall
+from conftest import FEATURES, TESTS_DIR, ids_dataset, read_output, run_cli
+from test_end_to_end import expected_proba
+from test_faults import assert_exact_output, ids_spec, run_killing_workers
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_runtime():
+    """One Ray for the module; workers import the test models from tests/."""
+    src = str(Path(squall.__file__).resolve().parents[1])
+    ray.init(
+        num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS_DIR), src])}},
+    )
+    yield
+    ray.shutdown()
+
+
+def actor_pids() -> list[int]:
+    """Processes running squall's worker actors."""
+    pids = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if command.startswith("ray::ActorWorker"):
+            pids.append(process.info["pid"])
+    return pids
+
+
+def on_ray(spec: squall.JobSpec, **env: str) -> squall.JobSpec:
+    return spec.model_copy(update={"backend": "ray", "ray_runtime_env": {"env_vars": env} if env else {}})
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_predictions_on_ray_equal_the_model_for_every_format(fmt, dataset, linear_model, tmp_path):
+    folder, frame = dataset(fmt, rows=2_500, files=2)
+    spec = squall.JobSpec(
+        model=str(linear_model), input=[str(folder)], output=str(tmp_path / "out"), key=["id"],
+        method="predict_proba", workers=2, chunk_rows=400, batch_size=300, backend="ray",
+    )
+    result = squall.run(spec)
+    assert (result.state, result.rows_in, result.rows_out, result.error_rows) == ("SUCCEEDED", 5_000, 5_000, 0)
+    assert (result.cold_starts, result.worker_starts) == (2, 2)
+    got = read_output(tmp_path / "out").set_index("id").sort_index()
+    want = expected_proba(linear_model, frame)
+    assert list(got.columns) == list(want.columns) and got.index.equals(want.index)
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-9, atol=1e-12)
+    assert (tmp_path / "out" / "_SUCCESS").exists()
+    assert {r.worker for r in squall.api.report(result.job_id).invocations} <= {0, 1}
+    assert not actor_pids(), "every actor is released at the end"
+
+
+def test_sigkilling_random_actors_every_half_second_loses_and_duplicates_nothing(tmp_path):
+    ids_dataset(tmp_path / "in", 40_000, files=2, row_group_size=500)
+    spec = on_ray(
+        ids_spec(tmp_path, "steady", workers=2, chunk_rows=1_000, batch_size=250, max_attempts=50, split_after=50, backoff_base=0.05),
+        FAULT_SLEEP="0.05",
+    )
+    result, kills = run_killing_workers(spec, seed=11, max_kills=8, victims=actor_pids)
+    assert len(kills) >= 4
+    assert result.state == "SUCCEEDED" and result.rows_out == 40_000
+    assert result.worker_starts >= 2 + len(kills) - 1
+    assert_exact_output(tmp_path / "out", set(range(40_000)))
+
+
+def test_a_hanging_row_on_ray_is_isolated_by_timeouts_kills_and_splits(tmp_path):
+    ids_dataset(tmp_path / "in", 2_000, row_group_size=2_000)
+    spec = on_ray(
+        ids_spec(tmp_path, "hang_on_row", chunk_rows=500, batch_size=50, timeout=4, split_after=1, max_dead_chunks=1, backoff_base=0.0),
+        FAULT_ID="777",
+    )
+    result = squall.run(spec)
+    assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 1_999, 1)
+    assert_exact_output(tmp_path / "out", set(range(2_000)) - {777})
+    (dead,) = squall.api.dead_letters(result.job_id)
+    assert dead.est_rows == 1 and dead.attempts[-1]["outcome"] == "timeout"
+
+
+def test_an_actor_over_its_memory_limit_is_killed_and_its_chunk_split(tmp_path):
+    ids_dataset(tmp_path / "in", 1_000, row_group_size=1_000)
+    spec = on_ray(
+        ids_spec(tmp_path, "hog_on_row", chunk_rows=250, batch_size=50, memory=600, split_after=1, max_dead_chunks=1, backoff_base=0.0),
+        FAULT_ID="500",
+    )
+    result = squall.run(spec)
+    assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 999, 1)
+    assert_exact_output(tmp_path / "out", set(range(1_000)) - {500})
+    (dead,) = squall.api.dead_letters(result.job_id)
+    assert dead.attempts[-1]["outcome"] == "memory" and "600 MB memory limit" in dead.attempts[-1]["error"]
+
+
+def test_a_row_that_aborts_the_actor_is_isolated_and_rows_that_raise_are_bisected(tmp_path):
+    ids_dataset(tmp_path / "in", 3_000, row_group_size=500)
+    aborting = on_ray(
+        ids_spec(tmp_path, "abort_on_row", chunk_rows=500, batch_size=100, split_after=1, max_dead_chunks=1, backoff_base=0.0),
+        FAULT_ID="1234",
+    )
+    result = squall.run(aborting)
+    assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 2_999, 1)
+    assert "Ray actor died" in squall.api.dead_letters(result.job_id)[0].attempts[-1]["error"]
+    raising = on_ray(ids_spec(tmp_path, "raise_on_some", chunk_rows=500, batch_size=100, max_error_rate=0.01, overwrite=True))
+    result = squall.run(raising)
+    assert (result.state, result.rows_out, result.error_rows) == ("PARTIAL", 2_997, 3)
+
+
+def test_redrive_on_ray_after_fixing_the_model_turns_partial_into_succeeded(tmp_path):
+    ids_dataset(tmp_path / "in", 3_000, row_group_size=500)
+    flag = tmp_path / "bug"
+    flag.write_text("on")
+    spec = on_ray(
+        ids_spec(tmp_path, "broken_until_fixed", chunk_rows=500, max_attempts=2, max_dead_chunks=2, backoff_base=0.0),
+        FAULT_FLAG=str(flag),
+    )
+    result = squall.run(spec)
+    assert (result.state, result.dead_chunks) == ("PARTIAL", 1)
+    flag.unlink()
+    redriven = squall.api.redrive(result.job_id)
+    assert (redriven.state, redriven.rows_out, redriven.dead_chunks) == ("SUCCEEDED", 3_000, 0)
+    assert_exact_output(tmp_path / "out", set(range(3_000)))
+
+
+def test_the_pool_grows_to_ray_max_workers_while_chunks_wait(tmp_path):
+    ids_dataset(tmp_path / "in", 12_000, row_group_size=500)
+    spec = on_ray(ids_spec(tmp_path, "steady", workers=1, ray_max_workers=2, chunk_rows=500), FAULT_SLEEP="0.3")
+    result = squall.run(spec)
+    assert result.state == "SUCCEEDED" and result.rows_out == 12_000
+    assert result.worker_starts == 2
+    assert {r.worker for r in squall.api.report(result.job_id).invocations} == {0, 1}
+
+
+def test_ray_num_gpus_gives_each_actor_its_own_gpu_and_places_the_model_on_it(tmp_path):
+    ids_dataset(tmp_path / "in", 4_000, row_group_size=500)
+    spec = ids_spec(tmp_path, "visible_gpu", workers=2, chunk_rows=500, backend="ray", ray_num_gpus=1, ray_num_cpus=0.5)
+    result = squall.run(spec)
+    assert result.state == "SUCCEEDED"
+    assert set(read_output(tmp_path / "out")["prediction"]) == {0.0, 1.0}
+    assert json.loads(squall.api.report(result.job_id).job.task)["model"]["device"] == "cuda:0"
+
+
+def test_a_worker_no_node_can_host_is_refused_before_any_work(tmp_path):
+    ids_dataset(tmp_path / "in", 1_000)
+    spec = ids_spec(tmp_path, "steady", backend="ray", ray_num_gpus=4)
+    with pytest.raises(squall.errors.UsageError, match=r"no node of the Ray cluster can host a worker asking for 1 CPU, 4 GPU"):
+        squall.run(spec)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_ray_job_whose_coordinator_is_killed_resumes_on_ray(tmp_path):
+    ids_dataset(tmp_path / "in", 20_000, files=2, row_group_size=500)
+    address = ray.get_runtime_context().gcs_address
+    # A second driver's actors get only its runtime_env: they find the test models through it.
+    runtime_env = {"env_vars": {"FAULT_SLEEP": "0.2", "PYTHONPATH": os.environ["PYTHONPATH"]}}
+    args = [
+        "run", "--model", "faultmodels:steady", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+        "--key", "id", "--features", "id_copy", "--chunk-rows", "500", "--workers", "2", "--job-id", "cut",
+        "--backend", "ray", "--ray-address", address, "--ray-runtime-env", json.dumps(runtime_env),
+    ]
+    from conftest import SQUALL
+
+    coordinator = subprocess.Popen([*SQUALL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((tmp_path / "out").glob("part-*"))) < 5:
+        time.sleep(0.2)
+    coordinator.send_signal(signal.SIGKILL)
+    _, stderr = coordinator.communicate()
+    assert 5 <= len(list((tmp_path / "out").glob("part-*"))) < 40, stderr
+    resumed = run_cli("resume", "cut")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exact_output(tmp_path / "out", set(range(20_000)))
