@@ -18,13 +18,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import psutil
 import pytest
 
 import squall
-from conftest import FEATURES, TESTS_DIR, ids_dataset, read_output, run_cli
+from conftest import TESTS_DIR, ids_dataset, make_frame, read_output, run_cli
 from test_end_to_end import expected_proba
 from test_faults import assert_exact_output, ids_spec, run_killing_workers
+from test_object_store import assert_committed_exactly, bucket, filesystem, read_s3_output, s3, upload_frame  # noqa: F401
+from s3server import CREDENTIALS
 
 ray = pytest.importorskip("ray")
 
@@ -72,6 +75,26 @@ def test_predictions_on_ray_equal_the_model_for_every_format(fmt, dataset, linea
     assert (tmp_path / "out" / "_SUCCESS").exists()
     assert {r.worker for r in squall.api.report(result.job_id).invocations} <= {0, 1}
     assert not actor_pids(), "every actor is released at the end"
+
+
+def test_actors_read_ranges_from_and_commit_parts_to_an_object_store(s3, bucket, linear_model):
+    fs = filesystem(s3)
+    frames = [make_frame(2_500, seed=i, start=i * 2_500) for i in range(2)]
+    for index, frame in enumerate(frames):
+        upload_frame(fs, frame, f"{bucket}/in/data-{index}.parquet", "parquet")
+    spec = squall.JobSpec(
+        model=str(linear_model), input=[f"s3://{bucket}/in/*.parquet"], output=f"s3://{bucket}/out", key=["id"],
+        method="predict_proba", workers=2, chunk_rows=700, endpoint_url=s3.endpoint, backend="ray",
+        ray_runtime_env={"env_vars": CREDENTIALS},
+    )
+    result = squall.run(spec)
+    assert (result.state, result.rows_out) == ("SUCCEEDED", 5_000)
+    assert_committed_exactly(fs, f"{bucket}/out")
+    got = read_s3_output(fs, f"{bucket}/out").set_index("id").sort_index()
+    want = expected_proba(linear_model, pd.concat(frames, ignore_index=True))
+    np.testing.assert_allclose(got[want.columns].to_numpy(), want.to_numpy(), rtol=1e-9, atol=1e-12)
+    input_gets = s3.log.object_gets(f"/{bucket}/in/")
+    assert len(input_gets) >= result.chunks and all(status == 206 for _, status in input_gets)
 
 
 def test_sigkilling_random_actors_every_half_second_loses_and_duplicates_nothing(tmp_path):

@@ -26,7 +26,10 @@ class RayRuntime:
     def connect(cls, address: str | None) -> RayRuntime:
         """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), keep a connection this process already has,
         or start a local Ray with every core of this machine."""
-        import ray
+        try:
+            import ray
+        except ImportError:
+            raise UsageError("the Ray backend needs Ray on this machine and every node: pip install 'squall[ray]'") from None
 
         if ray.is_initialized():
             return cls(connected_here=False)
