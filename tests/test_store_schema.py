@@ -32,3 +32,23 @@ def test_a_schema_3_store_is_migrated_in_place_and_its_attempts_read_as_invocati
         store.close()
     version = sqlite3.connect(tmp_path / "squall.db").execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
     assert version == (str(SCHEMA_VERSION),) == ("4",)
+
+
+def test_a_job_is_recorded_with_its_chunks_or_not_at_all(tmp_path):
+    from squall.plan.chunk import Chunk, Piece
+
+    def chunks_cut_short():
+        yield Chunk("cut", 0, "parquet", (Piece("f", "rowgroups", 0, 1),), 10, 100)
+        raise KeyboardInterrupt  # the process is stopped while the job is being recorded
+
+    store = JobStore(tmp_path)
+    try:
+        try:
+            store.create_job("cut", "{}", "{}", "/out", chunks_cut_short())
+        except KeyboardInterrupt:
+            pass
+        assert not store.has_job("cut"), "a job without its chunks would resume as an empty success"
+        store.create_job("cut", "{}", "{}", "/out", [Chunk("cut", i, "parquet", (Piece("f", "rowgroups", i, i + 1),), 10, 100) for i in range(3)])
+        assert store.counts("cut").count("pending") == 3 and store.job("cut").est_rows == 30
+    finally:
+        store.close()

@@ -126,10 +126,8 @@ def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None
         _refuse_inputs_inside(job_plan, task.output)
         backend.check_reach(_reached_files(job_plan, task), task.output)
         output.claim(job_id, spec.overwrite, spec.incremental)
-        store.create_job(job_id, spec.to_json(), task.to_json(), task.output)
-        store.set_ledger(job_id, selection.increment.to_json())
         store.lock_job(job_id)
-        store.enqueue(job_id, job_plan.chunks)
+        store.create_job(job_id, spec.to_json(), task.to_json(), task.output, job_plan.chunks, selection.increment.to_json())
         return _drive(store, spec, task, listeners, backend)
     finally:
         backend.shutdown()

@@ -254,13 +254,18 @@ class JobStore:
 
     # --- jobs ------------------------------------------------------------------------------
 
-    def create_job(self, job_id: str, spec_json: str, task_json: str, output: str) -> None:
-        """Record a new job in state PENDING; raises if the id is taken."""
+    def create_job(
+        self, job_id: str, spec_json: str, task_json: str, output: str, chunks: Iterable[Chunk] = (), ledger: str | None = None
+    ) -> None:
+        """Record a new job in state PENDING with its chunks and ledger record, all or nothing (a job killed
+        while it is created never exists without its chunks); raises if the id is taken."""
         try:
-            self._db.execute(
-                "INSERT INTO jobs (job_id, spec, task, output, state, created_at) VALUES (?, ?, ?, ?, 'PENDING', ?)",
-                (job_id, spec_json, task_json, output, time.time()),
-            )
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO jobs (job_id, spec, task, output, state, created_at, ledger) VALUES (?, ?, ?, ?, 'PENDING', ?, ?)",
+                    (job_id, spec_json, task_json, output, time.time(), ledger),
+                )
+                self._insert_chunks(job_id, chunks)
         except sqlite3.IntegrityError:
             raise JobStateError(f"a job named {job_id!r} already exists; pick another --job-id or `squall resume` it") from None
 
@@ -296,16 +301,18 @@ class JobStore:
 
     def enqueue(self, job_id: str, chunks: Iterable[Chunk]) -> int:
         """Add chunks as pending, in one transaction; returns how many."""
-        rows = [(job_id, c.chunk_id, c.to_json(), c.est_rows) for c in chunks]
         with self._transaction():
-            self._db.executemany(
-                "INSERT INTO chunks (job_id, chunk_id, descriptor, state) VALUES (?, ?, ?, 'pending')",
-                [row[:3] for row in rows],
-            )
-            self._db.execute(
-                "UPDATE jobs SET chunks_total=chunks_total+?, est_rows=est_rows+? WHERE job_id=?",
-                (len(rows), sum(row[3] for row in rows), job_id),
-            )
+            return self._insert_chunks(job_id, chunks)
+
+    def _insert_chunks(self, job_id: str, chunks: Iterable[Chunk]) -> int:
+        rows = [(job_id, c.chunk_id, c.to_json(), c.est_rows) for c in chunks]
+        self._db.executemany(
+            "INSERT INTO chunks (job_id, chunk_id, descriptor, state) VALUES (?, ?, ?, 'pending')", [row[:3] for row in rows]
+        )
+        self._db.execute(
+            "UPDATE jobs SET chunks_total=chunks_total+?, est_rows=est_rows+? WHERE job_id=?",
+            (len(rows), sum(row[3] for row in rows), job_id),
+        )
         return len(rows)
 
     def claim(self, job_id: str, worker: int, now: float | None = None, init_s: float | None = None) -> Claim | None:
