@@ -74,7 +74,23 @@ class LocalLister:
                 continue
             if path.is_file() and counts(self.rule, path.name):
                 found.append(Listed(str(path), info.st_size, info.st_mtime))
-        return found
+        return sorted(found, key=lambda item: item.uri)
+
+
+def lister_for(rule: WatchRule) -> Lister:
+    """A local folder's lister, or an object-store prefix's; a missing local folder is a UsageError."""
+    from squall.io.storage import is_remote
+
+    if is_remote(rule.location):
+        from squall.triggers.object_prefix import PrefixLister
+
+        return PrefixLister(rule)
+    return LocalLister(rule)
+
+
+def check_template(rule: WatchRule) -> None:
+    """Refuse, with a SpecError naming the field, a template that would not make a valid spec for a file."""
+    file_spec(rule.template, rule.location.rstrip("/") + "/example.parquet", datetime.now(timezone.utc), "template-check")
 
 
 class Settler:
@@ -106,7 +122,7 @@ class FileTrigger:
         self.rule, self.lister, self.seen, self.runner, self.clock, self.report = rule, lister, seen, runner, clock, report
         self.settler = Settler(rule.settle_s)
         self.rule_id = rule.rule_id()
-        file_spec(rule.template, rule.location.rstrip("/") + "/example.parquet", datetime.now(timezone.utc), "template-check")
+        check_template(rule)
 
     def recover(self) -> None:
         """Hand over again, with the same job id, every job claimed before a crash but maybe never handed over."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from squall.errors import JobStateError
+from squall.errors import JobStateError, UsageError
 from squall.spec import JobSpec
 from squall.triggers.seen import SeenRecord
 
@@ -25,6 +25,8 @@ def hand_over(seen: SeenRecord, rule_id: str, key: str, job_id: str, spec: JobSp
         result = runner(spec)
     except JobStateError:  # the receiver already has this job id: it was handed over before a crash
         result = None
+    except UsageError as exc:  # refused before it started (an unreadable file): recorded, not retried forever
+        result = f"REFUSED: {exc}"
     seen.submitted(rule_id, key, result)
     report(key, job_id, result)
 

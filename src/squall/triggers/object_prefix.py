@@ -49,7 +49,7 @@ class PrefixLister:
             if counts(self.rule, relative[-1]):
                 etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
                 found.append(Listed(f"{self.protocol}://{name}", int(info.get("size") or 0), None, str(etag) if etag else None))
-        return found
+        return sorted(found, key=lambda item: item.uri)
 
 
 def counts_as_ignored(rule: WatchRule, name: str) -> bool:

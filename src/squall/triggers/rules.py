@@ -9,12 +9,15 @@ once when the rule is made; inline ``template`` values override it.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from squall.errors import SpecError
 
 from squall.spec import load_spec_file
 
+_R = TypeVar("_R", bound="_Rule")
 PARTIAL_PATTERNS = ("*.tmp", ".*", "*.part", "*.crdownload", "*.partial", "*~", "_*")
 
 
@@ -57,3 +60,21 @@ class ScheduleRule(_Rule):
 
     def rule_id(self) -> str:
         return "schedule:" + self.name
+
+
+def watch_rule(**values: Any) -> WatchRule:
+    """A :class:`WatchRule`, or a SpecError naming the bad field."""
+    return _validated(WatchRule, values)
+
+
+def schedule_rule(**values: Any) -> ScheduleRule:
+    """A :class:`ScheduleRule`, or a SpecError naming the bad field."""
+    return _validated(ScheduleRule, values)
+
+
+def _validated(kind: type[_R], values: dict[str, Any]) -> _R:
+    try:
+        return kind.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"field `{'.'.join(map(str, e['loc'])) or kind.__name__}`: {e['msg']}" for e in exc.errors())
+        raise SpecError(f"invalid {kind.__name__}: {problems}") from None

@@ -51,6 +51,7 @@ def check(rule: ScheduleRule) -> None:
     if not croniter.is_valid(rule.cron):
         raise SpecError(f"schedule {rule.name!r}: field `cron`: {rule.cron!r} is not a cron expression (e.g. `0 2 * * *`)")
     _zone(rule)
+    run_spec(rule.template, utc_now().astimezone(_zone(rule)), "template-check")
 
 
 class ScheduleTrigger:

@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from squall.io.storage import is_remote
 from squall.spec import JobSpec
 from squall.triggers.handover import Runner
 from squall.triggers.rules import ScheduleRule, WatchRule
@@ -34,11 +33,13 @@ def start_triggers(
     exactly once). A thread that meets an error logs it and retries after
     ``poll_s`` (watches) or a minute (schedules).
     """
+    from squall.triggers.file_arrival import check_template, lister_for
     from squall.triggers.schedule import check
 
     targets: list[tuple[str, Callable[[], None]]] = []
     for rule in watches:
-        _watch_lister(rule)  # refuse a missing folder now
+        lister_for(rule)  # refuse a missing folder now
+        check_template(rule)
         targets.append((f"watch {rule.location}", _watch_loop(rule, submit, state_dir, stop)))
     for schedule in schedules:
         check(schedule)
@@ -57,26 +58,16 @@ def _runner(submit: Submit, source: str) -> Runner:
     return run
 
 
-def _watch_lister(rule: WatchRule) -> object:
-    if is_remote(rule.location):
-        from squall.triggers.object_prefix import PrefixLister
-
-        return PrefixLister(rule)
-    from squall.triggers.file_arrival import LocalLister
-
-    return LocalLister(rule)
-
-
 def _watch_loop(rule: WatchRule, submit: Submit, state_dir: Path, stop: threading.Event) -> Callable[[], None]:
     def loop() -> None:
-        from squall.triggers.file_arrival import FileTrigger, LocalLister, poll_forever, watch_local
+        from squall.triggers.file_arrival import FileTrigger, LocalLister, lister_for, poll_forever, watch_local
 
         seen = SeenRecord(state_dir)
         try:
             while not stop.is_set():
                 try:
-                    lister = _watch_lister(rule)
-                    trigger = FileTrigger(rule, lister, seen, _runner(submit, "watch"))  # type: ignore[arg-type]
+                    lister = lister_for(rule)
+                    trigger = FileTrigger(rule, lister, seen, _runner(submit, "watch"))
                     (watch_local if isinstance(lister, LocalLister) else poll_forever)(trigger, stop)
                 except Exception:
                     log.exception("watch %s failed; retrying in %s s", rule.location, rule.poll_s)
