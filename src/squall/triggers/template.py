@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import Any, Mapping
 
@@ -107,7 +107,7 @@ def file_job_id(rule_id: str, uri: str) -> str:
 
 def run_job_id(name: str, run_time: datetime) -> str:
     """The job id of a schedule's run: its name and the run time (UTC)."""
-    return f"{name}-{run_time.strftime('%Y%m%dT%H%M%S%z').replace('+', '')}"
+    return f"{name}-{run_time.astimezone(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
 
 
 def _slug(text: str) -> str:
