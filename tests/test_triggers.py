@@ -26,12 +26,15 @@ from squall.triggers.schedule import ScheduleTrigger
 from squall.triggers.seen import SeenRecord
 from squall.triggers.template import file_job_id, file_spec
 from squall.triggers.watch import run_in_process
+from test_object_store import bucket, filesystem, s3  # noqa: F401  (fixtures: a real S3 server on loopback)
+from s3server import S3Server
 
 ROWS = 40  # rows per file: file i holds ids [i * ROWS, (i + 1) * ROWS)
 
 
 def template(tmp_path: Path, model: Path, **extra: str) -> Path:
-    lines = [f'model = "{model}"', f'output = "{tmp_path / "out"}"', "workers = 1", 'key = ["id"]']
+    # One worker, not forked from a zygote: a job on 40 rows then takes about a second, mostly the worker's start.
+    lines = [f'model = "{model}"', f'output = "{tmp_path / "out"}"', "workers = 1", "fork = false", 'key = ["id"]']
     lines += [f'{name} = "{value}"' for name, value in extra.items()]
     path = tmp_path / "template.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -77,6 +80,10 @@ def start_watch(inbox: Path, spec: Path, *extra: str) -> subprocess.Popen[str]:
 
 def complete_outputs(out: Path) -> set[str]:
     return {p.parent.name for p in out.glob("*/_SUCCESS")}
+
+
+def mid_job(out: Path) -> bool:
+    return any(not (p.parent / "_SUCCESS").exists() for p in out.glob("*/_squall_job.json"))
 
 
 def wait_for(out: Path, count: int, process: subprocess.Popen[str], timeout_s: float = 150) -> None:
@@ -146,7 +153,9 @@ def test_restart_after_sigkill_processes_every_file_once(tmp_path: Path, linear_
         for index in range(10):
             drop_quick(inbox, index)
         wait_for(tmp_path / "out", 3, first)
-        time.sleep(0.7)  # likely in the middle of a job
+        deadline = time.monotonic() + 20
+        while not mid_job(tmp_path / "out") and time.monotonic() < deadline:
+            time.sleep(0.02)  # kill while a job has claimed its output but not finished
     finally:
         first.kill()
         first.wait()
@@ -241,7 +250,7 @@ def test_missed_schedule_runs_once_with_its_date_and_is_remembered(
     write_frame(make_frame(ROWS), inputs / "day-2026-11-27.parquet", "parquet")
     rule = schedule_rule(name="nightly", cron="0 2 * * *", template={
         "model": str(linear_model), "input": [f"{inputs}/day-{{date}}.parquet"],
-        "output": f"{tmp_path}/scored/{{date}}", "workers": 1, "key": ["id"],
+        "output": f"{tmp_path}/scored/{{date}}", "workers": 1, "fork": False, "key": ["id"],
     })
     now = [datetime(2026, 11, 20, 1, 0, tzinfo=timezone.utc)]
     ran: list[tuple[str, str]] = []
@@ -280,3 +289,25 @@ def test_schedule_rule_errors_name_the_field() -> None:
         check(schedule_rule(name="x", cron="0 * * * *", timezone="Mars/Olympus", template={"model": "m", "input": "i", "output": "o"}))
     with pytest.raises(SpecError, match="`name`"):
         schedule_rule(name="bad name!", cron="0 * * * *")
+
+
+def test_object_store_prefix_each_object_once(tmp_path: Path, linear_model: Path, squall_home: Path, s3: S3Server, bucket: str) -> None:
+    fs = filesystem(s3)
+    for index in range(3):
+        fs.pipe_file(f"{bucket}/inbox/f{index:02d}.parquet", parquet_bytes(index))
+    fs.pipe_file(f"{bucket}/inbox/f09.parquet.part", b"an upload still going")
+    spec = template(tmp_path, linear_model, endpoint_url=s3.endpoint)
+    args = ["watch", f"s3://{bucket}/inbox/", "--spec", str(spec), "--settle-s", "0", "--poll-s", "0.2", "--once"]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("SUCCEEDED, 40 rows") == 3 and f"s3://{bucket}/inbox/f00.parquet" in first.stdout
+    fs.pipe_file(f"{bucket}/inbox/f03.parquet", parquet_bytes(3))
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.count("SUCCEEDED") == 1 and "f03.parquet" in second.stdout
+    with sqlite3.connect(squall_home / "triggers.db") as seen:
+        keys = sorted(key for (key,) in seen.execute("SELECT key FROM seen"))
+    assert keys == [f"s3://{bucket}/inbox/f{i:02d}.parquet" for i in range(4)]
+    assert complete_outputs(tmp_path / "out") == {f"f{i:02d}" for i in range(4)}
+    for index in range(4):
+        assert sorted(read_output(tmp_path / "out" / f"f{index:02d}")["id"]) == list(range(index * ROWS, (index + 1) * ROWS))
