@@ -346,13 +346,13 @@ def cancel(job_id: str, state_dir: str | None) -> None:
 
 @main.command()
 @click.argument("location")
-@click.option("--spec", "spec_file", required=True, type=click.Path(dir_okay=False), help="Spec template (TOML or JSON); `{stem}`, `{file}`, `{date}`... are filled per file.")
+@click.option("--spec", "template_file", required=True, type=click.Path(dir_okay=False), help="Spec template (TOML or JSON); `{stem}`, `{file}`, `{date}`... are filled per file.")
 @click.option("--pattern", default="*", show_default=True, help="Glob a file name must match, e.g. '*.parquet'.")
 @click.option("--settle-s", type=float, default=2.0, show_default=True, help="A file counts once its size was unchanged this long.")
 @click.option("--poll-s", type=float, default=1.0, show_default=True, help="Seconds between listings.")
 @click.option("--recursive", is_flag=True, help="Also watch sub-folders (sub-prefixes).")
 @click.option("--once", is_flag=True, help="Process the files there now, then exit.")
-def watch(location: str, spec_file: str, pattern: str, settle_s: float, poll_s: float, recursive: bool, once: bool) -> None:
+def watch(location: str, template_file: str, pattern: str, settle_s: float, poll_s: float, recursive: bool, once: bool) -> None:
     """Run one job per new file in a folder or object-store prefix; each file once, remembered across restarts."""
     import threading
 
@@ -364,7 +364,7 @@ def watch(location: str, spec_file: str, pattern: str, settle_s: float, poll_s: 
 
     _stop_on_sigterm()
     try:
-        rule = watch_rule(location=location, spec=spec_file, pattern=pattern, settle_s=settle_s, poll_s=poll_s, recursive=recursive)
+        rule = watch_rule(location=location, spec=template_file, pattern=pattern, settle_s=settle_s, poll_s=poll_s, recursive=recursive)
         if not once:
             click.echo(f"watching {location} (Ctrl-C stops)", err=True)
         watch_files(rule, threading.Event(), once, done)
