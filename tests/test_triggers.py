@@ -202,8 +202,10 @@ def test_output_with_placeholder_and_errors_name_what_to_change(tmp_path: Path, 
     assert refused.returncode == 2 and "{nope}" in refused.stderr and "`output`" in refused.stderr
 
     rule = watch_rule(location=str(inbox), template={"model": "m.joblib", "output": "/o/{date}/{stem}.d"})
-    filled = file_spec(rule.template, f"{inbox}/a.b.csv", datetime(2026, 5, 4, tzinfo=timezone.utc), "j")
-    assert filled.output == "/o/2026-05-04/a.d" and filled.input == [f"{inbox}/a.b.csv"]
+    filled = file_spec(rule.template, f"{inbox}/a.b.csv.gz", datetime(2026, 5, 4, tzinfo=timezone.utc), "j")
+    assert filled.output == "/o/2026-05-04/a.b.d" and filled.input == [f"{inbox}/a.b.csv.gz"]
+    plain = file_spec({"model": "m.joblib", "output": "/o"}, "s3://b/in/day.2026-05-04.parquet", datetime.now(timezone.utc), "j")
+    assert plain.output == "/o/day.2026-05-04"  # no placeholder: <output>/<stem>/
     assert file_job_id("r", "/x/a.csv") == file_job_id("r", "/x/a.csv") != file_job_id("r", "/x/b.csv")
 
 
@@ -277,6 +279,17 @@ def test_missed_schedule_runs_once_with_its_date_and_is_remembered(
     refused = restarted.seen.entries()[-1]  # no input for that day: recorded as refused, not retried forever
     assert refused.job_id == "nightly-20261129T020000Z" and str(refused.result).startswith("REFUSED") and len(ran) == 1
     assert restarted.seen.last_fired("schedule:nightly") == datetime(2026, 11, 29, 2, 0, tzinfo=timezone.utc)
+
+
+def test_a_run_is_due_at_its_cron_time_not_before() -> None:
+    from squall.triggers.schedule import due_run
+
+    rule = schedule_rule(name="n", cron="0 2 * * *", timezone="Europe/Berlin", template={})
+    last = datetime(2026, 11, 26, 1, 0, tzinfo=timezone.utc)  # 02:00 in Berlin
+    on_time = datetime(2026, 11, 27, 1, 0, tzinfo=timezone.utc)
+    assert due_run(rule, last, on_time) == on_time
+    assert due_run(rule, last, datetime(2026, 11, 27, 0, 59, 59, 500_000, tzinfo=timezone.utc)) is None
+    assert str(due_run(rule, last, on_time)) == "2026-11-27 02:00:00+01:00"  # {date} and {time} are Berlin's
 
 
 def test_schedule_rule_errors_name_the_field() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from fsspec.core import url_to_fs
 
 from squall.errors import InputError
-from squall.io.storage import configure, connection_options, protocol
+from squall.io.storage import StorageUnavailable, connection_options, protocol
 from squall.triggers.file_arrival import Listed, counts
 from squall.triggers.rules import WatchRule
 
@@ -27,8 +27,11 @@ class PrefixLister:
         self.rule = rule
         self.protocol = protocol(rule.location)
         options = connection_options(rule.template.get("storage_options") or {}, rule.template.get("endpoint_url"))
-        configure(options, [rule.location])
-        self.fs, self.prefix = url_to_fs(rule.location, skip_instance_cache=True, use_listings_cache=False, **options)
+        try:  # its own filesystem instance: fsspec's process-wide configuration belongs to the jobs
+            self.fs, self.prefix = url_to_fs(rule.location, skip_instance_cache=True, use_listings_cache=False, **options)
+        except ImportError as exc:
+            raise StorageUnavailable(f"cannot watch {rule.location}: {exc}; install the package for {self.protocol}:// "
+                                     "(pip install 'squall[s3]' for s3://)") from None
         self.prefix = self.prefix.rstrip("/")
 
     def list(self) -> list[Listed]:

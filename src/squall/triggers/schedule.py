@@ -11,7 +11,7 @@ its baseline. The clock is injectable, so tests need not wait for minutes.
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Callable
 from zoneinfo import ZoneInfo
 
@@ -30,7 +30,11 @@ def utc_now() -> datetime:
 
 def due_run(rule: ScheduleRule, last_fired: datetime, now: datetime) -> datetime | None:
     """The one run to fire at ``now``: the newest cron time in ``(last_fired, now]``, in the rule's zone; else None."""
-    newest = croniter(rule.cron, (now + timedelta(seconds=1)).astimezone(_zone(rule))).get_prev(datetime)
+    local_now = now.astimezone(_zone(rule))
+    newest = croniter(rule.cron, local_now).get_prev(datetime)
+    following = croniter(rule.cron, newest).get_next(datetime)
+    if following <= local_now:  # croniter's get_prev skips a cron time equal to ``now``
+        newest = following
     return newest if newest > last_fired else None
 
 

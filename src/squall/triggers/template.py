@@ -25,6 +25,7 @@ from squall.errors import SpecError
 from squall.spec import JobSpec, build_spec
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".lz4", ".snappy")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -39,9 +40,19 @@ def time_variables(moment: datetime) -> dict[str, str]:
 
 def file_variables(uri: str, arrived: datetime) -> dict[str, str]:
     """The placeholders of a file at ``uri`` that arrived at ``arrived``."""
-    path = PurePosixPath(uri.split("://", 1)[-1])
-    return {**time_variables(arrived), "file": uri, "name": path.name, "stem": path.name.split(".")[0] or path.stem,
-            "suffix": "".join(path.suffixes), "dir": uri[: len(uri) - len(path.name)].rstrip("/")}
+    name = PurePosixPath(uri.split("://", 1)[-1]).name
+    stem = stem_of(name)
+    return {**time_variables(arrived), "file": uri, "name": name, "stem": stem,
+            "suffix": name[len(stem):], "dir": uri[: len(uri) - len(name)].rstrip("/")}
+
+
+def stem_of(name: str) -> str:
+    """``name`` without its format extension and compression extension: ``a.csv.gz`` and ``a.csv`` give ``a``,
+    ``day.2026-11-28.parquet`` gives ``day.2026-11-28``."""
+    path = PurePosixPath(name)
+    if path.suffix.lower() in _COMPRESSIONS and PurePosixPath(path.stem).suffix:
+        path = PurePosixPath(path.stem)
+    return path.stem or name
 
 
 def fill(template: Mapping[str, Any], variables: Mapping[str, str]) -> dict[str, Any]:
@@ -101,7 +112,7 @@ def _spec(values: dict[str, Any], variables: Mapping[str, str], job_id: str) -> 
 def file_job_id(rule_id: str, uri: str) -> str:
     """The job id of ``uri`` under rule ``rule_id``: the same every time, so a resubmission is recognised."""
     digest = hashlib.sha1(f"{rule_id}\0{uri}".encode()).hexdigest()[:10]
-    stem = _slug(PurePosixPath(uri.split("://", 1)[-1]).name.split(".")[0])[:24]
+    stem = _slug(stem_of(PurePosixPath(uri.split("://", 1)[-1]).name))[:24]
     return f"{_slug(rule_id)[:20]}-{stem + '-' if stem else ''}{digest}"
 
 
