@@ -159,6 +159,9 @@ def test_restart_after_sigkill_processes_every_file_once(tmp_path: Path, linear_
     finally:
         first.kill()
         first.wait()
+    with sqlite3.connect(squall_home / "triggers.db") as seen:
+        cut_short = seen.execute("SELECT job_id FROM seen WHERE state='claimed'").fetchall()
+    assert len(cut_short) == 1  # killed mid-job: the restart must finish that job, not start another
     for index in range(10, 20):
         drop_quick(inbox, index)
     second = start_watch(inbox, spec)
@@ -184,6 +187,51 @@ def test_once_processes_what_is_there_and_remembers_it(tmp_path: Path, linear_mo
     assert second.returncode == 0, second.stderr
     assert second.stdout.count("SUCCEEDED") == 1 and "f02.parquet" in second.stdout
     assert_exactly(squall_home, tmp_path / "out", range(3))
+
+
+def test_sigterm_stops_mid_job_and_the_next_start_finishes_that_job(
+    tmp_path: Path, linear_model: Path, squall_home: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    for index in range(3):
+        drop_quick(inbox, index)
+    spec = template(tmp_path, linear_model)
+    watcher = start_watch(inbox, spec)
+    deadline = time.monotonic() + 60
+    while not mid_job(tmp_path / "out") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    watcher.send_signal(signal.SIGTERM)
+    assert watcher.wait(60) in (0, 130)
+    with sqlite3.connect(squall_home / "squall.db") as store:
+        unfinished = store.execute("SELECT state FROM jobs WHERE state != 'SUCCEEDED'").fetchall()
+    assert len(unfinished) == 1 and unfinished[0][0] in ("PENDING", "RUNNING", "CANCELLED")  # stopped mid-job
+    again = run_cli("watch", str(inbox), "--spec", str(spec), "--settle-s", "0.2", "--poll-s", "0.1", "--once")
+    assert again.returncode == 0, again.stderr
+    assert_exactly(squall_home, tmp_path / "out", range(3))
+
+
+def test_a_job_killed_between_its_record_and_its_chunks_is_planned_again(
+    tmp_path: Path, linear_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The narrowest crash window of api.run, hit on purpose: the kill lands as the chunks are queued."""
+    from squall import api
+    from squall.store import JobStore
+
+    inbox = tmp_path / "inbox"
+    drop_quick(inbox, 0)
+    rule = watch_rule(location=str(inbox), spec=str(template(tmp_path, linear_model)))
+    spec = file_spec(rule.template, str(inbox / "f00.parquet"), datetime.now(timezone.utc), "cut-short")
+    enqueue = JobStore.enqueue
+
+    def killed(self: JobStore, *args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(JobStore, "enqueue", killed)
+    with pytest.raises(KeyboardInterrupt):
+        api.run(spec, job_id="cut-short")
+    monkeypatch.setattr(JobStore, "enqueue", enqueue)
+    assert run_in_process(spec) == ("SUCCEEDED", ROWS)
+    assert sorted(read_output(tmp_path / "out" / "f00")["id"]) == list(range(ROWS))
 
 
 def test_output_with_placeholder_and_errors_name_what_to_change(tmp_path: Path, linear_model: Path) -> None:
