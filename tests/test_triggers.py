@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import SQUALL, make_frame, read_output, run_cli, write_frame
+from squall.errors import JobStateError, UsageError
 from squall.spec import JobSpec
 from squall.triggers import ScheduleRule, WatchRule, start_triggers
 from squall.triggers.rules import schedule_rule, watch_rule
@@ -270,10 +271,15 @@ def test_start_triggers_submits_each_file_once_and_resubmits_a_claim_cut_short(
     submitted: list[tuple[str, str]] = []
     lock = threading.Lock()
 
-    def submit(spec: JobSpec, source: str) -> str:
+    def submit(spec: JobSpec, priority: int = 0, source: str = "api") -> str:  # the service scheduler's signature
         with lock:
             submitted.append((str(spec.job_id), source))
+        if spec.job_id == "crashed-job":  # the queue got it just before the crash, as the scheduler says so
+            raise JobStateError("a job named 'crashed-job' already exists")
         return str(spec.job_id)
+
+    with pytest.raises(UsageError, match="no such folder"):
+        start_triggers([watch_rule(location=str(tmp_path / "missing"), template=rule.template)], [], submit, squall_home, threading.Event())
 
     halt = threading.Event()
     threads = start_triggers([rule], [], submit, squall_home, halt)

@@ -5,17 +5,21 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from squall.spec import JobSpec
 from squall.triggers.handover import Runner
 from squall.triggers.rules import ScheduleRule, WatchRule
 from squall.triggers.seen import SeenRecord
 
-Submit = Callable[[JobSpec, str], str]
-"""The service's queue: ``submit(spec, source) -> job_id``. Contract: a spec whose
-``job_id`` the queue already holds is not queued twice (return the id, or raise
-:class:`~squall.errors.JobStateError`)."""
+class Submit(Protocol):
+    """The service's queue: ``submit(spec, source="watch") -> job_id`` (the scheduler's bound ``submit`` fits).
+
+    Contract: a spec whose ``job_id`` the queue already holds is not queued
+    twice (return the id, or raise :class:`~squall.errors.JobStateError`).
+    """
+
+    def __call__(self, spec: JobSpec, *, source: str) -> str: ...
 
 log = logging.getLogger("squall.triggers")
 
@@ -52,7 +56,7 @@ def start_triggers(
 
 def _runner(submit: Submit, source: str) -> Runner:
     def run(spec: JobSpec) -> None:
-        submit(spec, source)
+        submit(spec, source=source)
         return None
 
     return run
