@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Callable
 
 from squall.spec import JobSpec, default_state_dir
@@ -114,8 +113,3 @@ def watch(rule: WatchRule, stop: threading.Event, once: bool = False, done: Done
     finally:
         seen.close()
     return count[0]
-
-
-def state_dir_of(rule: WatchRule) -> Path:
-    """Where ``rule``'s jobs and seen record live."""
-    return default_state_dir(rule.template.get("state_dir"))
