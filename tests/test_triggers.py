@@ -74,7 +74,7 @@ def drop_renamed(inbox: Path, index: int) -> None:
 
 def start_watch(inbox: Path, spec: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*SQUALL, "watch", str(inbox), "--spec", str(spec), "--settle-s", "1.2", "--poll-s", "0.2", *extra],
+        [*SQUALL, "watch", str(inbox), "--spec", str(spec), "--settle-s", "2", "--poll-s", "0.2", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
     )
 
