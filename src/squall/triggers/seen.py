@@ -29,6 +29,11 @@ So a key is submitted at least once (step 3) and runs at most once (one job
 id per key, duplicates recognised by id): exactly once. A crash before step 1
 committed loses nothing either: the file is still there (or the run still
 missed) and is found again by the next listing.
+
+A job that a crash or a stop cut short *after* it was handed over is the
+receiver's to finish under the same id: ``squall watch`` resumes it
+(:func:`squall.triggers.watch.run_in_process`, which also re-plans a job
+killed between ``api.run``'s record of it and its chunks).
 """
 
 from __future__ import annotations
