@@ -345,6 +345,37 @@ def cancel(job_id: str, state_dir: str | None) -> None:
 
 
 @main.command()
+@click.argument("location")
+@click.option("--spec", "template_file", required=True, type=click.Path(dir_okay=False), help="Spec template (TOML or JSON); `{stem}`, `{file}`, `{date}`... are filled per file.")
+@click.option("--pattern", default="*", show_default=True, help="Glob a file name must match, e.g. '*.parquet'.")
+@click.option("--settle-s", type=float, default=2.0, show_default=True, help="A file counts once its size was unchanged this long.")
+@click.option("--poll-s", type=float, default=1.0, show_default=True, help="Seconds between listings.")
+@click.option("--recursive", is_flag=True, help="Also watch sub-folders (sub-prefixes).")
+@click.option("--once", is_flag=True, help="Process the files there now, then exit.")
+def watch(location: str, template_file: str, pattern: str, settle_s: float, poll_s: float, recursive: bool, once: bool) -> None:
+    """Run one job per new file in a folder or object-store prefix; each file once, remembered across restarts."""
+    import threading
+
+    from squall.triggers.rules import watch_rule
+    from squall.triggers.watch import watch as watch_files
+
+    def done(file: str, job_id: str, state: str | None, rows: int | None) -> None:
+        click.echo(f"{file} -> {job_id} -> {state}" + (f", {rows} rows" if rows is not None else ""))
+
+    _stop_on_sigterm()
+    try:
+        rule = watch_rule(location=location, spec=template_file, pattern=pattern, settle_s=settle_s, poll_s=poll_s, recursive=recursive)
+        if not once:
+            click.echo(f"watching {location} (Ctrl-C stops)", err=True)
+        watch_files(rule, threading.Event(), once, done)
+    except SquallError as error:
+        _fail(_stderr(), error)
+    except KeyboardInterrupt:
+        _stderr().print("[yellow]stopped; files already started are remembered, and an interrupted job is finished on restart.")
+        sys.exit(130)
+
+
+@main.command()
 @click.option("--dir", "directory", default="demo-run", show_default=True, help="Folder for the demo's data, model and output.")
 @click.option("--rows", default=200_000, show_default=True, help="Rows of generated data.")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: one per core).")

@@ -1,0 +1,100 @@
+"""The entry point ``squall serve`` calls: :func:`start_triggers`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Callable, Protocol
+
+from squall.spec import JobSpec
+from squall.triggers.handover import Runner
+from squall.triggers.rules import ScheduleRule, WatchRule
+from squall.triggers.seen import SeenRecord
+
+class Submit(Protocol):
+    """The service's queue: ``submit(spec, source="watch") -> job_id`` (the scheduler's bound ``submit`` fits).
+
+    Contract: a spec whose ``job_id`` the queue already holds is not queued
+    twice (return the id, or raise :class:`~squall.errors.JobStateError`).
+    """
+
+    def __call__(self, spec: JobSpec, *, source: str) -> str: ...
+
+log = logging.getLogger("squall.triggers")
+
+
+def start_triggers(
+    watches: list[WatchRule], schedules: list[ScheduleRule], submit: Submit, state_dir: Path, stop: threading.Event
+) -> list[threading.Thread]:
+    """Start one daemon thread per rule; each submits jobs until ``stop`` is set. Returns the started threads.
+
+    Bad rules (a missing folder, a bad cron expression, a template that is not
+    a valid spec) raise :class:`~squall.errors.UsageError` here, before any
+    thread starts. Jobs are submitted with ``source`` ``"watch"`` or
+    ``"schedule"``; their job ids are deterministic (see
+    :mod:`squall.triggers.seen` for why that makes each file and run time run
+    exactly once). A thread that meets an error logs it and retries after
+    ``poll_s`` (watches) or a minute (schedules).
+    """
+    from squall.triggers.file_arrival import check_template, lister_for
+    from squall.triggers.schedule import check
+
+    targets: list[tuple[str, Callable[[], None]]] = []
+    for rule in watches:
+        lister_for(rule)  # refuse a missing folder now
+        check_template(rule)
+        targets.append((f"watch {rule.location}", _watch_loop(rule, submit, state_dir, stop)))
+    for schedule in schedules:
+        check(schedule)
+        targets.append((f"schedule {schedule.name}", _schedule_loop(schedule, submit, state_dir, stop)))
+    threads = [threading.Thread(target=target, name=f"squall-trigger {name}", daemon=True) for name, target in targets]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _runner(submit: Submit, source: str) -> Runner:
+    def run(spec: JobSpec) -> None:
+        submit(spec, source=source)
+        return None
+
+    return run
+
+
+def _watch_loop(rule: WatchRule, submit: Submit, state_dir: Path, stop: threading.Event) -> Callable[[], None]:
+    def loop() -> None:
+        from squall.triggers.file_arrival import FileTrigger, LocalLister, lister_for, poll_forever, watch_local
+
+        seen = SeenRecord(state_dir)
+        try:
+            while not stop.is_set():
+                try:
+                    lister = lister_for(rule)
+                    trigger = FileTrigger(rule, lister, seen, _runner(submit, "watch"))
+                    (watch_local if isinstance(lister, LocalLister) else poll_forever)(trigger, stop)
+                except Exception:
+                    log.exception("watch %s failed; retrying in %s s", rule.location, rule.poll_s)
+                    stop.wait(rule.poll_s)
+        finally:
+            seen.close()
+
+    return loop
+
+
+def _schedule_loop(rule: ScheduleRule, submit: Submit, state_dir: Path, stop: threading.Event) -> Callable[[], None]:
+    def loop() -> None:
+        from squall.triggers.schedule import ScheduleTrigger, run_schedule
+
+        seen = SeenRecord(state_dir)
+        try:
+            while not stop.is_set():
+                try:
+                    run_schedule(ScheduleTrigger(rule, seen, _runner(submit, "schedule")), stop)
+                except Exception:
+                    log.exception("schedule %s failed; retrying in a minute", rule.name)
+                    stop.wait(60)
+        finally:
+            seen.close()
+
+    return loop
