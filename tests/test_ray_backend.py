@@ -175,6 +175,43 @@ def test_the_pool_grows_to_ray_max_workers_while_chunks_wait(tmp_path):
     assert {r.worker for r in squall.api.report(result.job_id).invocations} == {0, 1}
 
 
+def test_the_pool_grows_by_one_actor_at_a_time_and_gives_idle_actors_back_down_to_workers(tmp_path):
+    from squall.backends.registry import open_backend
+    from squall.plan.planner import make_plan
+
+    ids_dataset(tmp_path / "in", 1_000)
+    spec = on_ray(ids_spec(tmp_path, "steady", workers=1, ray_max_workers=3, ray_num_cpus=0.5))
+    task = squall.api.task_for(spec, make_plan(spec, "pool"))
+    backend = open_backend(spec, tmp_path / "logs")
+
+    def settle(idle: int) -> None:
+        deadline = time.time() + 60
+        while len(backend.idle()) != idle and time.time() < deadline:
+            backend.wait(0.2)
+        assert len(backend.idle()) == idle
+
+    try:
+        backend.start(task.model, 1)
+        backend.configure(task)
+        settle(1)
+        backend.scale(waiting=5)
+        backend.scale(waiting=5)  # one actor at a time: nothing more while one is starting
+        settle(2)
+        backend.scale(waiting=5)
+        settle(3)
+        backend.scale(waiting=5)
+        assert len(backend.idle()) == 3 and backend.worker_starts() == 3, "never past ray_max_workers"
+        for _ in range(3):
+            backend.scale(waiting=0)
+        assert len(backend.idle()) == 1
+        deadline = time.time() + 15
+        while len(actor_pids()) > 1 and time.time() < deadline:
+            time.sleep(0.2)
+        assert len(actor_pids()) == 1, "the actors given back are gone"
+    finally:
+        backend.shutdown()
+
+
 def test_ray_num_gpus_gives_each_actor_its_own_gpu_and_places_the_model_on_it(tmp_path):
     ids_dataset(tmp_path / "in", 4_000, row_group_size=500)
     spec = ids_spec(tmp_path, "visible_gpu", workers=2, chunk_rows=500, backend="ray", ray_num_gpus=1, ray_num_cpus=0.5)

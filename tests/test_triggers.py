@@ -211,30 +211,6 @@ def test_sigterm_stops_mid_job_and_the_next_start_finishes_that_job(
     assert_exactly(squall_home, tmp_path / "out", range(3))
 
 
-def test_a_job_killed_between_its_record_and_its_chunks_is_planned_again(
-    tmp_path: Path, linear_model: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The narrowest crash window of api.run, hit on purpose: the kill lands as the chunks are queued."""
-    from squall import api
-    from squall.store import JobStore
-
-    inbox = tmp_path / "inbox"
-    drop_quick(inbox, 0)
-    rule = watch_rule(location=str(inbox), spec=str(template(tmp_path, linear_model)))
-    spec = file_spec(rule.template, str(inbox / "f00.parquet"), datetime.now(timezone.utc), "cut-short")
-    enqueue = JobStore.enqueue
-
-    def killed(self: JobStore, *args: object) -> int:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(JobStore, "enqueue", killed)
-    with pytest.raises(KeyboardInterrupt):
-        api.run(spec, job_id="cut-short")
-    monkeypatch.setattr(JobStore, "enqueue", enqueue)
-    assert run_in_process(spec) == ("SUCCEEDED", ROWS)
-    assert sorted(read_output(tmp_path / "out" / "f00")["id"]) == list(range(ROWS))
-
-
 def test_output_with_placeholder_and_errors_name_what_to_change(tmp_path: Path, linear_model: Path) -> None:
     inbox = tmp_path / "inbox"
     drop_quick(inbox, 0)

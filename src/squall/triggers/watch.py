@@ -33,8 +33,6 @@ def run_in_process(spec: JobSpec) -> tuple[str, int]:
         existing = store.job(spec.job_id) if store.has_job(spec.job_id) else None
     finally:
         store.close()
-    if existing is not None and existing.state in (*ACTIVE_STATES, "CANCELLED"):
-        queue_chunks_if_cut(spec, spec.job_id)
     try:
         if existing is None:
             result = api.run(spec, job_id=spec.job_id)
@@ -45,37 +43,6 @@ def run_in_process(spec: JobSpec) -> tuple[str, int]:
     except JobCancelled:  # `squall cancel JOB_ID`: recorded as cancelled; `squall resume JOB_ID` finishes it
         return "CANCELLED", api.status(spec.job_id, spec.state_dir).counts.rows_in
     return result.state, result.rows_in
-
-
-def queue_chunks_if_cut(spec: JobSpec, job_id: str) -> None:
-    """Queue the chunks of a job that a kill cut between its record and its chunks.
-
-    ``api.run`` records a job, then queues its chunks. A job killed between the
-    two has no chunks, and a resume would finish it as an empty success. Nothing
-    of it ran and nothing was committed, so it is planned again, as ``api.run``
-    plans it, and its chunks are queued.
-    """
-    from squall.io import storage
-    from squall.io.output import open_output
-    from squall.ledger import Ledger, Selection
-    from squall.plan.planner import make_plan
-    from squall.runtime.task import JobTask
-
-    store = JobStore(spec.resolved_state_dir())
-    try:
-        if store.counts(job_id).by_state:
-            return
-        job = store.job(job_id)
-        task = JobTask.from_json(job.task)
-        storage.configure(task.storage_options, task.locations)
-        previous = open_output(job.output).manifest() if spec.incremental else None
-        selection = Selection(spec, Ledger.from_manifest(previous) if previous else None)
-        job_plan = make_plan(spec, job_id, only=selection)
-        assert selection.increment is not None
-        store.set_ledger(job_id, selection.increment.to_json())
-        store.enqueue(job_id, job_plan.chunks)
-    finally:
-        store.close()
 
 
 def watch(rule: WatchRule, stop: threading.Event, once: bool = False, done: Done | None = None) -> int:
