@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 import squall
+from squall import api
 from conftest import TESTS_DIR, ids_dataset, make_frame, read_output, run_cli
 from test_end_to_end import expected_proba
 from test_faults import assert_exact_output, ids_spec, run_killing_workers
@@ -73,7 +74,7 @@ def test_predictions_on_ray_equal_the_model_for_every_format(fmt, dataset, linea
     assert list(got.columns) == list(want.columns) and got.index.equals(want.index)
     np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-9, atol=1e-12)
     assert (tmp_path / "out" / "_SUCCESS").exists()
-    assert {r.worker for r in squall.api.report(result.job_id).invocations} <= {0, 1}
+    assert {r.worker for r in api.report(result.job_id).invocations} <= {0, 1}
     assert not actor_pids(), "every actor is released at the end"
 
 
@@ -119,7 +120,7 @@ def test_a_hanging_row_on_ray_is_isolated_by_timeouts_kills_and_splits(tmp_path)
     result = squall.run(spec)
     assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 1_999, 1)
     assert_exact_output(tmp_path / "out", set(range(2_000)) - {777})
-    (dead,) = squall.api.dead_letters(result.job_id)
+    (dead,) = api.dead_letters(result.job_id)
     assert dead.est_rows == 1 and dead.attempts[-1]["outcome"] == "timeout"
 
 
@@ -132,7 +133,7 @@ def test_an_actor_over_its_memory_limit_is_killed_and_its_chunk_split(tmp_path):
     result = squall.run(spec)
     assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 999, 1)
     assert_exact_output(tmp_path / "out", set(range(1_000)) - {500})
-    (dead,) = squall.api.dead_letters(result.job_id)
+    (dead,) = api.dead_letters(result.job_id)
     assert dead.attempts[-1]["outcome"] == "memory" and "600 MB memory limit" in dead.attempts[-1]["error"]
 
 
@@ -144,7 +145,7 @@ def test_a_row_that_aborts_the_actor_is_isolated_and_rows_that_raise_are_bisecte
     )
     result = squall.run(aborting)
     assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 2_999, 1)
-    assert "Ray actor died" in squall.api.dead_letters(result.job_id)[0].attempts[-1]["error"]
+    assert "Ray actor died" in api.dead_letters(result.job_id)[0].attempts[-1]["error"]
     raising = on_ray(ids_spec(tmp_path, "raise_on_some", chunk_rows=500, batch_size=100, max_error_rate=0.01, overwrite=True))
     result = squall.run(raising)
     assert (result.state, result.rows_out, result.error_rows) == ("PARTIAL", 2_997, 3)
@@ -161,7 +162,7 @@ def test_redrive_on_ray_after_fixing_the_model_turns_partial_into_succeeded(tmp_
     result = squall.run(spec)
     assert (result.state, result.dead_chunks) == ("PARTIAL", 1)
     flag.unlink()
-    redriven = squall.api.redrive(result.job_id)
+    redriven = api.redrive(result.job_id)
     assert (redriven.state, redriven.rows_out, redriven.dead_chunks) == ("SUCCEEDED", 3_000, 0)
     assert_exact_output(tmp_path / "out", set(range(3_000)))
 
@@ -172,7 +173,7 @@ def test_the_pool_grows_to_ray_max_workers_while_chunks_wait(tmp_path):
     result = squall.run(spec)
     assert result.state == "SUCCEEDED" and result.rows_out == 12_000
     assert result.worker_starts == 2
-    assert {r.worker for r in squall.api.report(result.job_id).invocations} == {0, 1}
+    assert {r.worker for r in api.report(result.job_id).invocations} == {0, 1}
 
 
 def test_the_pool_grows_by_one_actor_at_a_time_and_gives_idle_actors_back_down_to_workers(tmp_path):
@@ -181,7 +182,7 @@ def test_the_pool_grows_by_one_actor_at_a_time_and_gives_idle_actors_back_down_t
 
     ids_dataset(tmp_path / "in", 1_000)
     spec = on_ray(ids_spec(tmp_path, "steady", workers=1, ray_max_workers=3, ray_num_cpus=0.5))
-    task = squall.api.task_for(spec, make_plan(spec, "pool"))
+    task = api.task_for(spec, make_plan(spec, "pool"))
     backend = open_backend(spec, tmp_path / "logs")
 
     def settle(idle: int) -> None:
@@ -218,7 +219,7 @@ def test_ray_num_gpus_gives_each_actor_its_own_gpu_and_places_the_model_on_it(tm
     result = squall.run(spec)
     assert result.state == "SUCCEEDED"
     assert set(read_output(tmp_path / "out")["prediction"]) == {0.0, 1.0}
-    assert json.loads(squall.api.report(result.job_id).job.task)["model"]["device"] == "cuda:0"
+    assert json.loads(api.report(result.job_id).job.task)["model"]["device"] == "cuda:0"
 
 
 def test_a_worker_no_node_can_host_is_refused_before_any_work(tmp_path):
