@@ -45,12 +45,12 @@ def ray_runtime():
     ray.shutdown()
 
 
-def actor_pids() -> list[int]:
-    """Processes running squall's worker actors."""
+def actor_pids(older_than_s: float = 0.0) -> list[int]:
+    """Processes running squall's worker actors (those started at least ``older_than_s`` ago)."""
     pids = []
-    for process in psutil.process_iter(["pid", "cmdline"]):
+    for process in psutil.process_iter(["pid", "cmdline", "create_time"]):
         command = " ".join(process.info["cmdline"] or [])
-        if command.startswith("ray::ActorWorker"):
+        if command.startswith("ray::ActorWorker") and time.time() - process.info["create_time"] >= older_than_s:
             pids.append(process.info["pid"])
     return pids
 
@@ -104,7 +104,9 @@ def test_sigkilling_random_actors_every_half_second_loses_and_duplicates_nothing
         ids_spec(tmp_path, "steady", workers=2, chunk_rows=1_000, batch_size=250, max_attempts=50, split_after=50, backoff_base=0.05),
         FAULT_SLEEP="0.05",
     )
-    result, kills = run_killing_workers(spec, seed=11, max_kills=8, victims=actor_pids)
+    # Actors that have had time to load the model: a worker killed again and again while it starts is taken
+    # for a model that cannot load, and that is another test.
+    result, kills = run_killing_workers(spec, seed=11, max_kills=8, every_s=0.7, victims=lambda: actor_pids(older_than_s=3.0))
     assert len(kills) >= 4
     assert result.state == "SUCCEEDED" and result.rows_out == 40_000
     assert result.worker_starts >= 2 + len(kills) - 1
