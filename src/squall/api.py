@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from typing import TYPE_CHECKING
 
+from squall.backends.base import Backend
 from squall.backends.local import LocalBackend, WorkerRecycling
 from squall.errors import InputError, JobStateError, ModelLoadError, SpecError, SquallError
 from squall.io import storage
@@ -92,16 +93,22 @@ def tune(
     return measure_and_recommend(spec, file_values or {}, objective, sample_rows or DEFAULT_SAMPLE_ROWS)  # type: ignore[arg-type]
 
 
-def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None = None) -> JobResult:
+def run(
+    spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None = None, backend: Backend | None = None
+) -> JobResult:
     """Run ``spec`` to completion and return how it ended.
 
     Bad specs, inputs, models and outputs raise :class:`squall.errors.UsageError`
     before any work starts. A job that runs and fails returns a result with
     state ``FAILED`` (it does not raise).
+
+    ``backend`` is a pool of workers to run on instead of fresh local workers
+    (``squall serve`` lends its warm pool this way); ``run`` calls its
+    ``start``, ``configure`` and, at the end, ``shutdown``.
     """
     job_id = job_id or spec.job_id or new_job_id()
     store = JobStore(spec.resolved_state_dir())
-    backend = _backend(store, spec, job_id)
+    backend = backend or _backend(store, spec, job_id)
     try:
         if store.has_job(job_id):
             raise JobStateError(f"a job named {job_id!r} already exists; pick another --job-id or `squall resume {job_id}`")
@@ -314,14 +321,11 @@ def _refuse_inputs_inside(job_plan: Plan, output: str) -> None:
 
 
 def _backend(store: JobStore, spec: JobSpec, job_id: str) -> LocalBackend:
-    recycling = WorkerRecycling(spec.memory, spec.max_invocations_per_worker, spec.recycle_rss_mb)
-    return LocalBackend(
-        store.state_dir / "jobs" / job_id, spec.resolved_threads(), spec.batch_format, recycling, spec.fork, spec.gpus
-    )
+    return backend_for(spec, store.state_dir / "jobs" / job_id)
 
 
 def _drive(
-    store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener], backend: LocalBackend
+    store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener], backend: Backend
 ) -> JobResult:
     from squall.observe.logs import JobLog
     from squall.observe.metrics import JobMetrics
@@ -342,7 +346,7 @@ def job_log_path(state_dir: Path, job_id: str) -> Path:
 
 
 def _coordinate(
-    store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener], backend: LocalBackend
+    store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener], backend: Backend
 ) -> JobResult:
     from squall.coordinator import Coordinator, JobCancelled
     from squall.finalize import finalize_job
@@ -431,6 +435,17 @@ def _locations(spec: JobSpec) -> tuple[str, ...]:
 
 def _configure_storage(spec: JobSpec) -> None:
     storage.configure(storage.connection_options(spec.storage_options, spec.endpoint_url), _locations(spec))
+
+
+def model_ref(spec: JobSpec) -> ModelRef:
+    """The model the workers of ``spec`` load (paths made absolute)."""
+    return _model_ref(spec)
+
+
+def backend_for(spec: JobSpec, log_dir: Path) -> LocalBackend:
+    """Local workers as ``spec`` sets them up (threads, batch format, recycling, fork, GPUs), logging to ``log_dir``."""
+    recycling = WorkerRecycling(spec.memory, spec.max_invocations_per_worker, spec.recycle_rss_mb)
+    return LocalBackend(log_dir, spec.resolved_threads(), spec.batch_format, recycling, spec.fork, spec.gpus)
 
 
 def _model_ref(spec: JobSpec) -> ModelRef:
