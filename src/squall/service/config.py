@@ -39,6 +39,9 @@ class ServeConfig(BaseModel):
     warm_workers: dict[str, int] = Field(
         default_factory=dict, description="Model → workers kept loaded between jobs (provisioned concurrency)."
     )
+    warm_workers_per_job: int | None = Field(
+        None, gt=0, description="Warm workers lent to one job; default all of a model's warm workers as one pool."
+    )
     # Owned by the triggers (file-arrival watches, cron schedules); kept raw here.
     watches: list[dict[str, Any]] = Field(default_factory=list, description="File-arrival watches (squall.triggers).")
     schedules: list[dict[str, Any]] = Field(default_factory=list, description="Cron schedules (squall.triggers).")

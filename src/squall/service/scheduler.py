@@ -64,7 +64,7 @@ class Scheduler:
         self._config = config
         self.state_dir: Path = config.resolved_state_dir()
         self.queue = JobQueue(self.state_dir)
-        self.pool = WarmPool(config.warm_workers, self.state_dir / "warm")
+        self.pool = WarmPool(config.warm_workers, self.state_dir / "warm", config.warm_workers_per_job)
         self._listeners = [*listeners, _CancelOnStart(self)]
         self._cond = threading.Condition()
         self._running: dict[str, Running] = {}

@@ -1,8 +1,9 @@
 """The warm pool ("provisioned concurrency"): workers of configured models that stay loaded between jobs.
 
-For each model named in ``warm_workers`` the pool starts one local backend
-with that many workers when the service starts, and waits until every
-worker has loaded the model. A job whose model and worker settings match,
+For each model named in ``warm_workers`` the pool starts local backends with
+that many workers in all when the service starts (one backend, or one per
+``warm_workers_per_job`` workers), and waits until every worker has loaded
+the model. A job whose model and worker settings match,
 and that was granted at least that many workers, borrows the backend
 (:meth:`WarmPool.borrow`): ``squall.api.run`` configures it with the job's
 task as usual, and its ``shutdown`` hands it back instead of killing the
@@ -103,8 +104,9 @@ class LentBackend:
 class WarmPool:
     """Warm backends for the models in ``warm_workers`` (see the module docstring)."""
 
-    def __init__(self, warm_workers: dict[str, int], log_root: Path) -> None:
+    def __init__(self, warm_workers: dict[str, int], log_root: Path, per_job: int | None = None) -> None:
         self._wanted = dict(warm_workers)
+        self._per_job = per_job
         self._log_root = log_root
         self._lock = threading.Lock()
         self._entries: list[_Warm] = []
@@ -115,7 +117,9 @@ class WarmPool:
     def start(self) -> None:
         """Start warming every configured model in the background."""
         for model, workers in self._wanted.items():
-            self._warm_up(model, workers)
+            step = self._per_job or workers
+            for first in range(0, workers, step):
+                self._warm_up(model, min(step, workers - first))
 
     def borrow(self, spec: JobSpec, granted: int) -> tuple[Backend, int] | None:
         """A ready warm backend for ``spec`` with at most ``granted`` workers, and its worker count; None if none fits."""
