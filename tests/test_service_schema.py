@@ -8,6 +8,7 @@ have it), with one finished job to find.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 import squall
-from conftest import ids_dataset
+from conftest import TESTS_DIR, ids_dataset
 from squall.service.app import create_app
 from squall.service.config import ServeConfig
 
@@ -42,6 +43,12 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 @pytest.fixture(scope="module", autouse=True)
 def running_service() -> Iterator[None]:
     """The scheduler runs while the module's tests do; one finished job is in the store."""
+    with pytest.MonkeyPatch.context() as patch:  # workers import the test models (conftest does this per test)
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])))
+        yield from _serving()
+
+
+def _serving() -> Iterator[None]:
     ids_dataset(_ROOT / "allowed" / "in", 200, row_group_size=100)
     spec = squall.JobSpec(model="faultmodels:steady", input=[str(_ROOT / "allowed" / "in")], output=str(_ROOT / "allowed" / "out"),
                           key=["id"], features=["id_copy"], workers=1, job_id="finished", state_dir=str(_ROOT / "state"))
