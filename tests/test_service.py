@@ -280,3 +280,24 @@ def test_serve_refuses_a_non_loopback_address_without_a_token(monkeypatch):
     result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--port", "1"])
     assert result.exit_code == 2
     assert "without a token" in result.output and "SQUALL_TOKEN" in result.output
+
+
+def test_a_restart_loses_nothing_queued_jobs_wait_and_stopped_jobs_resume(squall_home, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAULT_SLEEP", "0.3")
+    ids_dataset(tmp_path / "in", 2_000, row_group_size=250)
+    config = _config(squall_home, max_concurrency=1, max_running_jobs=1)
+    with TestClient(create_app(config)) as client:
+        running = client.post("/jobs", json=_steady(tmp_path / "in", tmp_path / "a", chunk_rows=250, workers=1, job_id="a"),
+                              headers=AUTH).json()["id"]
+        waiting = client.post("/jobs", json=_steady(tmp_path / "in", tmp_path / "b", chunk_rows=250, workers=1, job_id="b"),
+                              headers=AUTH).json()["id"]
+        deadline = time.monotonic() + 60
+        while client.get(f"/jobs/{running}", headers=AUTH).json()["rows_in"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    # The service stopped with "a" half done and "b" never started; a new one finishes both.
+    monkeypatch.setenv("FAULT_SLEEP", "0")
+    with TestClient(create_app(config)) as client:
+        assert client.get(f"/jobs/{waiting}", headers=AUTH).json()["state"] in ("QUEUED", "STARTING", "RUNNING", "SUCCEEDED")
+        views = [_wait(client.get, job_id) for job_id in (running, waiting)]
+    assert [(v["state"], v["rows_out"]) for v in views] == [("SUCCEEDED", 2_000), ("SUCCEEDED", 2_000)]
+    assert len(read_output(tmp_path / "a")) == 2_000
