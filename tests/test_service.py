@@ -58,7 +58,7 @@ ROUTES = [
     ("GET", "/jobs", 200), ("POST", "/jobs", 422), ("GET", "/jobs/finished", 200), ("GET", "/jobs/finished/chunks", 200),
     ("GET", "/jobs/finished/dlq", 200), ("POST", "/jobs/finished/cancel", 409), ("POST", "/jobs/finished/redrive", 409),
     ("POST", "/jobs/finished/resume", 409), ("GET", "/jobs/finished/report", 200), ("GET", "/jobs/finished/timeline", 200),
-    ("GET", "/metrics", 200), ("GET", "/", 200),
+    ("GET", "/metrics", 200), ("GET", "/", 200), ("GET", "/openapi.json", 200),
 ]
 
 

@@ -37,7 +37,7 @@ async def _no_lifespan(app: object) -> AsyncIterator[None]:
 
 
 app.router.lifespan_context = _no_lifespan
-schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+schema = schemathesis.openapi.from_asgi("/openapi.json", app, headers={"Authorization": f"Bearer {TOKEN}"})
 
 
 @pytest.fixture(scope="module", autouse=True)

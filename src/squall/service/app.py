@@ -4,7 +4,8 @@ Routes (every one but ``/healthz`` needs the bearer token when one is set):
 
 ==========================  ====================================================================
 ``GET /``                   the dashboard (``/?token=T`` once sets a cookie for the browser)
-``GET /healthz``            liveness, queue and warm-pool state (no token needed)
+``GET /healthz``            liveness (no token needed)
+``GET /openapi.json``       the OpenAPI schema
 ``GET /metrics``            Prometheus text
 ``POST /jobs``              queue a job (a JobSpec as JSON, ``?priority=N``); 201 with its ``id``
 ``GET /jobs``               jobs newest first (``?state=&limit=&offset=``)
@@ -98,7 +99,9 @@ def create_app(config: ServeConfig) -> FastAPI:
             raise HTTPException(401, "missing or wrong token: send `Authorization: Bearer $SQUALL_TOKEN`",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    app = FastAPI(title="squall", summary="Batch prediction the serverless way", lifespan=lifespan)
+    # The schema is served below, behind the token; no /docs (Swagger UI would load scripts from a CDN).
+    app = FastAPI(title="squall", summary="Batch prediction the serverless way", lifespan=lifespan,
+                  openapi_url=None, docs_url=None, redoc_url=None)
     app.state.scheduler = scheduler
     app.state.config = config
     _errors(app)
@@ -119,6 +122,11 @@ def create_app(config: ServeConfig) -> FastAPI:
         if not check.allows(request.headers.get("authorization"), request.cookies.get(COOKIE)):
             return HTMLResponse("<p>This squall service needs its token: open <code>/?token=YOUR_TOKEN</code>.</p>", 401)
         return HTMLResponse(page())
+
+    @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
+    def openapi() -> JSONResponse:
+        """The OpenAPI schema of these routes."""
+        return JSONResponse(_schema(app))
 
     @app.get("/metrics", response_class=PlainTextResponse, dependencies=guarded, tags=["service"])
     def prometheus() -> str:
@@ -204,6 +212,14 @@ def create_app(config: ServeConfig) -> FastAPI:
         return Response(timeline_svg(api.report(job_id, scheduler.state_dir)), media_type="image/svg+xml")
 
     return app
+
+
+def _schema(app: FastAPI) -> dict[str, Any]:
+    from fastapi.openapi.utils import get_openapi
+
+    if app.openapi_schema is None:
+        app.openapi_schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+    return app.openapi_schema
 
 
 def _checked(job_id: str) -> str:
