@@ -22,6 +22,7 @@ Routes (every one but ``/healthz`` needs the bearer token when one is set):
 
 from __future__ import annotations
 
+import re
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Any, AsyncIterator, Literal
@@ -223,8 +224,6 @@ def _schema(app: FastAPI) -> dict[str, Any]:
 
 
 def _checked(job_id: str) -> str:
-    import re
-
     if not re.match(_JOB_ID, job_id):
         raise JobNotFoundError(f"no job {job_id!r}: job ids are letters, digits, `_`, `.` and `-`")
     return job_id

@@ -12,12 +12,15 @@ Requests are admitted strictly in order (priority first, then arrival): a
 request that does not fit waits at the head of the queue and those behind it
 wait too, visibly (``QUEUED`` with a queue position). Each admitted request
 runs ``squall.api.run`` (or ``resume``/``redrive``) in its own thread; the
-coordinator in that thread is the job's only writer, as with the CLI.
+coordinator in that thread is the job's only writer, as with the CLI. A job
+that leaves ``threads_per_worker`` unset gets ``cores // max_concurrency``
+BLAS threads per worker, so that a full pool fits the cores.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +67,8 @@ class Scheduler:
         self._config = config
         self.state_dir: Path = config.resolved_state_dir()
         self.queue = JobQueue(self.state_dir)
-        self.pool = WarmPool(config.warm_workers, self.state_dir / "warm", config.warm_workers_per_job)
+        self.threads_per_worker = max(1, (os.cpu_count() or 1) // config.max_concurrency)
+        self.pool = WarmPool(config.warm_workers, self.state_dir / "warm", config.warm_workers_per_job, self.threads_per_worker)
         self._listeners = [*listeners, _CancelOnStart(self)]
         self._cond = threading.Condition()
         self._running: dict[str, Running] = {}
@@ -203,7 +207,7 @@ class Scheduler:
             granted = min(self._wanted(sub), free)
             backend: Backend | None = None
             if sub.action == "run" and sub.spec:
-                lent = self.pool.borrow(JobSpec.model_validate_json(sub.spec), granted)
+                lent = self.pool.borrow(self._job_spec(sub), granted)
                 if lent is not None:
                     backend, granted = lent
             self._running[sub.job_id] = Running(sub, granted, backend is not None)
@@ -213,6 +217,14 @@ class Scheduler:
                                       daemon=True)
             self._threads[sub.job_id] = thread
             thread.start()
+
+    def _job_spec(self, sub: Submission) -> JobSpec:
+        """The submitted spec, with BLAS threads per worker set so that ``max_concurrency`` workers fit the cores."""
+        assert sub.spec is not None
+        spec = JobSpec.model_validate_json(sub.spec)
+        if spec.threads_per_worker is None:
+            spec = spec.model_copy(update={"threads_per_worker": self.threads_per_worker})
+        return spec
 
     def _wanted(self, sub: Submission) -> int:
         if sub.spec:
@@ -245,7 +257,7 @@ class Scheduler:
     def _perform(self, sub: Submission, workers: int, backend: Backend | None) -> None:
         if sub.action == "run":
             assert sub.spec is not None
-            spec = JobSpec.model_validate_json(sub.spec).model_copy(update={"workers": workers})
+            spec = self._job_spec(sub).model_copy(update={"workers": workers})
             api.run(spec, listeners=self._listeners, job_id=sub.job_id, backend=backend)
         elif sub.action == "redrive":
             api.redrive(sub.job_id, state_dir=self.state_dir, overrides={"workers": workers}, listeners=self._listeners)

@@ -48,7 +48,7 @@ class JobViews:
             submissions = {s.job_id: s for s in self._scheduler.queue.latest_all()}
             records = {r.job_id: r for r in store.recent_jobs(1_000_000)}
             ids = sorted(set(submissions) | set(records), key=lambda i: -_created(records.get(i), submissions.get(i)))
-            views = [self._view(store, i, records.get(i), submissions.get(i), positions, brief=True) for i in ids]
+            views = [self._view(store, i, records.get(i), submissions.get(i), positions) for i in ids]
         finally:
             store.close()
         if state:
@@ -93,7 +93,7 @@ class JobViews:
 
     def _view(
         self, store: JobStore, job_id: str, record: JobRecord | None, submission: Submission | None,
-        positions: dict[str, int], brief: bool = False,
+        positions: dict[str, int],
     ) -> dict[str, Any]:
         view: dict[str, Any] = {"id": job_id, "source": submission.source if submission else "cli",
                                 "priority": submission.priority if submission else 0,

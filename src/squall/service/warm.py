@@ -104,9 +104,12 @@ class LentBackend:
 class WarmPool:
     """Warm backends for the models in ``warm_workers`` (see the module docstring)."""
 
-    def __init__(self, warm_workers: dict[str, int], log_root: Path, per_job: int | None = None) -> None:
+    def __init__(
+        self, warm_workers: dict[str, int], log_root: Path, per_job: int | None = None, threads_per_worker: int = 1
+    ) -> None:
         self._wanted = dict(warm_workers)
         self._per_job = per_job
+        self._threads_per_worker = threads_per_worker
         self._log_root = log_root
         self._lock = threading.Lock()
         self._entries: list[_Warm] = []
@@ -172,7 +175,7 @@ class WarmPool:
             thread.join(timeout=10)
 
     def _warm_up(self, model: str, workers: int) -> None:
-        spec = JobSpec(model=model, input=["-"], output="-", workers=workers)
+        spec = JobSpec(model=model, input=["-"], output="-", workers=workers, threads_per_worker=self._threads_per_worker)
         backend = api.backend_for(spec, self._log_root / f"warm-{len(self._threads)}")
         warm = _Warm(model, workers, backend_key(spec), backend)
         with self._lock:
