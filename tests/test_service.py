@@ -330,3 +330,26 @@ def test_squall_serve_runs_from_the_command_line_and_stops_cleanly_on_sigint(squ
         output, _ = server.communicate(timeout=60)
     assert server.returncode == 0, output
     assert (squall_home / "service.db").exists()
+
+
+def test_dead_letters_are_listed_with_their_reasons_and_a_redrive_over_http_finishes_the_job(squall_home, tmp_path, monkeypatch):
+    import json
+
+    ids_dataset(tmp_path / "in", 2_000, row_group_size=500)
+    (tmp_path / "schedule.json").write_text(json.dumps({"1": ["crash"]}))  # chunk 1 crashes its first worker, then works
+    monkeypatch.setenv("FAULT_SCHEDULE", str(tmp_path / "schedule.json"))
+    monkeypatch.setenv("FAULT_CHUNK_ROWS", "500")
+    spec = {**_steady(tmp_path / "in", tmp_path / "out", chunk_rows=500, workers=1, max_attempts=1, max_dead_chunks=1,
+                      batch_size=500), "model": "faultmodels:scheduled", "job_id": "dlq"}
+    with TestClient(create_app(_config(squall_home, max_concurrency=1))) as client:
+        assert client.post("/jobs", json=spec, headers=AUTH).status_code == 201
+        assert _wait(client.get, "dlq")["state"] == "PARTIAL"
+        dead = client.get("/jobs/dlq/dlq", headers=AUTH).json()
+        chunks = {c["chunk_id"]: c["state"] for c in client.get("/jobs/dlq/chunks", headers=AUTH).json()}
+        assert client.post("/jobs/dlq/redrive", headers=AUTH).status_code == 202
+        time.sleep(0.3)
+        view = _wait(client.get, "dlq")
+    assert [d["chunk_id"] for d in dead] == [1] and dead[0]["attempts"][0]["outcome"] == "lost"
+    assert "worker" in dead[0]["attempts"][0]["error"]
+    assert chunks == {0: "done", 1: "dead", 2: "done", 3: "done"}
+    assert view["state"] == "SUCCEEDED" and view["rows_out"] == 2_000
