@@ -353,3 +353,10 @@ def test_dead_letters_are_listed_with_their_reasons_and_a_redrive_over_http_fini
     assert "worker" in dead[0]["attempts"][0]["error"]
     assert chunks == {0: "done", 1: "dead", 2: "done", 3: "done"}
     assert view["state"] == "SUCCEEDED" and view["rows_out"] == 2_000
+
+
+def test_trigger_sections_are_refused_until_the_triggers_are_wired_in(tmp_path):
+    path = tmp_path / "squall-serve.toml"
+    path.write_text('[[watches]]\npath = "/data"\n')
+    with pytest.raises(SpecError, match="watches"):
+        load_config(path, environ={})

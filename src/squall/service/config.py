@@ -1,9 +1,10 @@
 """``ServeConfig``: what ``squall serve`` listens on, who may call it, and how much work it runs at once.
 
 Read from a TOML file (``--config squall-serve.toml``); ``SQUALL_TOKEN`` and
-explicit CLI options win over the file. Unknown keys are refused, except the
-sections other parts of the service own (``watches``, ``schedules``), which
-are kept as raw tables for them.
+explicit CLI options win over the file. Unknown keys are refused. The
+triggers' sections (``[[watches]]``, ``[[schedules]]``) join as two more list
+fields of their own typed records when the triggers are wired in; until then
+a config that has them is refused rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -42,9 +43,6 @@ class ServeConfig(BaseModel):
     warm_workers_per_job: int | None = Field(
         None, gt=0, description="Warm workers lent to one job; default all of a model's warm workers as one pool."
     )
-    # Owned by the triggers (file-arrival watches, cron schedules); kept raw here.
-    watches: list[dict[str, Any]] = Field(default_factory=list, description="File-arrival watches (squall.triggers).")
-    schedules: list[dict[str, Any]] = Field(default_factory=list, description="Cron schedules (squall.triggers).")
 
     def resolved_state_dir(self) -> Path:
         """The state directory the service uses."""
