@@ -12,13 +12,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from squall.errors import SpecError, UsageError
-from squall.spec import _toml_loads, default_state_dir
+from squall.spec import default_state_dir
 
 
 class ServeConfig(BaseModel):
@@ -92,8 +93,12 @@ def _read_file(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise SpecError(f"cannot read serve config {path}: {exc.strerror}; check --config") from exc
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
     try:
-        raw = _toml_loads(text)
+        raw = tomllib.loads(text)
     except ValueError as exc:
         raise SpecError(f"serve config {path} is not valid TOML: {exc}") from exc
     return {name.replace("-", "_"): value for name, value in raw.items()}
