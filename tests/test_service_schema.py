@@ -9,6 +9,7 @@ have it), with one finished job to find.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -58,6 +59,7 @@ def _serving() -> Iterator[None]:
         yield
     finally:
         app.state.scheduler.stop()
+        shutil.rmtree(_ROOT, ignore_errors=True)
 
 
 @schema.parametrize()

@@ -138,7 +138,10 @@ def create_app(config: ServeConfig) -> FastAPI:
         finally:
             store.close()
 
-    @app.post("/jobs", status_code=201, dependencies=guarded, tags=["jobs"])
+    # The body is validated by parse_spec (the CLI's messages), but documented as the JobSpec it is.
+    spec_body = {"requestBody": {"required": True, "content": {"application/json": {"schema": JobSpec.model_json_schema()}}}}
+
+    @app.post("/jobs", status_code=201, dependencies=guarded, tags=["jobs"], openapi_extra=spec_body)
     def submit(
         spec: dict[str, Any] = Body(..., description="A JobSpec: the TOML spec's field names, as JSON."),
         priority: int = Query(0, ge=-1000, le=1000, description="Higher runs first; equal priorities run in order."),
