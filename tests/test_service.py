@@ -36,6 +36,14 @@ def _steady(folder: Path, output: Path, **extra: Any) -> dict[str, Any]:
             "features": ["id_copy"], **extra}
 
 
+def _settled(app: Any, timeout: float = 60) -> None:
+    """Wait until no job runs and every warm pool is back and ready (a job's thread hands its pool back after its state is final)."""
+    deadline = time.monotonic() + timeout
+    while app.state.scheduler.running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert app.state.scheduler.pool.wait_ready(max(1.0, deadline - time.monotonic()))
+
+
 def _wait(get: Any, job_id: str, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -161,6 +169,7 @@ def test_a_warm_pool_makes_small_jobs_pay_no_cold_start(squall_home, tmp_path):
             job = client.post("/jobs", json=_steady(tmp_path / "in", tmp_path / f"warm-{index}", chunk_rows=250, workers=2),
                               headers=AUTH)
             views.append(_wait(client.get, job.json()["id"]))
+            _settled(client.app)
         # One worker does not fit the warm pool of two: this job starts its own worker, cold.
         cold = client.post("/jobs", json=_steady(tmp_path / "in", tmp_path / "cold", chunk_rows=250, workers=1), headers=AUTH)
         views.append(_wait(client.get, cold.json()["id"]))
@@ -360,3 +369,25 @@ def test_trigger_sections_are_refused_until_the_triggers_are_wired_in(tmp_path):
     path.write_text('[[watches]]\npath = "/data"\n')
     with pytest.raises(SpecError, match="watches"):
         load_config(path, environ={})
+
+
+def test_a_warm_pool_that_lost_a_worker_during_a_job_is_replaced_and_the_next_job_still_runs_warm(squall_home, tmp_path,
+                                                                                                   monkeypatch):
+    import json
+
+    ids_dataset(tmp_path / "in", 1_000, row_group_size=500)
+    (tmp_path / "schedule.json").write_text(json.dumps({"1": ["crash"]}))
+    monkeypatch.setenv("FAULT_SCHEDULE", str(tmp_path / "schedule.json"))
+    monkeypatch.setenv("FAULT_CHUNK_ROWS", "500")
+    config = _config(squall_home, max_concurrency=1, warm_workers={"faultmodels:scheduled": 1})
+    with TestClient(create_app(config)) as client:
+        pool = client.app.state.scheduler.pool  # type: ignore[attr-defined]
+        assert pool.wait_ready(120)
+        spec = {**_steady(tmp_path / "in", tmp_path / "a", chunk_rows=500, workers=1, batch_size=500, backoff_base=0),
+                "model": "faultmodels:scheduled"}
+        first = _wait(client.get, client.post("/jobs", json=spec, headers=AUTH).json()["id"])
+        _settled(client.app)
+        assert len(pool.status()) == 1
+        second = _wait(client.get, client.post("/jobs", json={**spec, "output": str(tmp_path / "b")}, headers=AUTH).json()["id"])
+    assert (first["state"], first["worker_starts"]) == ("SUCCEEDED", 1)  # the crashed worker was replaced during the job
+    assert (second["state"], second["cold_starts"], second["worker_starts"]) == ("SUCCEEDED", 0, 0)

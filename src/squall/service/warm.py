@@ -10,7 +10,11 @@ task as usual, and its ``shutdown`` hands it back instead of killing the
 workers. So the job pays no cold start, and its record counts only the
 starts that happened while it held the backend. A backend handed back with
 a worker still busy (the job was cancelled mid-invocation) is shut down and
-a fresh one warmed in its place.
+a fresh one warmed in its place. So is one that started a worker while it was
+lent (a crash, a timeout, recycling): a worker process dies with the thread
+that started it (``PR_SET_PDEATHSIG`` follows the thread), and that thread
+was the job's, which has ended. For the same reason the pool's own workers
+are started from threads that live as long as the pool.
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ class LentBackend:
 
     def shutdown(self) -> None:
         """Hand the backend back to the pool (the workers stay loaded)."""
-        self._pool.give_back(self._warm, self._configured)
+        self._pool.give_back(self._warm, self._configured, self.worker_starts() > 0)
 
 
 class WarmPool:
@@ -134,9 +138,10 @@ class WarmPool:
                         return LentBackend(self, warm), warm.workers
         return None
 
-    def give_back(self, warm: _Warm, used: bool) -> None:
-        """Take back a lent backend; one with a busy or missing worker is replaced by a fresh one."""
-        healthy = not used or len(warm.backend.idle()) == warm.workers
+    def give_back(self, warm: _Warm, used: bool, restarted: bool = False) -> None:
+        """Take back a lent backend; one with a busy or missing worker, or one that started a worker while
+        lent (that worker dies with the job's thread, see the module docstring), is replaced by a fresh one."""
+        healthy = not restarted and (not used or len(warm.backend.idle()) == warm.workers)
         with self._lock:
             warm.lent = False
             if healthy and not self._closed:
