@@ -191,7 +191,11 @@ def test_jobs_beyond_the_limits_wait_visibly_in_priority_order_and_can_be_cancel
             assert answer.status_code == 201, answer.text
             return str(answer.json()["id"])
 
-        first, low, high = submit("first"), submit("low"), submit("high", priority=5)
+        first = submit("first")
+        deadline = time.monotonic() + 30
+        while client.get(f"/jobs/{first}", headers=AUTH).json()["state"] == "QUEUED" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        low, high = submit("low"), submit("high", priority=5)
         assert client.post("/jobs", json=_steady(tmp_path / "in", tmp_path / "x", job_id="low"), headers=AUTH).status_code == 409
         queued = client.get("/jobs?state=QUEUED", headers=AUTH).json()
         assert {j["id"]: j["queue_position"] for j in queued["jobs"]} == {high: 1, low: 2}
