@@ -61,6 +61,7 @@ def test_the_dashboard_shows_a_running_job_moving_and_its_timeline(squall_home, 
                 second = _progress(page, "slow")
                 assert 0 < first < second
                 assert page.inner_text('tr[data-job="slow"] .state') == "RUNNING"
+                assert page.inner_text("#pool b") == "2 / 2"  # the job holds both workers of the pool
                 page.screenshot(path=str(ARTIFACTS / "dashboard-jobs.png"), full_page=True)
 
                 page.click('tr[data-job="slow"] a')

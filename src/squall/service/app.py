@@ -157,8 +157,11 @@ def create_app(config: ServeConfig) -> FastAPI:
         state: str | None = Query(None, max_length=20, description="Only jobs in this state (QUEUED, RUNNING, …)."),
         limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=10_000_000),
     ) -> dict[str, Any]:
-        """Jobs newest first, one page at a time."""
-        return views.jobs(state, limit, offset)
+        """Jobs newest first, one page at a time, and how full the worker pool is."""
+        pool = {"busy_workers": scheduler.busy_workers(), "max_concurrency": config.max_concurrency,
+                "running_jobs": len(scheduler.running()), "max_running_jobs": config.max_running_jobs,
+                "queued": len(scheduler.queue.queued()), "warm": scheduler.pool.status()}
+        return {**views.jobs(state, limit, offset), "pool": pool}
 
     @app.get("/jobs/{job_id}", dependencies=guarded, tags=["jobs"])
     def job(job_id: str) -> dict[str, Any]:
