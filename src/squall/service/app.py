@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, AsyncIterator, Literal
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
@@ -78,6 +78,18 @@ def _fields_at_fault(values: dict[str, Any]) -> list[str]:
     return []
 
 
+@dataclass(frozen=True)
+class _Parts:
+    """What the routes use: the config, the scheduler, the job views, the roots and token checks, the metrics."""
+
+    config: ServeConfig
+    scheduler: Scheduler
+    views: JobViews
+    roots: AllowedRoots
+    check: TokenCheck
+    metrics: ServiceMetrics
+
+
 def create_app(config: ServeConfig) -> FastAPI:
     """The service as an ASGI application; its scheduler starts and stops with the application's lifespan."""
     metrics = ServiceMetrics()
@@ -106,7 +118,18 @@ def create_app(config: ServeConfig) -> FastAPI:
     app.state.scheduler = scheduler
     app.state.config = config
     _errors(app)
+    parts = _Parts(config, scheduler, views, roots, check, metrics)
     guarded = [Depends(authorized)]
+    _service_routes(app, parts, guarded)
+    _job_routes(app, parts, guarded)
+    _job_control_routes(app, parts, guarded)
+    _report_routes(app, parts, guarded)
+    return app
+
+
+def _service_routes(app: FastAPI, parts: _Parts, guarded: list[Any]) -> None:
+    """``/healthz``, the dashboard, the schema and ``/metrics``."""
+    config, scheduler, check, metrics = parts.config, parts.scheduler, parts.check, parts.metrics
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, Any]:
@@ -137,6 +160,11 @@ def create_app(config: ServeConfig) -> FastAPI:
             return metrics.text(scheduler, store, config.max_concurrency)
         finally:
             store.close()
+
+
+def _job_routes(app: FastAPI, parts: _Parts, guarded: list[Any]) -> None:
+    """Submitting jobs and reading their state, chunks and dead letters."""
+    config, scheduler, views, roots = parts.config, parts.scheduler, parts.views, parts.roots
 
     # The body is validated by parse_spec (the CLI's messages), but documented as the JobSpec it is.
     spec_body = {"requestBody": {"required": True, "content": {"application/json": {"schema": JobSpec.model_json_schema()}}}}
@@ -179,6 +207,11 @@ def create_app(config: ServeConfig) -> FastAPI:
         views.require(_checked(job_id))
         return [asdict(dead) for dead in api.dead_letters(job_id, scheduler.state_dir)]
 
+
+def _job_control_routes(app: FastAPI, parts: _Parts, guarded: list[Any]) -> None:
+    """Cancel, redrive and resume."""
+    scheduler, views = parts.scheduler, parts.views
+
     @app.post("/jobs/{job_id}/cancel", status_code=202, dependencies=guarded, tags=["jobs"])
     def cancel(job_id: str) -> dict[str, Any]:
         """Cancel a queued job, or ask a running one to stop (committed parts are kept)."""
@@ -199,6 +232,11 @@ def create_app(config: ServeConfig) -> FastAPI:
         scheduler.request(job_id, "resume", priority)
         return {"id": job_id, "state": "QUEUED"}
 
+
+def _report_routes(app: FastAPI, parts: _Parts, guarded: list[Any]) -> None:
+    """The job report and its timeline."""
+    scheduler, views = parts.scheduler, parts.views
+
     @app.get("/jobs/{job_id}/report", dependencies=guarded, tags=["jobs"], response_model=None)
     def report(job_id: str, format: Literal["json", "html"] = "json") -> dict[str, Any] | HTMLResponse:
         """The job report: summary, invocations, throughput, durations, failures, dead letters and cost."""
@@ -217,8 +255,6 @@ def create_app(config: ServeConfig) -> FastAPI:
 
         views.require(_checked(job_id))
         return Response(timeline_svg(api.report(job_id, scheduler.state_dir)), media_type="image/svg+xml")
-
-    return app
 
 
 def _schema(app: FastAPI) -> dict[str, Any]:
