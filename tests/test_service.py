@@ -395,3 +395,23 @@ def test_a_warm_pool_that_lost_a_worker_during_a_job_is_replaced_and_the_next_jo
         second = _wait(client.get, client.post("/jobs", json={**spec, "output": str(tmp_path / "b")}, headers=AUTH).json()["id"])
     assert (first["state"], first["worker_starts"]) == ("SUCCEEDED", 1)  # the crashed worker was replaced during the job
     assert (second["state"], second["cold_starts"], second["worker_starts"]) == ("SUCCEEDED", 0, 0)
+
+
+def test_a_path_the_filesystem_cannot_take_is_a_client_error_not_a_crash(squall_home, tmp_path):
+    with TestClient(create_app(_config(squall_home, allowed_roots=[str(tmp_path)]))) as client:
+        answer = client.post("/jobs", json=_steady(Path(f"{tmp_path}/in\x00"), tmp_path / "out"), headers=AUTH)
+    assert answer.status_code == 400 and "not a usable path" in answer.json()["detail"]
+
+
+def test_a_spec_that_cannot_be_stored_is_refused_and_a_broken_request_does_not_block_the_queue(squall_home, tmp_path):
+    ids_dataset(tmp_path / "in", 100, row_group_size=100)
+    with TestClient(create_app(_config(squall_home, max_concurrency=1))) as client:
+        infinite = client.post("/jobs", content=b'{"model": "m", "input": ["x"], "output": "o", "timeout": Infinity}',
+                               headers={**AUTH, "Content-Type": "application/json"})
+        assert infinite.status_code == 400 and "finite numbers" in infinite.json()["detail"]
+        scheduler = client.app.state.scheduler  # type: ignore[attr-defined]
+        scheduler.queue.add("broken", "run", "{not json", 9, "api")  # a row no scheduler could read
+        fine = client.post("/jobs", json=_steady(tmp_path / "in", tmp_path / "out", workers=1), headers=AUTH).json()["id"]
+        assert _wait(client.get, fine)["state"] == "SUCCEEDED"
+        broken = client.get("/jobs/broken", headers=AUTH).json()
+    assert broken["state"] == "FAILED" and broken["message"]

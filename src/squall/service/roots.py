@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from squall.errors import UsageError
+from squall.errors import SpecError, UsageError
 from squall.spec import JobSpec
 
 _GLOB_CHARS = "*?["
@@ -53,11 +53,14 @@ class AllowedRoots:
             self._check_url(field, uri)
             return
         path = uri.removeprefix("file://")
-        resolved = os.path.realpath(os.path.expanduser(path))
-        self._inside(field, uri, resolved)
-        if listing:
-            for member in _members(path):
-                self._inside(field, uri, os.path.realpath(member), member)
+        try:
+            resolved = os.path.realpath(os.path.expanduser(path))
+            self._inside(field, uri, resolved)
+            if listing:
+                for member in _members(path):
+                    self._inside(field, uri, os.path.realpath(member), member)
+        except (ValueError, OSError) as exc:  # a NUL byte, a name too long: not a path the job could read either
+            raise SpecError(f"`{field}` {uri!r} is not a usable path ({exc}); fix the path") from None
 
     def _check_url(self, field: str, uri: str) -> None:
         if ".." in uri.split("://", 1)[1].split("/"):

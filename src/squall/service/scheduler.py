@@ -28,7 +28,7 @@ from typing import Sequence
 
 from squall import api
 from squall.backends.base import Backend
-from squall.errors import JobNotFoundError, JobStateError, SquallError
+from squall.errors import JobNotFoundError, JobStateError, SpecError, SquallError
 from squall.observe.events import JobListener
 from squall.service.config import ServeConfig
 from squall.service.queue import JobQueue, Submission
@@ -47,6 +47,10 @@ class Running:
     submission: Submission
     workers: int
     warm: bool
+
+
+class _Full(Exception):
+    """The pool has no room for the request at the head of the queue."""
 
 
 class _CancelOnStart(JobListener):
@@ -116,6 +120,10 @@ class Scheduler:
         """
         job_id = spec.job_id or api.new_job_id()
         stored = spec.model_copy(update={"job_id": job_id, "state_dir": str(self.state_dir)})
+        try:
+            JobSpec.model_validate_json(stored.to_json())  # what is queued must read back (JSON has no Infinity)
+        except ValueError as exc:
+            raise SpecError(f"the spec does not survive being stored as JSON ({exc}); use finite numbers") from None
         with self._cond:
             if self._known(job_id):
                 raise JobStateError(f"a job named {job_id!r} already exists; pick another job_id or resume it")
@@ -198,25 +206,35 @@ class Scheduler:
 
     def _admit(self) -> None:
         for sub in self.queue.queued():
-            busy = sum(r.workers for r in self._running.values())
-            free = self._config.max_concurrency - busy
-            if len(self._running) >= self._config.max_running_jobs or free <= 0:
+            try:
+                self._admit_one(sub)
+            except _Full:
                 return
-            if sub.job_id in self._running:
-                continue  # a resume queued behind its own job waits for it, without holding up the rest
-            granted = min(self._wanted(sub), free)
-            backend: Backend | None = None
-            if sub.action == "run" and sub.spec:
-                lent = self.pool.borrow(self._job_spec(sub), granted)
-                if lent is not None:
-                    backend, granted = lent
-            self._running[sub.job_id] = Running(sub, granted, backend is not None)
-            self.peak_busy = max(self.peak_busy, busy + granted)
-            self.queue.mark(sub.seq, "ADMITTED", workers=granted)
-            thread = threading.Thread(target=self._execute, args=(sub, granted, backend), name=f"job-{sub.job_id}",
-                                      daemon=True)
-            self._threads[sub.job_id] = thread
-            thread.start()
+            except Exception as exc:  # a request that cannot even start must not block the queue behind it
+                _log.exception("cannot start %s", sub.job_id)
+                self.queue.mark(sub.seq, "REFUSED", f"{type(exc).__name__}: {exc}")
+
+    def _admit_one(self, sub: Submission) -> None:
+        """Start ``sub`` if it fits; raises :class:`_Full` if it does not (nothing behind it may start)."""
+        busy = sum(r.workers for r in self._running.values())
+        free = self._config.max_concurrency - busy
+        if len(self._running) >= self._config.max_running_jobs or free <= 0:
+            raise _Full()
+        if sub.job_id in self._running:
+            return  # a resume queued behind its own job waits for it, without holding up the rest
+        granted = min(self._wanted(sub), free)
+        backend: Backend | None = None
+        if sub.action == "run" and sub.spec:
+            lent = self.pool.borrow(self._job_spec(sub), granted)
+            if lent is not None:
+                backend, granted = lent
+        self._running[sub.job_id] = Running(sub, granted, backend is not None)
+        self.peak_busy = max(self.peak_busy, busy + granted)
+        self.queue.mark(sub.seq, "ADMITTED", workers=granted)
+        thread = threading.Thread(target=self._execute, args=(sub, granted, backend), name=f"job-{sub.job_id}",
+                                  daemon=True)
+        self._threads[sub.job_id] = thread
+        thread.start()
 
     def _job_spec(self, sub: Submission) -> JobSpec:
         """The submitted spec, with BLAS threads per worker set so that ``max_concurrency`` workers fit the cores."""

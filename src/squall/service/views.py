@@ -101,7 +101,7 @@ class JobViews:
         waiting = submission is not None and submission.state in ("QUEUED", "ADMITTED")
         if record is None:
             assert submission is not None
-            spec = json.loads(submission.spec) if submission.spec else {}
+            spec = _spec_fields(submission.spec)
             view.update(state=_QUEUE_STATES[submission.state], message=submission.message,
                         created_at=submission.submitted_at, started_at=None, finished_at=submission.finished_at,
                         model=spec.get("model"), input=spec.get("input"), output=spec.get("output"),
@@ -134,6 +134,15 @@ class JobViews:
             "rows_per_s": round(rate, 1), "eta_s": round(eta, 1) if eta is not None else None,
             "progress": round(progress, 4), "cold_starts": record.cold_starts, "worker_starts": record.worker_starts,
         }
+
+
+def _spec_fields(text: str | None) -> dict[str, Any]:
+    """The queued spec's fields, or none if it cannot be read (its request is then FAILED with the reason)."""
+    try:
+        found = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _created(record: JobRecord | None, submission: Submission | None) -> float:
