@@ -7,6 +7,7 @@ Screenshots are kept as test artefacts in `test-artifacts/`.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -34,10 +35,22 @@ def test_the_dashboard_shows_a_running_job_moving_and_its_timeline(squall_home, 
     ids_dataset(tmp_path / "in", 4_000, row_group_size=100)
     spec = {"model": "faultmodels:steady", "input": [str(tmp_path / "in")], "output": str(tmp_path / "out"), "key": ["id"],
             "features": ["id_copy"], "chunk_rows": 100, "workers": 2, "job_id": "slow"}
-    config = ServeConfig(state_dir=str(squall_home), token=TOKEN, max_concurrency=2)
+    # A second job with a dead letter: its first chunk's worker crashes, and it has one attempt.
+    (tmp_path / "schedule.json").write_text(json.dumps({"0": ["crash"]}))
+    monkeypatch.setenv("FAULT_SCHEDULE", str(tmp_path / "schedule.json"))
+    monkeypatch.setenv("FAULT_CHUNK_ROWS", "500")
+    ids_dataset(tmp_path / "few", 1_000, row_group_size=500)
+    deadly = {**spec, "model": "faultmodels:scheduled", "input": [str(tmp_path / "few")], "output": str(tmp_path / "dead-out"),
+              "chunk_rows": 500, "batch_size": 500, "workers": 1, "max_attempts": 1, "max_dead_chunks": 1, "job_id": "deadly"}
+    config = ServeConfig(state_dir=str(squall_home), token=TOKEN, max_concurrency=3)
     ARTIFACTS.mkdir(exist_ok=True)
     with live_service(config) as (url, _):
-        created = httpx.post(f"{url}/jobs", json=spec, headers={"Authorization": f"Bearer {TOKEN}"})
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert httpx.post(f"{url}/jobs", json=deadly, headers=auth).status_code == 201
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/jobs/deadly", headers=auth).json()["state"] != "PARTIAL" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        created = httpx.post(f"{url}/jobs", json=spec, headers=auth)
         assert created.status_code == 201
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
@@ -61,7 +74,7 @@ def test_the_dashboard_shows_a_running_job_moving_and_its_timeline(squall_home, 
                 second = _progress(page, "slow")
                 assert 0 < first < second
                 assert page.inner_text('tr[data-job="slow"] .state') == "RUNNING"
-                assert page.inner_text("#pool b") == "2 / 2"  # the job holds both workers of the pool
+                assert page.inner_text("#pool b") == "2 / 3"  # the running job holds two of the pool's three workers
                 page.screenshot(path=str(ARTIFACTS / "dashboard-jobs.png"), full_page=True)
 
                 page.click('tr[data-job="slow"] a')
@@ -70,6 +83,13 @@ def test_the_dashboard_shows_a_running_job_moving_and_its_timeline(squall_home, 
                 page.wait_for_function("() => document.querySelectorAll('#timeline rect.bar').length >= 4", timeout=30_000)
                 assert "Dead letters" in page.inner_text("#view")
                 page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+                page.goto(f"{url}/#/jobs/deadly")
+                page.wait_for_selector("#dlq", timeout=30_000)
+                dead = page.inner_text("#dlq")
+                assert "lost" in dead and "worker" in dead  # the outcome and the reason of the dead attempt
+                assert page.eval_on_selector_all("#timeline rect.bar", "bars => bars.map(b => b.dataset.outcome).sort()") == ["lost", "ok"]
+                page.screenshot(path=str(ARTIFACTS / "dashboard-dead-letters.png"), full_page=True)
             finally:
                 browser.close()
     assert all(u.startswith(url) for u in fetched), "the dashboard must not fetch anything from elsewhere"
