@@ -55,8 +55,9 @@ class JobStatus:
 
 
 def new_job_id() -> str:
-    """A fresh, sortable job id: UTC time plus a random suffix."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+    """A fresh, sortable job id: UTC time plus a random suffix long enough that ids made in the same second
+    (hundreds of jobs posted at once to ``squall serve``) do not collide."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
 def plan(spec: JobSpec, job_id: str | None = None) -> Plan:
@@ -93,16 +94,22 @@ def tune(
     return measure_and_recommend(spec, file_values or {}, objective, sample_rows or DEFAULT_SAMPLE_ROWS)  # type: ignore[arg-type]
 
 
-def run(spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None = None) -> JobResult:
+def run(
+    spec: JobSpec, listeners: Sequence[JobListener] = (), job_id: str | None = None, backend: Backend | None = None
+) -> JobResult:
     """Run ``spec`` to completion and return how it ended.
 
     Bad specs, inputs, models and outputs raise :class:`squall.errors.UsageError`
     before any work starts. A job that runs and fails returns a result with
     state ``FAILED`` (it does not raise).
+
+    ``backend`` is a pool of workers to run on instead of fresh local workers
+    (``squall serve`` lends its warm pool this way); ``run`` calls its
+    ``start``, ``configure`` and, at the end, ``shutdown``.
     """
     job_id = job_id or spec.job_id or new_job_id()
     store = JobStore(spec.resolved_state_dir())
-    backend = _backend(store, spec, job_id)
+    backend = backend or _backend(store, spec, job_id)
     try:
         if store.has_job(job_id):
             raise JobStateError(f"a job named {job_id!r} already exists; pick another --job-id or `squall resume {job_id}`")
@@ -322,7 +329,7 @@ def _refuse_inputs_inside(job_plan: Plan, output: str) -> None:
 
 
 def _backend(store: JobStore, spec: JobSpec, job_id: str) -> Backend:
-    return open_backend(spec, store.state_dir / "jobs" / job_id)
+    return backend_for(spec, store.state_dir / "jobs" / job_id)
 
 
 def _drive(
@@ -436,6 +443,17 @@ def _locations(spec: JobSpec) -> tuple[str, ...]:
 
 def _configure_storage(spec: JobSpec) -> None:
     storage.configure(storage.connection_options(spec.storage_options, spec.endpoint_url), _locations(spec))
+
+
+def model_ref(spec: JobSpec) -> ModelRef:
+    """The model the workers of ``spec`` load (paths made absolute)."""
+    return _model_ref(spec)
+
+
+def backend_for(spec: JobSpec, log_dir: Path) -> Backend:
+    """The workers ``spec`` asks for (its ``backend``, threads, batch format, recycling, fork, GPUs), not started;
+    local workers log to ``log_dir``."""
+    return open_backend(spec, log_dir)
 
 
 def _model_ref(spec: JobSpec) -> ModelRef:

@@ -376,6 +376,23 @@ def watch(location: str, template_file: str, pattern: str, settle_s: float, poll
 
 
 @main.command()
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1); beyond loopback a token is required.")
+@click.option("--port", type=int, default=None, help="Port to listen on (default 8700).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Serve config (TOML), e.g. squall-serve.toml.")
+@click.option("--state-dir", help="Where job state lives; default $SQUALL_HOME or ~/.squall.")
+def serve(host: str | None, port: int | None, config_file: str | None, state_dir: str | None) -> None:
+    """Run the HTTP API and dashboard; jobs run in the server's worker pool."""
+    from squall.service.config import load_config
+    from squall.service.server import serve as run_service
+
+    try:
+        config = load_config(config_file, {"host": host, "port": port, "state_dir": state_dir})
+        run_service(config)
+    except SquallError as error:
+        _fail(_stderr(), error)
+
+
+@main.command()
 @click.option("--dir", "directory", default="demo-run", show_default=True, help="Folder for the demo's data, model and output.")
 @click.option("--rows", default=200_000, show_default=True, help="Rows of generated data.")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: one per core).")

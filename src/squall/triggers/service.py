@@ -37,21 +37,29 @@ def start_triggers(
     exactly once). A thread that meets an error logs it and retries after
     ``poll_s`` (watches) or a minute (schedules).
     """
-    from squall.triggers.file_arrival import check_template, lister_for
-    from squall.triggers.schedule import check
-
+    check_rules(watches, schedules)
     targets: list[tuple[str, Callable[[], None]]] = []
     for rule in watches:
-        lister_for(rule)  # refuse a missing folder now
-        check_template(rule)
         targets.append((f"watch {rule.location}", _watch_loop(rule, submit, state_dir, stop)))
     for schedule in schedules:
-        check(schedule)
         targets.append((f"schedule {schedule.name}", _schedule_loop(schedule, submit, state_dir, stop)))
     threads = [threading.Thread(target=target, name=f"squall-trigger {name}", daemon=True) for name, target in targets]
     for thread in threads:
         thread.start()
     return threads
+
+
+def check_rules(watches: list[WatchRule], schedules: list[ScheduleRule]) -> None:
+    """Raise :class:`~squall.errors.UsageError` for a missing folder, a bad cron expression or time zone, or a
+    template that is not a valid spec; nothing is started."""
+    from squall.triggers.file_arrival import check_template, lister_for
+    from squall.triggers.schedule import check
+
+    for rule in watches:
+        lister_for(rule)
+        check_template(rule)
+    for schedule in schedules:
+        check(schedule)
 
 
 def _runner(submit: Submit, source: str) -> Runner:

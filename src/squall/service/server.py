@@ -1,0 +1,22 @@
+"""Run the service with uvicorn: ``squall serve`` calls :func:`serve`."""
+
+from __future__ import annotations
+
+from squall.service.config import ServeConfig
+
+
+def serve(config: ServeConfig) -> None:
+    """Listen on ``config.host:config.port`` until interrupted; refuses a non-loopback host without a token."""
+    from squall.triggers.service import check_rules
+
+    config.check_bind()
+    check_rules(config.watches, config.schedules)  # a bad rule stops serve here, with its message, not in uvicorn
+    try:
+        import uvicorn
+    except ImportError as exc:  # pragma: no cover - the serve extra is missing
+        from squall.errors import UsageError
+
+        raise UsageError(f"squall serve needs FastAPI and uvicorn ({exc}): pip install 'squall[serve]'") from None
+    from squall.service.app import create_app
+
+    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="info")
