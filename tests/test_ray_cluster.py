@@ -62,6 +62,18 @@ def test_backend_ray_from_the_cli_starts_a_local_ray_predicts_exactly_and_stops_
     assert ray_daemons() <= before, "the local Ray squall started is stopped at the end"
 
 
+def test_a_worker_no_node_of_a_local_ray_can_host_is_refused_before_any_work(tmp_path):
+    ids_dataset(tmp_path / "in", 1_000)
+    result = run_cli(
+        "run", "--model", "faultmodels:steady", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+        "--key", "id", "--features", "id_copy", "--backend", "ray", "--ray-num-gpus", "4",
+    )
+    assert result.returncode == 2
+    assert "no node of the Ray cluster can host a worker asking for 1 CPU, 4 GPU (the largest has 2 CPU, 0 GPU)" in result.stderr
+    assert "lower ray_num_cpus, ray_num_gpus or ray_memory" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_two_node_cluster_that_loses_a_node_mid_job_finishes_with_every_row(two_nodes, tmp_path):
     cluster, second = two_nodes
     src = str(Path(squall.__file__).resolve().parents[1])

@@ -465,7 +465,7 @@ def _model_ref(spec: JobSpec) -> ModelRef:
         output=spec.model_output,
         sha256=spec.model_sha256,
         trust=spec.trust_model,
-        device="cuda:0" if spec.gpus or spec.ray_num_gpus else "cpu",  # each worker sees only its own GPU, as device 0
+        device="cuda:0" if (spec.ray_num_gpus if spec.backend == "ray" else spec.gpus) else "cpu",  # its own GPU, as 0
         threads=spec.resolved_threads(),
         storage_options=storage.connection_options(spec.storage_options, spec.endpoint_url),
     )

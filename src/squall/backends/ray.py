@@ -29,11 +29,14 @@ from typing import Any, Sequence
 
 from squall.backends.base import InvocationDone, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady, WorkerRecycling
 from squall.backends.ray_cluster import ActorResources, RayRuntime, check_fits, check_reach
-from squall.errors import ErrorInfo
+from squall.errors import ErrorInfo, SpecError, UsageError
 from squall.models.base import ModelRef
 from squall.plan.chunk import Chunk
 from squall.runtime.task import InvocationReport, JobTask
 from squall.spec import JobSpec
+
+
+PLACEMENT_WAIT_S = 600.0
 
 
 @dataclass
@@ -71,6 +74,8 @@ class RayBackend:
         self._calls: dict[Any, tuple[_Actor, str]] = {}  # pending actor call → (its actor, what it was)
         self._started = 0
         self._closed = False
+        self._started_at = 0.0
+        self._ever_ready = False
 
     @classmethod
     def for_spec(cls, spec: JobSpec, recycling: WorkerRecycling) -> RayBackend:
@@ -85,8 +90,9 @@ class RayBackend:
 
         self._model = model
         self._min_workers = workers
+        self._started_at = time.monotonic()
         self._runtime = RayRuntime.connect(self._address)
-        check_fits(self._resources)
+        self._refuse_if_unplaceable()
         self._remote = ray.remote(concurrency_groups={"lifeline": 1})(ActorWorker)  # type: ignore[call-overload]
         for index in range(workers):
             self._launch(index)
@@ -97,7 +103,7 @@ class RayBackend:
             self._call(actor, "configure", actor.handle.configure.remote(task.to_json()))
 
     def check_reach(self, files: Sequence[tuple[str, int | None]], output: str) -> None:
-        check_reach(files, output)
+        check_reach(files, output, self._resources)
 
     def idle(self) -> list[int]:
         return [a.index for a in self._actors.values() if a.ready and a.configured and not a.busy]
@@ -121,6 +127,11 @@ class RayBackend:
     def wait(self, timeout: float) -> list[WorkerEvent]:
         import ray
 
+        if not self._ever_ready and time.monotonic() - self._started_at > PLACEMENT_WAIT_S:
+            raise UsageError(
+                f"no Ray worker asking for {self._resources.describe()} was placed in {PLACEMENT_WAIT_S:g} s; "
+                "add a node that has them (`ray status` shows what the cluster has), or lower the `ray_` fields"
+            )
         if not self._calls:
             time.sleep(max(0.0, timeout))
             return []
@@ -161,7 +172,10 @@ class RayBackend:
 
     def _launch(self, index: int) -> None:
         assert self._model is not None
-        handle = self._remote.options(**self._resources.actor_options()).remote(index, max(1, int(self._resources.num_cpus)))
+        try:
+            handle = self._remote.options(**self._resources.actor_options()).remote(index, self._model.threads)
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"Ray refused the worker options: {exc}; check `ray_runtime_env` and the `ray_` fields") from None
         actor = _Actor(index, handle)
         self._actors[index] = actor
         self._started += 1
@@ -171,15 +185,22 @@ class RayBackend:
         if self._task is not None:
             self._call(actor, "configure", handle.configure.remote(self._task.to_json()))
 
+    def _refuse_if_unplaceable(self) -> None:
+        """On a Ray squall started, refuse workers no node can host (nothing would ever add one); a cluster it
+        joined may add nodes (an autoscaler), so there it only warns."""
+        assert self._runtime is not None
+        check_fits(self._resources, strict=self._runtime.started_here)
+
     def _retire(self, actor: _Actor) -> None:
         import ray
+        from ray.exceptions import RayError
 
         self._actors.pop(actor.index, None)
         for ref in [ref for ref, (owner, _) in self._calls.items() if owner is actor]:
             del self._calls[ref]
         try:
             ray.kill(actor.handle, no_restart=True)
-        except Exception:  # noqa: BLE001 - an actor already gone cannot be killed again; that is the point
+        except (RayError, ValueError):  # an actor already gone cannot be killed again; that is the point
             pass
 
     def _call(self, actor: _Actor, kind: str, ref: Any) -> None:
@@ -187,19 +208,25 @@ class RayBackend:
 
     def _answered(self, actor: _Actor, kind: str, ref: Any) -> list[WorkerEvent]:
         import ray
-        from ray.exceptions import RayError, RuntimeEnvSetupError
+        from ray.exceptions import RayError, RayTaskError, RuntimeEnvSetupError
 
         try:
             answer = ray.get(ref)
         except RuntimeEnvSetupError as exc:
-            return [WorkerLoadFailed(actor.index, ErrorInfo("RuntimeEnvSetupError", _first_line(exc)))]
+            message = f"{exc.error_message or _summary(exc)}; check `ray_runtime_env`"
+            return [WorkerLoadFailed(actor.index, ErrorInfo("RuntimeEnvSetupError", message, str(exc)))]
         except RayError as exc:
+            if getattr(exc, "actor_init_failed", False) or isinstance(exc, RayTaskError):
+                message = f"the worker actor could not start: {_summary(exc)}; install squall on every node " \
+                          "(pip install 'squall[ray]') or ship it with `ray_runtime_env`"
+                return [WorkerLoadFailed(actor.index, ErrorInfo(type(exc).__name__, message, str(exc)))]
             self.kill(actor.index)
-            return [WorkerDied(actor.index, f"the Ray actor died: {_first_line(exc)}")]
+            self._refuse_if_unplaceable()
+            return [WorkerDied(actor.index, f"the Ray actor died: {_summary(exc)}")]
         if answer and "load_failed" in answer:
             return [WorkerLoadFailed(actor.index, ErrorInfo(**answer["load_failed"]))]
         if kind == "load":
-            actor.ready = True
+            actor.ready = self._ever_ready = True
             return [WorkerReady(actor.index, float(answer["ready"]))]
         if kind == "configure":
             actor.configured = True
@@ -212,6 +239,9 @@ class RayBackend:
             limit = self._recycling.memory_mb
             self.kill(actor.index)
             return [WorkerDied(actor.index, f"the worker used {answer['memory_mb']:.0f} MB, over the {limit} MB memory limit", "memory")]
+        if "report" not in answer:  # what ends a local worker process ends the actor: it is replaced
+            self.kill(actor.index)
+            return [WorkerDied(actor.index, f"the worker crashed: {ErrorInfo(**answer['crashed'])}")]
         actor.invocations += 1
         event = InvocationDone(actor.index, InvocationReport.from_dict(answer["report"]))
         policy = self._recycling
@@ -222,6 +252,10 @@ class RayBackend:
         return [event]
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _summary(exc: BaseException) -> str:
+    """Ray's first line (what happened) and its last (why, when Ray knows: the exit detail, the node), at most 400 chars."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0] if len(lines) == 1 else f"{lines[0]} ({lines[-1]})"
+    return text[:400]

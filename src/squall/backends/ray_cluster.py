@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,25 +16,44 @@ from typing import Any, Sequence
 from squall.errors import InputError, UsageError
 from squall.io.storage import is_remote
 
+PROBE_TIMEOUT_S = 120.0
+_log = logging.getLogger("squall.ray")
+
 
 class RayRuntime:
-    """This process as a Ray driver: of a cluster it joined (left alone at the end) or of a local Ray it started (stopped)."""
+    """This process as a Ray driver: of a cluster it joined (left running at the end) or of a local Ray it started
+    (stopped at the end). Jobs that run at once in one process (``squall serve``) share it: the last to close
+    disconnects."""
 
-    def __init__(self, connected_here: bool) -> None:
-        self._connected_here = connected_here
+    _lock = threading.Lock()
+    _users = 0
+    _connected_here = False
+    _started_here = False
+
+    def __init__(self) -> None:
+        self._closed = False
+
+    @property
+    def started_here(self) -> bool:
+        """Whether squall started this Ray itself (a local one, with no autoscaler to add nodes)."""
+        return RayRuntime._started_here
 
     @classmethod
     def connect(cls, address: str | None) -> RayRuntime:
-        """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), keep a connection this process already has,
+        """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), share a connection this process already has,
         or start a local Ray with every core of this machine."""
         try:
             import ray
         except ImportError:
             raise UsageError("the Ray backend needs Ray on this machine and every node: pip install 'squall[ray]'") from None
+        with cls._lock:
+            if not ray.is_initialized():
+                cls._connect(ray, address or os.environ.get("RAY_ADDRESS") or None)
+            cls._users += 1
+        return cls()
 
-        if ray.is_initialized():
-            return cls(connected_here=False)
-        address = address or os.environ.get("RAY_ADDRESS") or None
+    @classmethod
+    def _connect(cls, ray: Any, address: str | None) -> None:
         quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
         try:
             if address:
@@ -43,14 +63,20 @@ class RayRuntime:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"the Ray cluster at {address}" if address else "a local Ray"
             raise UsageError(f"cannot start or join {where}: {exc}; check `ray_address` (`ray status` on the head node)") from exc
-        return cls(connected_here=True)
+        cls._connected_here, cls._started_here = True, not address
 
     def close(self) -> None:
-        """Disconnect, which stops a local Ray this runtime started; a joined cluster keeps running."""
+        """Let go of the runtime; the last user disconnects, which stops a local Ray squall started."""
         import ray
 
-        if self._connected_here and ray.is_initialized():
-            ray.shutdown()
+        with RayRuntime._lock:
+            if self._closed:
+                return
+            self._closed = True
+            RayRuntime._users -= 1
+            if RayRuntime._users == 0 and RayRuntime._connected_here and ray.is_initialized():
+                ray.shutdown()
+                RayRuntime._connected_here = RayRuntime._started_here = False
 
 
 @dataclass(frozen=True)
@@ -92,45 +118,40 @@ def alive_nodes() -> list[dict[str, Any]]:
     return [node for node in ray.nodes() if node.get("Alive")]
 
 
-def check_fits(resources: ActorResources) -> None:
-    """Raise :class:`UsageError` when no live node could ever host one worker (it would wait forever)."""
-    nodes = alive_nodes()
-    needs = resources.needs()
-    if any(all(node["Resources"].get(name, 0.0) >= amount for name, amount in needs.items()) for node in nodes):
+def check_fits(resources: ActorResources, strict: bool = True) -> None:
+    """Raise :class:`UsageError` (``strict``) or warn when no live node could host one worker now."""
+    nodes = fitting_nodes(resources)
+    if nodes:
         return
     largest: dict[str, float] = max(
-        (node["Resources"] for node in nodes), key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={}
+        (node["Resources"] for node in alive_nodes()), key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={}
     )
-    has = ", ".join(f"{largest.get(name, 0):g} {name}" for name in needs)
-    raise UsageError(
-        f"no node of the Ray cluster can host a worker asking for {resources.describe()} (the largest has {has}); "
-        "lower ray_num_cpus, ray_num_gpus or ray_memory, or add a node that has them"
-    )
+    has = ", ".join(f"{largest.get(name, 0):g} {name}" for name in resources.needs())
+    problem = f"no node of the Ray cluster can host a worker asking for {resources.describe()} (the largest has {has})"
+    if strict:
+        raise UsageError(f"{problem}; lower ray_num_cpus, ray_num_gpus or ray_memory, or add a node that has them")
+    _log.warning("%s; the workers wait until the cluster adds one (an autoscaler) or resources free up", problem)
 
 
-def check_reach(files: Sequence[tuple[str, int | None]], output: str) -> None:
-    """Raise :class:`InputError` unless every live node sees each local file (at its size) and can write beside
-    ``output`` where the driver sees what it wrote: a path on this machine's own disk is refused on a cluster."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+def fitting_nodes(resources: ActorResources) -> list[dict[str, Any]]:
+    """Live nodes that could host one worker."""
+    needs = resources.needs()
+    return [node for node in alive_nodes() if all(node["Resources"].get(name, 0.0) >= amount for name, amount in needs.items())]
 
+
+def check_reach(files: Sequence[tuple[str, int | None]], output: str, resources: ActorResources) -> None:
+    """Raise :class:`InputError` unless every node that could host a worker sees each local file (at its size)
+    and can write beside ``output`` where the driver sees what it wrote: a path on this machine's own disk is
+    refused on a cluster."""
     local_files = [(path.removeprefix("file://"), size) for path, size in files if not is_remote(path)]
     if not local_files and is_remote(output):
         return
-    beacon = _place_beacon(output.removeprefix("file://")) if not is_remote(output) else None
-    probe = ray.remote(num_cpus=0, max_retries=0)(_probe_node)
-    calls = {
-        node["NodeID"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
-            local_files, str(beacon) if beacon else None
-        )
-        for node in alive_nodes()
-    }
     try:
-        problems = {node: ray.get(call, timeout=120) for node, call in calls.items()}
-        if beacon is not None:
-            for node in calls:
-                if not Path(f"{beacon}.{node}").exists() and not problems[node]:
-                    problems[node] = [f"what it writes in {beacon.parent} is not seen by the driver"]
+        beacon = _place_beacon(output.removeprefix("file://")) if not is_remote(output) else None
+    except OSError as exc:
+        raise InputError(f"cannot write beside the output {output}: {exc.strerror}; check the output folder") from None
+    try:
+        problems = _probe(fitting_nodes(resources), local_files, beacon)
     finally:
         if beacon is not None:
             for written in beacon.parent.glob(beacon.name + "*"):
@@ -141,6 +162,33 @@ def check_reach(files: Sequence[tuple[str, int | None]], output: str) -> None:
                 f"Ray node {node[:12]} cannot reach the job's files: {found[0]}; put inputs, model and output on "
                 "storage every node reaches (an object store URL such as s3://…, or a mount shared by every node)"
             )
+
+
+def _probe(nodes: list[dict[str, Any]], files: list[tuple[str, int | None]], beacon: Path | None) -> dict[str, list[str]]:
+    """What each node cannot reach; nodes that die while probed are left out (they host no worker)."""
+    import ray
+    from ray.exceptions import RayError
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(_probe_node)
+    calls = {
+        node["NodeID"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
+            files, str(beacon) if beacon else None
+        )
+        for node in nodes
+    }
+    ray.wait(list(calls.values()), num_returns=len(calls), timeout=PROBE_TIMEOUT_S)
+    problems: dict[str, list[str]] = {}
+    for node, call in calls.items():
+        try:
+            problems[node] = ray.get(call, timeout=0)
+        except RayError as exc:
+            if not isinstance(exc, (ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError)):
+                problems[node] = [f"the probe did not answer in {PROBE_TIMEOUT_S:g} s ({type(exc).__name__})"]
+            continue
+        if beacon is not None and not problems[node] and not Path(f"{beacon}.{node}").exists():
+            problems[node] = [f"what it writes in {beacon.parent} is not seen by the driver"]
+    return problems
 
 
 def _place_beacon(output: str) -> Path:

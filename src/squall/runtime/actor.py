@@ -31,13 +31,14 @@ from squall.runtime.task import JobTask
 from squall.runtime.worker import load_model
 
 MEMORY_CHECK_S = 0.1
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 class ActorWorker:
     """A warm worker living in a Ray actor; every method returns plain data (no exception crosses the call)."""
 
     def __init__(self, worker: int, threads: int) -> None:
-        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        for name in THREAD_VARIABLES:
             os.environ[name] = str(threads)
         self._worker = worker
         self._model: LoadedModel | None = None
@@ -45,7 +46,7 @@ class ActorWorker:
         self._steps: Steps | None = None
 
     def load(self, init: dict[str, Any]) -> dict[str, Any]:
-        """Load the model; answers ``{"ready": init_s, "pid", "node"}`` or ``{"load_failed": ErrorInfo fields}``."""
+        """Load the model; answers ``{"ready": init_s, "pid"}`` or ``{"load_failed": ErrorInfo fields}``."""
         started = time.time()
         try:
             self._model = load_model(init)
@@ -57,8 +58,8 @@ class ActorWorker:
         """Take the job's task; answers ``None``, or ``{"load_failed": …}`` when the model cannot serve it."""
         assert self._model is not None, "configure before load"
         task = JobTask.from_json(task_json)
-        storage.configure(task.storage_options, task.locations)
         try:
+            storage.configure(task.storage_options, task.locations)
             self._steps = Steps.for_task(task, self._model)
         except Exception as exc:
             return {"load_failed": ErrorInfo.from_exception(exc, traceback.format_exc()).__dict__}
@@ -72,14 +73,19 @@ class ActorWorker:
             time.sleep(3600)
 
     def invoke(self, chunk_json: str, attempt: int, memory_mb: int | None) -> dict[str, Any]:
-        """Run one invocation; answers ``{"report": …, "rss_mb"}``, or ``{"memory_mb": used}`` over ``memory_mb``."""
+        """Run one invocation; answers ``{"report": …, "rss_mb"}``, ``{"memory_mb": used}`` over ``memory_mb``, or
+        ``{"crashed": ErrorInfo fields}`` when the invocation died the way a worker process would (``SystemExit``)."""
         assert self._task is not None and self._steps is not None, "an invocation arrived before the job's task"
         task, steps = self._task, self._steps
         answer: dict[str, Any] = {}
-        thread = threading.Thread(
-            target=lambda: answer.update(report=invoke(task, Chunk.from_json(chunk_json), attempt, self._worker, steps).to_dict()),
-            daemon=True,
-        )
+
+        def run() -> None:
+            try:
+                answer["report"] = invoke(task, Chunk.from_json(chunk_json), attempt, self._worker, steps).to_dict()
+            except BaseException as exc:  # noqa: BLE001 - what would end a worker process (SystemExit...) ends this call
+                answer["crashed"] = ErrorInfo.from_exception(exc, traceback.format_exc()).__dict__
+
+        thread = threading.Thread(target=run, daemon=True)
         thread.start()
         while thread.is_alive():
             thread.join(MEMORY_CHECK_S)
