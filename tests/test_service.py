@@ -86,6 +86,8 @@ def test_the_dashboard_token_link_sets_a_cookie_the_page_requests_then_carry(squ
         answer = client.get(f"/?token={TOKEN}")
         assert answer.status_code == 200 and "<title>squall</title>" in answer.text
         assert client.get("/jobs").status_code == 200  # the cookie is sent
+        assert TOKEN not in client.cookies.values(), "the cookie holds a derived value, not the token"
+        assert client.post("/jobs/any/cancel").status_code == 401, "the cookie opens reading routes only"
 
 
 def test_a_spec_with_errors_is_422_with_the_field_and_the_cli_message(squall_home, tmp_path):
@@ -131,6 +133,12 @@ def test_locations_outside_the_allowed_roots_are_refused_even_through_dots_and_s
         assert submit(str(allowed / "in2"), str(allowed / "o4")).status_code == 403
         assert submit(str(allowed / "in"), str(tmp_path / "elsewhere")).status_code == 403
         assert submit(str(allowed / "in"), f"{allowed}/../escaped").status_code == 403
+        chained = submit(f"simplecache::{secret}", str(allowed / "o6"))  # fsspec would open what the chain names
+        assert chained.status_code == 403 and "chains filesystems" in chained.json()["detail"]
+        assert submit(f"file://{secret}", str(allowed / "o7")).status_code == 403
+        foreign_model = client.post("/jobs", json={**_steady(allowed / "in", allowed / "o8"), "model": str(secret / "ids-0.parquet")},
+                                    headers=AUTH)
+        assert foreign_model.status_code == 403 and "`model`" in foreign_model.json()["detail"]
         refused = submit(str(allowed / "door"), str(allowed / "o5")).json()["detail"]
         assert "outside the allowed roots" in refused and str(secret) in refused
         accepted = submit(str(allowed / "in"), str(allowed / "out"))
@@ -366,6 +374,39 @@ def test_dead_letters_are_listed_with_their_reasons_and_a_redrive_over_http_fini
     assert "worker" in dead[0]["attempts"][0]["error"]
     assert chunks == {0: "done", 1: "dead", 2: "done", 3: "done"}
     assert view["state"] == "SUCCEEDED" and view["rows_out"] == 2_000
+
+
+def test_a_schedule_in_the_serve_config_runs_a_missed_run_once_with_its_date(squall_home, tmp_path, linear_model):
+    from datetime import datetime, timezone
+
+    from squall.triggers.rules import schedule_rule
+    from squall.triggers.seen import SeenRecord
+
+    write_frame(make_frame(300), tmp_path / "days" / "2026-01-01" / "part.parquet", "parquet")
+    rule = schedule_rule(name="yearly", cron="0 0 1 1 *", template={
+        "model": str(linear_model), "input": [str(tmp_path / "days" / "{date}")], "output": str(tmp_path / "out" / "{date}"),
+        "key": ["id"], "workers": 1})
+    seen = SeenRecord(squall_home)
+    seen.set_fired(rule.rule_id(), datetime(2024, 1, 1, tzinfo=timezone.utc))  # down since: two runs missed
+    seen.close()
+    with TestClient(create_app(_config(squall_home, schedules=[rule]))) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/jobs/yearly-20260101T000000Z", headers=AUTH).status_code == 404 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        view = _wait(client.get, "yearly-20260101T000000Z")
+        jobs = client.get("/jobs", headers=AUTH).json()["jobs"]
+    assert view["state"] == "SUCCEEDED" and view["rows_out"] == 300
+    assert [(job["id"], job["source"]) for job in jobs] == [("yearly-20260101T000000Z", "schedule")], "missed runs run once"
+    assert (tmp_path / "out" / "2026-01-01" / "_SUCCESS").exists()
+
+
+def test_two_trigger_rules_with_one_name_are_refused(tmp_path):
+    (tmp_path / "inbox").mkdir()
+    path = tmp_path / "squall-serve.toml"
+    path.write_text('[[watches]]\nlocation = "inbox"\ntemplate = {model = "m"}\n'
+                    '[[watches]]\nlocation = "./inbox/"\ntemplate = {model = "m"}\n')
+    with pytest.raises(SpecError, match=r"two \[\[watches\]\] share"):
+        load_config(path, environ={})
 
 
 def test_trigger_rules_in_the_serve_config_are_read_beside_it_and_a_wrong_field_is_named(tmp_path):

@@ -105,18 +105,20 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler.start()
         stop = threading.Event()
-        triggers = start_triggers(config.watches, config.schedules, scheduler.submit, scheduler.state_dir, stop)
+        triggers: list[threading.Thread] = []
         try:
+            triggers = start_triggers(config.watches, config.schedules, scheduler.submit, scheduler.state_dir, stop)
             yield
         finally:
             stop.set()
             for thread in triggers:
-                thread.join(timeout=10)
+                thread.join(timeout=30)
             scheduler.stop()
 
     def authorized(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
         header = f"Bearer {credentials.credentials}" if credentials else None
-        if not check.allows(header, request.cookies.get(COOKIE)):
+        cookie = request.cookies.get(COOKIE) if request.method in ("GET", "HEAD") else None
+        if not check.allows(header, cookie):
             raise HTTPException(401, "missing or wrong token: send `Authorization: Bearer $SQUALL_TOKEN`",
                                 headers={"WWW-Authenticate": "Bearer"})
 
@@ -149,7 +151,7 @@ def _service_routes(app: FastAPI, parts: _Parts, guarded: list[Any]) -> None:
         """The dashboard page; ``?token=T`` sets the cookie its requests carry."""
         if token is not None and check.allows(f"Bearer {token}"):
             redirect = RedirectResponse("/", status_code=303)
-            redirect.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+            redirect.set_cookie(COOKIE, check.session_value(), httponly=True, samesite="strict")
             return redirect
         if not check.allows(request.headers.get("authorization"), request.cookies.get(COOKIE)):
             return HTMLResponse("<p>This squall service needs its token: open <code>/?token=YOUR_TOKEN</code>.</p>", 401)

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from squall.errors import SpecError, UsageError
 from squall.io.storage import is_remote
@@ -48,6 +48,14 @@ class ServeConfig(BaseModel):
     )
     watches: list[WatchRule] = Field(default_factory=list, description="Folders and prefixes whose new files each start a job.")
     schedules: list[ScheduleRule] = Field(default_factory=list, description="Cron times that each start a job.")
+
+    @model_validator(mode="after")
+    def _rule_names_unique(self) -> ServeConfig:
+        for kind, ids in (("watches", [w.rule_id() for w in self.watches]), ("schedules", [r.name for r in self.schedules])):
+            twice = sorted({rule for rule in ids if ids.count(rule) > 1})
+            if twice:
+                raise ValueError(f"two [[{kind}]] share {twice[0]!r}: give each its own `name` (or location)")
+        return self
 
     def resolved_state_dir(self) -> Path:
         """The state directory the service uses."""

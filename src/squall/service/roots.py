@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from squall.errors import SpecError, UsageError
+from squall.io.storage import LOCAL_PROTOCOLS, protocol
+from squall.models.code import is_code_ref
 from squall.spec import JobSpec
 
 _GLOB_CHARS = "*?["
@@ -40,6 +42,10 @@ class AllowedRoots:
         for uri in spec.input:
             self.check("input", uri, listing=True)
         self.check("output", spec.output)
+        for name in ("model", "state_dict"):
+            value = getattr(spec, name)
+            if value and not is_code_ref(value):
+                self.check(name, value)
         for name in ("log_file", "metrics_file"):
             value = getattr(spec, name)
             if value and value != "-":
@@ -49,10 +55,12 @@ class AllowedRoots:
         """Raise :class:`PathNotAllowed` if ``uri`` (and, with ``listing``, each file it names) is outside the roots."""
         if self._any:
             return
-        if "://" in uri and not uri.startswith("file://"):
+        if "::" in uri:
+            raise PathNotAllowed(f"`{field}` {uri} chains filesystems (`::`); name the location itself, under the allowed roots")
+        if protocol(uri) not in LOCAL_PROTOCOLS:
             self._check_url(field, uri)
             return
-        path = uri.removeprefix("file://")
+        path = uri.split("://", 1)[1] if "://" in uri else uri
         try:
             resolved = os.path.realpath(os.path.expanduser(path))
             self._inside(field, uri, resolved)
@@ -89,5 +97,8 @@ def _members(path: str) -> Iterable[str]:
                 for name in [*dirs, *files]:
                     listed += 1
                     if listed > _MAX_LISTED:
-                        return
+                        raise PathNotAllowed(
+                            f"{path} holds more than {_MAX_LISTED:,} files, too many to check against the allowed roots; "
+                            "name a narrower folder or glob"
+                        )
                     yield str(Path(folder) / name)

@@ -19,16 +19,17 @@ BLAS threads per worker, so that a full pool fits the cores.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Sequence
 
 from squall import api
 from squall.backends.base import Backend
-from squall.errors import JobNotFoundError, JobStateError, SpecError, SquallError
+from squall.errors import JobNotFoundError, JobStateError, SpecError, SquallError, UsageError
 from squall.observe.events import JobListener
 from squall.service.config import ServeConfig
 from squall.service.queue import JobQueue, Submission
@@ -80,12 +81,17 @@ class Scheduler:
         self._threads: dict[str, threading.Thread] = {}
         self._dispatcher: threading.Thread | None = None
         self._stopping = False
+        self._service_lock: IO[str] | None = None
         self.peak_busy = 0
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Queue again what a stopped service left running, warm the pool, and start admitting."""
+        """Queue again what a stopped service left running, warm the pool, and start admitting.
+
+        Raises :class:`UsageError` if another ``squall serve`` uses the same state folder: two dispatchers
+        would both admit the same queued jobs."""
+        self._lock_state_dir()
         store = JobStore(self.state_dir)
         try:
             for left in self.queue.admitted():
@@ -110,6 +116,22 @@ class Scheduler:
             self._dispatcher.join(timeout)
         self.pool.shutdown()
         self.queue.close()
+        if self._service_lock is not None:
+            self._service_lock.close()  # closing the file releases its lock
+            self._service_lock = None
+
+    def _lock_state_dir(self) -> None:
+        locks = self.state_dir / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        handle = open(locks / "service.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise UsageError(
+                f"another squall serve uses the state folder {self.state_dir}; stop it, or give this one its own state_dir"
+            ) from None
+        self._service_lock = handle
 
     # --- requests --------------------------------------------------------------------------
 
@@ -232,12 +254,19 @@ class Scheduler:
             if lent is not None:
                 backend, granted = lent
         self._running[sub.job_id] = Running(sub, granted, backend is not None)
+        try:
+            self.queue.mark(sub.seq, "ADMITTED", workers=granted)
+            thread = threading.Thread(target=self._execute, args=(sub, granted, backend), name=f"job-{sub.job_id}",
+                                      daemon=True)
+            self._threads[sub.job_id] = thread
+            thread.start()
+        except BaseException:  # the workers it was granted must not stay counted as busy
+            self._running.pop(sub.job_id, None)
+            self._threads.pop(sub.job_id, None)
+            if backend is not None:
+                backend.shutdown()
+            raise
         self.peak_busy = max(self.peak_busy, busy + granted)
-        self.queue.mark(sub.seq, "ADMITTED", workers=granted)
-        thread = threading.Thread(target=self._execute, args=(sub, granted, backend), name=f"job-{sub.job_id}",
-                                  daemon=True)
-        self._threads[sub.job_id] = thread
-        thread.start()
 
     def _job_spec(self, sub: Submission) -> JobSpec:
         """The submitted spec, with BLAS threads per worker set so that ``max_concurrency`` workers fit the cores."""
@@ -266,14 +295,16 @@ class Scheduler:
             _log.exception("job %s failed", sub.job_id)
             state, message = ("DONE" if self._engine_has(sub.job_id) else "REFUSED"), f"{type(exc).__name__}: {exc}"
         with self._cond:
-            if self._stopping and self._engine_has(sub.job_id) and sub.job_id not in self._cancels:
-                self.queue.requeue(sub.seq, "resume")  # the service stopped it; the next start finishes it
-            else:
-                self.queue.mark(sub.seq, state, message)
-            self._running.pop(sub.job_id, None)
-            self._threads.pop(sub.job_id, None)
-            self._cancels.discard(sub.job_id)
-            self._cond.notify_all()
+            try:
+                if self._stopping and self._engine_has(sub.job_id) and sub.job_id not in self._cancels:
+                    self.queue.requeue(sub.seq, "resume")  # the service stopped it; the next start finishes it
+                else:
+                    self.queue.mark(sub.seq, state, message)
+            finally:  # its workers are free whatever the queue could record
+                self._running.pop(sub.job_id, None)
+                self._threads.pop(sub.job_id, None)
+                self._cancels.discard(sub.job_id)
+                self._cond.notify_all()
 
     def _perform(self, sub: Submission, workers: int, backend: Backend | None) -> None:
         if sub.action == "run":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 from squall.service.config import ServeConfig
 
 
@@ -19,4 +22,17 @@ def serve(config: ServeConfig) -> None:
         raise UsageError(f"squall serve needs FastAPI and uvicorn ({exc}): pip install 'squall[serve]'") from None
     from squall.service.app import create_app
 
+    logging.getLogger("uvicorn.access").addFilter(TokenRedaction())
     uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="info")
+
+
+class TokenRedaction(logging.Filter):
+    """Keeps the dashboard's ``?token=`` out of the access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_TOKEN.sub(r"\1token=…", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+_TOKEN = re.compile(r"([?&])token=[^&\s]*")

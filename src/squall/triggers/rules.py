@@ -9,12 +9,13 @@ once when the rule is made; inline ``template`` values override it.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from squall.errors import SpecError
-
+from squall.io.storage import is_remote
 from squall.spec import load_spec_file
 
 _R = TypeVar("_R", bound="_Rule")
@@ -48,7 +49,14 @@ class WatchRule(_Rule):
 
     def rule_id(self) -> str:
         """Stable id of this rule in the seen record and in job ids."""
-        return self.name or "w" + hashlib.sha1(self.location.rstrip("/").encode()).hexdigest()[:8]
+        return self.name or "w" + hashlib.sha1(self.canonical_location().encode()).hexdigest()[:8]
+
+    def canonical_location(self) -> str:
+        """The location spelled one way: a local folder as its real absolute path (``inbox``, ``./inbox`` and
+        ``/srv/inbox`` are one rule), a URL without its trailing slash."""
+        if is_remote(self.location):
+            return self.location.rstrip("/")
+        return os.path.realpath(self.location.removeprefix("file://"))
 
 
 class ScheduleRule(_Rule):
