@@ -80,6 +80,27 @@ def test_every_route_but_healthz_needs_the_token(squall_home, finished_job, meth
         assert client.get("/healthz").status_code == 200
 
 
+def test_a_symlink_made_while_a_job_waits_in_the_queue_does_not_lead_it_out_of_the_allowed_roots(squall_home, tmp_path,
+                                                                                                   monkeypatch):
+    monkeypatch.setenv("FAULT_SLEEP", "0.5")
+    allowed = tmp_path / "allowed"
+    ids_dataset(allowed / "busy", 2_000, row_group_size=500)
+    ids_dataset(allowed / "later", 100, row_group_size=100)
+    secret = ids_dataset(tmp_path / "secret", 100, row_group_size=100)
+    config = _config(squall_home, allowed_roots=[str(allowed)], max_concurrency=1, max_running_jobs=1)
+    with TestClient(create_app(config)) as client:
+        busy = client.post("/jobs", json=_steady(allowed / "busy", allowed / "o1", chunk_rows=500, workers=1), headers=AUTH)
+        waiting = client.post("/jobs", json=_steady(allowed / "later", allowed / "o2", workers=1), headers=AUTH)
+        assert busy.status_code == waiting.status_code == 201
+        assert client.get(f"/jobs/{waiting.json()['id']}", headers=AUTH).json()["state"] == "QUEUED"
+        (allowed / "later" / "ids-0.parquet").unlink()
+        (allowed / "later" / "ids-0.parquet").symlink_to(secret / "ids-0.parquet")
+        refused = _wait(client.get, waiting.json()["id"])
+        assert _wait(client.get, busy.json()["id"])["state"] == "SUCCEEDED"
+    assert refused["state"] == "FAILED" and "outside the allowed roots" in refused["message"]
+    assert not (allowed / "o2").exists()
+
+
 def test_the_dashboard_token_link_sets_a_cookie_the_page_requests_then_carry(squall_home):
     with TestClient(create_app(_config(squall_home))) as client:
         assert client.get("/?token=wrong").status_code == 401

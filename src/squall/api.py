@@ -158,6 +158,7 @@ def resume(job_id: str, state_dir: str | Path | None = None, listeners: Sequence
         backend = _backend(store, spec, job_id)
         try:
             backend.start(task.model, spec.workers)
+            backend.check_reach(_files_left(store, job_id, task), job.output)
             return _drive(store, spec, task, listeners, backend)
         finally:
             backend.shutdown()
@@ -314,6 +315,14 @@ def _reached_files(job_plan: Plan, task: JobTask) -> list[tuple[str, int | None]
     model = task.model
     files += [(uri, None) for uri in (model.uri, model.state_dict) if uri and not is_code_ref(uri) and not is_database_url(uri)]
     return files
+
+
+def _files_left(store: JobStore, job_id: str, task: JobTask) -> list[tuple[str, int | None]]:
+    """What the workers of a resumed job must still read: the inputs of its pending chunks, and the model's files."""
+    uris = {piece.uri for chunk in store.chunks_in_state(job_id, "pending") for piece in chunk.pieces}
+    model = [uri for uri in (task.model.uri, task.model.state_dict) if uri and not is_code_ref(uri) and not is_database_url(uri)]
+    files: list[tuple[str, int | None]] = [(uri, None) for uri in sorted(uris) if not is_database_url(uri)]
+    return files + [(uri, None) for uri in model]
 
 
 def _refuse_busy_owner(store: JobStore, output: Output) -> None:

@@ -33,6 +33,7 @@ from squall.errors import JobNotFoundError, JobStateError, SpecError, SquallErro
 from squall.observe.events import JobListener
 from squall.service.config import ServeConfig
 from squall.service.queue import JobQueue, Submission
+from squall.service.roots import AllowedRoots
 from squall.service.warm import WarmPool
 from squall.spec import JobSpec
 from squall.store import JobStore
@@ -310,6 +311,8 @@ class Scheduler:
         if sub.action == "run":
             assert sub.spec is not None
             spec = self._job_spec(sub).model_copy(update={"workers": workers})
+            # Checked again now: a symlink made while the job waited in the queue must not lead it out.
+            AllowedRoots(self._config.allowed_roots).check_spec(spec)
             api.run(spec, listeners=self._listeners, job_id=sub.job_id, backend=backend)
         elif sub.action == "redrive":
             api.redrive(sub.job_id, state_dir=self.state_dir, overrides={"workers": workers}, listeners=self._listeners)
