@@ -310,7 +310,8 @@ class Scheduler:
     def _perform(self, sub: Submission, workers: int, backend: Backend | None) -> None:
         if sub.action == "run":
             assert sub.spec is not None
-            spec = self._job_spec(sub).model_copy(update={"workers": workers})
+            # A Ray pool may not grow past the workers granted: they are what the account-wide limit left.
+            spec = self._job_spec(sub).model_copy(update={"workers": workers, "ray_max_workers": None})
             # Checked again now: a symlink made while the job waited in the queue must not lead it out.
             AllowedRoots(self._config.allowed_roots).check_spec(spec)
             api.run(spec, listeners=self._listeners, job_id=sub.job_id, backend=backend)
