@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright import sync_api
 
 from conftest import ids_dataset
 from liveservice import live_service
@@ -30,7 +31,6 @@ def _progress(page, job_id: str) -> float:  # type: ignore[no-untyped-def]
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed: `apt-get install -y chromium` (.ci/run does)")
 def test_the_dashboard_shows_a_running_job_moving_and_its_timeline(squall_home, tmp_path, monkeypatch):
-    sync_api = pytest.importorskip("playwright.sync_api")
     monkeypatch.setenv("FAULT_SLEEP", "0.5")
     ids_dataset(tmp_path / "in", 4_000, row_group_size=100)
     spec = {"model": "faultmodels:steady", "input": [str(tmp_path / "in")], "output": str(tmp_path / "out"), "key": ["id"],
@@ -73,6 +73,9 @@ def test_the_dashboard_shows_a_running_job_moving_and_its_timeline(squall_home, 
                                        timeout=30_000)
                 second = _progress(page, "slow")
                 assert 0 < first < second
+                # The page polls every second: what it shows settles within a poll or two.
+                page.wait_for_function("""() => document.querySelector('tr[data-job="slow"] .state').innerText === 'RUNNING'
+                                               && document.querySelector('#pool b').innerText === '2 / 3'""", timeout=10_000)
                 assert page.inner_text('tr[data-job="slow"] .state') == "RUNNING"
                 assert page.inner_text("#pool b") == "2 / 3"  # the running job holds two of the pool's three workers
                 page.screenshot(path=str(ARTIFACTS / "dashboard-jobs.png"), full_page=True)

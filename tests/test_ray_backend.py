@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+import ray
 
 import squall
 from squall import api
@@ -29,8 +30,6 @@ from test_end_to_end import expected_proba
 from test_faults import assert_exact_output, ids_spec, run_killing_workers
 from test_object_store import assert_committed_exactly, bucket, filesystem, read_s3_output, s3, upload_frame  # noqa: F401
 from s3server import CREDENTIALS
-
-ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module", autouse=True)

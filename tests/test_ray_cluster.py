@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+import ray
+from ray.cluster_utils import Cluster
 
 import squall
 from conftest import SQUALL, TESTS_DIR, ids_dataset, read_output, run_cli
 from test_end_to_end import expected_proba
 from test_faults import assert_exact_output, ids_spec
 
-ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
 
 
 def ray_daemons() -> set[int]:

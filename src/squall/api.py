@@ -312,17 +312,19 @@ def limits_of(spec: JobSpec) -> JobLimits:
 def _reached_files(job_plan: Plan, task: JobTask) -> list[tuple[str, int | None]]:
     """What every worker must read: each input file at its size, and the model's files."""
     files: list[tuple[str, int | None]] = [(info.file.uri, info.file.size) for info in job_plan.files]
-    model = task.model
-    files += [(uri, None) for uri in (model.uri, model.state_dict) if uri and not is_code_ref(uri) and not is_database_url(uri)]
-    return files
+    return files + _model_files(task.model)
 
 
 def _files_left(store: JobStore, job_id: str, task: JobTask) -> list[tuple[str, int | None]]:
     """What the workers of a resumed job must still read: the inputs of its pending chunks, and the model's files."""
     uris = {piece.uri for chunk in store.chunks_in_state(job_id, "pending") for piece in chunk.pieces}
-    model = [uri for uri in (task.model.uri, task.model.state_dict) if uri and not is_code_ref(uri) and not is_database_url(uri)]
     files: list[tuple[str, int | None]] = [(uri, None) for uri in sorted(uris) if not is_database_url(uri)]
-    return files + [(uri, None) for uri in model]
+    return files + _model_files(task.model)
+
+
+def _model_files(model: ModelRef) -> list[tuple[str, int | None]]:
+    """The model's files a worker reads (none for code or a database)."""
+    return [(uri, None) for uri in (model.uri, model.state_dict) if uri and not is_code_ref(uri) and not is_database_url(uri)]
 
 
 def _refuse_busy_owner(store: JobStore, output: Output) -> None:

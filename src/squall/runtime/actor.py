@@ -21,6 +21,7 @@ import time
 import traceback
 from typing import Any
 
+from squall.backends.local import THREAD_VARIABLES
 from squall.errors import ErrorInfo
 from squall.io import storage
 from squall.models.base import LoadedModel
@@ -31,7 +32,6 @@ from squall.runtime.task import JobTask
 from squall.runtime.worker import load_model
 
 MEMORY_CHECK_S = 0.1
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 class ActorWorker:

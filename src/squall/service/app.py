@@ -27,7 +27,7 @@ import threading
 import re
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, AsyncIterator, Literal
+from typing import Any, AsyncIterator, Callable, Literal
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -281,6 +281,15 @@ def _checked(job_id: str) -> str:
     return job_id
 
 
+def _answer_with(status: int) -> Callable[[Request, Exception], JSONResponse]:
+    """An exception handler that answers ``status`` with the error's message."""
+
+    def answer(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status)
+
+    return answer
+
+
 def _errors(app: FastAPI) -> None:
     """Map squall's errors to HTTP statuses; the message says what to do, as on the command line."""
 
@@ -288,18 +297,5 @@ def _errors(app: FastAPI) -> None:
     def rejected(request: Request, exc: SpecRejected) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "fields": exc.fields}, 422)
 
-    @app.exception_handler(PathNotAllowed)
-    def outside(request: Request, exc: PathNotAllowed) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, 403)
-
-    @app.exception_handler(JobNotFoundError)
-    def missing(request: Request, exc: JobNotFoundError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, 404)
-
-    @app.exception_handler(JobStateError)
-    def conflict(request: Request, exc: JobStateError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, 409)
-
-    @app.exception_handler(UsageError)
-    def usage(request: Request, exc: UsageError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, 400)
+    for error, status in ((PathNotAllowed, 403), (JobNotFoundError, 404), (JobStateError, 409), (UsageError, 400)):
+        app.add_exception_handler(error, _answer_with(status))

@@ -71,6 +71,7 @@ class Scheduler:
 
     def __init__(self, config: ServeConfig, listeners: Sequence[JobListener] = ()) -> None:
         self._config = config
+        self._roots = AllowedRoots(config.allowed_roots)
         self.state_dir: Path = config.resolved_state_dir()
         self.queue = JobQueue(self.state_dir)
         self.threads_per_worker = max(1, (os.cpu_count() or 1) // config.max_concurrency)
@@ -313,7 +314,7 @@ class Scheduler:
             # A Ray pool may not grow past the workers granted: they are what the account-wide limit left.
             spec = self._job_spec(sub).model_copy(update={"workers": workers, "ray_max_workers": None})
             # Checked again now: a symlink made while the job waited in the queue must not lead it out.
-            AllowedRoots(self._config.allowed_roots).check_spec(spec)
+            self._roots.check_spec(spec)
             api.run(spec, listeners=self._listeners, job_id=sub.job_id, backend=backend)
         elif sub.action == "redrive":
             api.redrive(sub.job_id, state_dir=self.state_dir, overrides={"workers": workers}, listeners=self._listeners)

@@ -71,37 +71,39 @@ def _runner(submit: Submit, source: str) -> Runner:
 
 
 def _watch_loop(rule: WatchRule, submit: Submit, state_dir: Path, stop: threading.Event) -> Callable[[], None]:
-    def loop() -> None:
+    def watch(seen: SeenRecord) -> None:
         from squall.triggers.file_arrival import FileTrigger, LocalLister, lister_for, poll_forever, watch_local
 
-        seen = SeenRecord(state_dir)
-        try:
-            while not stop.is_set():
-                try:
-                    lister = lister_for(rule)
-                    trigger = FileTrigger(rule, lister, seen, _runner(submit, "watch"))
-                    (watch_local if isinstance(lister, LocalLister) else poll_forever)(trigger, stop)
-                except Exception:
-                    log.exception("watch %s failed; retrying in %s s", rule.location, rule.poll_s)
-                    stop.wait(rule.poll_s)
-        finally:
-            seen.close()
+        lister = lister_for(rule)
+        trigger = FileTrigger(rule, lister, seen, _runner(submit, "watch"))
+        (watch_local if isinstance(lister, LocalLister) else poll_forever)(trigger, stop)
 
-    return loop
+    return _retrying(f"watch {rule.location}", watch, rule.poll_s, state_dir, stop)
 
 
 def _schedule_loop(rule: ScheduleRule, submit: Submit, state_dir: Path, stop: threading.Event) -> Callable[[], None]:
-    def loop() -> None:
+    def schedule(seen: SeenRecord) -> None:
         from squall.triggers.schedule import ScheduleTrigger, run_schedule
 
+        run_schedule(ScheduleTrigger(rule, seen, _runner(submit, "schedule")), stop)
+
+    return _retrying(f"schedule {rule.name}", schedule, 60.0, state_dir, stop)
+
+
+def _retrying(
+    name: str, body: Callable[[SeenRecord], None], pause_s: float, state_dir: Path, stop: threading.Event
+) -> Callable[[], None]:
+    """A thread body that runs ``body`` until ``stop``, logging what it raises and trying again after ``pause_s``."""
+
+    def loop() -> None:
         seen = SeenRecord(state_dir)
         try:
             while not stop.is_set():
                 try:
-                    run_schedule(ScheduleTrigger(rule, seen, _runner(submit, "schedule")), stop)
+                    body(seen)
                 except Exception:
-                    log.exception("schedule %s failed; retrying in a minute", rule.name)
-                    stop.wait(60)
+                    log.exception("%s failed; retrying in %g s", name, pause_s)
+                    stop.wait(pause_s)
         finally:
             seen.close()
 
