@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from squall.backends.base import InvocationDone, WorkerReady
 from squall.coordinator import Coordinator, JobLimits
+from squall.finalize import finalize_job
 from squall.formats.options import ReadOptions
 from squall.io import layout
 from squall.models.base import ModelRef
@@ -53,11 +54,12 @@ class ScriptedBackend:
         if (chunk.chunk_id, attempt) not in self.hold:
             self.queue.append(self.report(worker, chunk.chunk_id, attempt))
 
-    def report(self, worker: int, chunk_id: int, attempt: int) -> InvocationDone:
+    def report(self, worker: int, chunk_id: int, attempt: int, claimed_rows: int = 1) -> InvocationDone:
+        """Attempt ``attempt`` wrote one row; its report says it read and wrote ``claimed_rows``."""
         path = layout.attempt_part(self.output, chunk_id, attempt, "parquet")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table({"id": [chunk_id], "attempt": [attempt]}), path)
-        report = InvocationReport("job", chunk_id, attempt, worker, "ok", 1, 1, 0, path, None)
+        report = InvocationReport("job", chunk_id, attempt, worker, "ok", claimed_rows, claimed_rows, 0, path, None)
         return InvocationDone(worker, report)
 
     def wait(self, timeout: float) -> list[object]:
@@ -146,3 +148,26 @@ def test_a_duplicate_delivery_of_the_winning_attempt_changes_nothing(tmp_path):
     assert committed(output, 0)["attempt"] == 1 and committed(output, 1)["attempt"] == 1
     assert sorted(p.name for p in Path(output).glob("part-*")) == ["part-00000.parquet", "part-00001.parquet"]
     assert [done.chunk_id for done in store.done_chunks("job")] == [0, 1]
+
+
+def test_the_store_records_the_rows_committed_and_a_report_claiming_more_fails_the_job(tmp_path):
+    store, task, output = setup(tmp_path, chunks=2)
+    backend = ScriptedBackend(output)
+    backend.hold.add((1, 1))
+    original_wait = backend.wait
+
+    def wait(timeout: float) -> list[object]:
+        if (1, 1) in backend.hold and any(s[1] == 1 for s in backend.submitted):
+            backend.hold.clear()
+            worker = next(s[0] for s in backend.submitted if s[1] == 1)
+            backend.queue.append(backend.report(worker, 1, 1, claimed_rows=5))  # the file holds 1 row
+        return original_wait(timeout)
+
+    backend.wait = wait
+    coordinator = Coordinator(store, backend, task, 2, JobLimits())
+    coordinator.drive()
+    assert [(d.chunk_id, d.rows_in, d.rows_out) for d in store.done_chunks("job")] == [(0, 1, 1), (1, 5, 1)]
+    result = finalize_job(store, "job", JobLimits(), coordinator.invocations)
+    assert (result.state, result.rows_in, result.rows_out) == ("FAILED", 6, 2)
+    assert result.message is not None and "read 6, written 2, errors 0" in result.message
+    assert not (Path(output) / layout.SUCCESS_FILE).exists()

@@ -21,7 +21,9 @@ import squall
 from squall.api import plan
 from squall.errors import InputError, OutputExistsError, SpecError
 from squall.sql.drivers import connect, list_tables
-from squall.sql.sink import TableOutput
+from squall.io.output import Committed
+from squall.sql.sink import TableOutput, staging_prefix
+import faultmodels
 from conftest import FEATURES, SQUALL, make_frame, run_cli
 from test_faults import run_killing_workers
 
@@ -40,13 +42,28 @@ def names(database: str) -> Iterator[dict[str, str]]:
     suffix = f"{os.getpid()}_{random.randrange(10**6)}"
     tables = {"input": f"rows_{suffix}", "output": f"preds_{suffix}"}
     yield tables
+    drop_tables(database, suffix, tables["output"])
+
+
+@pytest.fixture
+def long_names() -> Iterator[dict[str, str]]:
+    """PostgreSQL tables named as in issue 16: an output name of 54 bytes, over the 41 that the old
+    staging names could take before PostgreSQL cut them at 63 bytes."""
+    suffix = f"{random.randrange(10**6):06d}"
+    tables = {"input": f"rows_{suffix}", "output": f"predictions_for_the_quarterly_churn_model_v3_eu_{suffix}"}
+    yield tables
+    drop_tables(POSTGRES, suffix, tables["output"])
+
+
+def drop_tables(database: str, suffix: str, output: str) -> None:
+    """Drop a test's tables, its output's staging tables, and its row in ``_squall_outputs``."""
     with connect(database) as connection, connection.cursor() as cursor:
         present = list_tables(database, cursor)
         for table in present:
-            if suffix in table:
+            if suffix in table or table.startswith(staging_prefix(output)):
                 cursor.execute(f'DROP TABLE "{table}"')
         if "_squall_outputs" in present:
-            cursor.execute(f"DELETE FROM _squall_outputs WHERE name = '{tables['output']}'")
+            cursor.execute(f"DELETE FROM _squall_outputs WHERE name = '{output}'")
         connection.commit()
 
 
@@ -66,7 +83,7 @@ def output_state(database: str, table: str) -> tuple[int, bool, list[str]]:
     """(success flag, whether a manifest is stored, staging tables left) of an output table."""
     row = read_table(database, f"SELECT success, manifest FROM _squall_outputs WHERE name = '{table}'").iloc[0]
     with connect(database) as connection, connection.cursor() as cursor:
-        staging = [t for t in list_tables(database, cursor) if t.startswith(f"_squall_{table}_")]
+        staging = [t for t in list_tables(database, cursor) if t.startswith(staging_prefix(table))]
     return int(row["success"]), bool(row["manifest"]), staging
 
 
@@ -112,8 +129,7 @@ def test_a_query_is_cut_into_contiguous_key_ranges_from_its_min_and_max(database
 
 
 def test_workers_sigkilled_while_writing_a_table_leave_every_row_exactly_once(database, names, monkeypatch):
-    ids = np.arange(20_000, dtype=np.int64)
-    load_table(database, names["input"], pd.DataFrame({"id": ids, "id_copy": ids}))
+    frame = ids_table(database, names["input"], 20_000)
     monkeypatch.setenv("FAULT_SLEEP", "0.05")
     spec = squall.JobSpec(
         model="faultmodels:steady", input=[database], query=f"SELECT * FROM {names['input']}", partition_column="id",
@@ -123,40 +139,99 @@ def test_workers_sigkilled_while_writing_a_table_leave_every_row_exactly_once(da
     result, kills = run_killing_workers(spec, seed=5, max_kills=8)
     assert len(kills) >= 3
     assert (result.state, result.rows_in, result.rows_out) == ("SUCCEEDED", 20_000, 20_000)
-    got = read_table(database, f"SELECT id, prediction FROM {names['output']}")
-    assert len(got) == 20_000 and not got["id"].duplicated().any()
-    assert set(got["id"]) == set(range(20_000))
-    np.testing.assert_array_equal(got.sort_values("id")["prediction"].to_numpy(), np.arange(20_000) * 2.0)
+    monkeypatch.delenv("FAULT_SLEEP")
+    assert_table_is_the_models_output(database, names["output"], frame)
     assert output_state(database, names["output"]) == (1, True, [])
+
+
+def ids_table(database: str, table: str, rows: int) -> pd.DataFrame:
+    """A table of ``rows`` rows with an ``id`` key and the ``id_copy`` feature the fault models read."""
+    ids = np.arange(rows, dtype=np.int64)
+    frame = pd.DataFrame({"id": ids, "id_copy": ids})
+    load_table(database, table, frame)
+    return frame
+
+
+def ids_job_args(database: str, tables: dict[str, str], job_id: str, model: str = "faultmodels:steady") -> list[str]:
+    return ["run", "--model", model, "--input", database, "--query", f"SELECT * FROM {tables['input']}",
+            "--partition-column", "id", "--output", database, "--table", tables["output"], "--key", "id",
+            "--features", "id_copy", "--workers", "2", "--chunk-rows", "1000", "--batch-size", "250",
+            "--job-id", job_id, "-q"]
+
+
+def done_chunks(job_id: str) -> int:
+    state = Path(os.environ["SQUALL_HOME"]) / "squall.db"
+    if not state.exists():
+        return 0
+    try:
+        with sqlite3.connect(state) as db:
+            row = db.execute("SELECT COUNT(*) FROM chunks WHERE job_id=? AND state='done'", (job_id,)).fetchone()
+    except sqlite3.OperationalError:  # the store is being created
+        return 0
+    return int(row[0])
+
+
+def kill_coordinator_mid_job(args: list[str], env: dict[str, str], job_id: str, after_chunks: int) -> None:
+    """Run ``squall ARGS`` and SIGKILL it once ``after_chunks`` chunks are committed, while it still runs."""
+    process = subprocess.Popen([*SQUALL, *args], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None and done_chunks(job_id) < after_chunks:
+        time.sleep(0.2)
+    assert process.poll() is None, process.stderr.read() if process.stderr else ""
+    assert done_chunks(job_id) >= after_chunks
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def assert_table_is_the_models_output(database: str, table: str, frame: pd.DataFrame) -> None:
+    """Every row exactly once, each prediction the fault model's own (``faultmodels.steady``)."""
+    got = read_table(database, f"SELECT id, prediction FROM {table}").sort_values("id")
+    assert len(got) == len(frame) and not got["id"].duplicated().any()
+    np.testing.assert_array_equal(got["id"].to_numpy(), frame["id"].to_numpy())
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), faultmodels.steady(frame))
 
 
 def test_a_coordinator_killed_mid_job_resumes_into_the_table_without_losing_or_doubling_rows(database, names):
-    ids = np.arange(30_000, dtype=np.int64)
-    load_table(database, names["input"], pd.DataFrame({"id": ids, "id_copy": ids}))
+    frame = ids_table(database, names["input"], 30_000)
     env = {"FAULT_SLEEP": "0.05"}
-    args = ["run", "--model", "faultmodels:steady", "--input", database, "--query", f"SELECT * FROM {names['input']}",
-            "--partition-column", "id", "--output", database, "--table", names["output"], "--key", "id",
-            "--features", "id_copy", "--workers", "2", "--chunk-rows", "1000", "--batch-size", "250",
-            "--job-id", "sql-crash", "-q"]
-    process = subprocess.Popen([*SQUALL, *args], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    state = Path(os.environ["SQUALL_HOME"]) / "squall.db"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-        if state.exists():
-            with sqlite3.connect(state) as db:
-                if db.execute("SELECT COUNT(*) FROM chunks WHERE state='done'").fetchone()[0] >= 6:
-                    break
-    assert process.poll() is None, process.stderr.read() if process.stderr else ""
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_coordinator_mid_job(ids_job_args(database, names, "sql-crash"), env, "sql-crash", after_chunks=6)
+    assert done_chunks("sql-crash") < 30
     assert output_state(database, names["output"])[0] == 0
     resumed = run_cli("resume", "sql-crash", "-q", env=env)
     assert resumed.returncode == 0, run_cli("status", "sql-crash").stdout + run_cli("dlq", "sql-crash").stdout
-    got = read_table(database, f"SELECT id, prediction FROM {names['output']}")
-    assert len(got) == 30_000 and set(got["id"]) == set(range(30_000))
-    np.testing.assert_array_equal(got.sort_values("id")["prediction"].to_numpy(), np.arange(30_000) * 2.0)
+    assert_table_is_the_models_output(database, names["output"], frame)
     assert output_state(database, names["output"]) == (1, True, [])
+
+
+def test_a_long_table_name_resumed_after_a_coordinator_kill_holds_every_row_once(long_names):
+    """Issue 16, defect 1: staging names cut at 63 bytes were shared by chunks, rows were lost, and the
+    resumed job reported SUCCEEDED with a manifest that counted 20,000 rows."""
+    frame = ids_table(POSTGRES, long_names["input"], 20_000)
+    env = {"FAULT_SLEEP": "0.05"}
+    kill_coordinator_mid_job(ids_job_args(POSTGRES, long_names, "sql-long"), env, "sql-long", after_chunks=4)
+    assert done_chunks("sql-long") < 20
+    resumed = run_cli("resume", "sql-long", "-q", env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr + run_cli("status", "sql-long").stdout
+    assert_table_is_the_models_output(POSTGRES, long_names["output"], frame)
+    manifest = TableOutput(f"{POSTGRES}#{long_names['output']}").manifest()
+    assert manifest is not None and manifest["state"] == "SUCCEEDED"
+    assert manifest["rows"]["written"] == 20_000 and manifest["rows"]["reconciled"]
+    assert sum(part["rows"] for part in manifest["parts"]) == 20_000
+    assert output_state(POSTGRES, long_names["output"]) == (1, True, [])
+
+
+def test_a_table_name_postgresql_would_cut_is_refused_before_any_work(long_names):
+    ids_table(POSTGRES, long_names["input"], 100)
+    too_long = long_names["output"] + "_abc"  # 58 bytes, and `<table>_errors` 65: over PostgreSQL's 63
+    spec = squall.JobSpec(
+        model="faultmodels:steady", input=[POSTGRES], query=f"SELECT * FROM {long_names['input']}",
+        partition_column="id", output=POSTGRES, table=too_long, key=["id"], features=["id_copy"],
+    )
+    with pytest.raises(SpecError, match=r"`table` .* too long: postgresql keeps names of at most 63 bytes"):
+        squall.run(spec)
+    with connect(POSTGRES) as connection, connection.cursor() as cursor:
+        assert not {t for t in list_tables(POSTGRES, cursor) if t.startswith((too_long[:50], staging_prefix(too_long)))}
+    assert squall.jobs() == []
 
 
 def test_committing_a_chunk_again_replaces_its_rows_instead_of_adding_to_them(database, names):
@@ -167,7 +242,8 @@ def test_committing_a_chunk_again_replaces_its_rows_instead_of_adding_to_them(da
         sink = output.part_sink(uri, "parquet")
         sink.write(pa.record_batch({"id": pa.array([1, 2, 3], pa.int64()), "prediction": pa.array([value] * 3)}))
         assert sink.close() == uri
-        output.commit(uri, output.committed_part(4, "parquet"))
+        final = output.committed_part(4, "parquet")
+        assert output.commit(uri, final) == Committed(final, 3)  # counted in the table, in the commit
     rows = read_table(database, f"SELECT id, prediction, _squall_chunk FROM {names['output']}").sort_values("id")
     assert rows.to_dict("list") == {"id": [1, 2, 3], "prediction": [3.0, 3.0, 3.0], "_squall_chunk": [4, 4, 4]}
     assert output.remove_unlisted({"part-00004"}) == []

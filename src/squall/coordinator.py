@@ -229,7 +229,7 @@ class Coordinator:
         if report.error_part:
             final = self._output.committed_errors(report.chunk_id, self._task.part_prefix)
             error_part = self._output.commit(report.error_part, final)
-        self._store.complete(report, part, error_part)
+        self._store.complete(report, part, error_part)  # the committed counts, which finalize reconciles
         self._outstanding -= 1
 
     def _discard(self, report: InvocationReport) -> None:

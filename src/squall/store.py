@@ -42,12 +42,15 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from squall.errors import JobNotFoundError, JobStateError, StoreError
 from squall.invocations import InvocationRecord
 from squall.plan.chunk import Chunk
 from squall.runtime.task import InvocationReport
+
+if TYPE_CHECKING:
+    from squall.io.output import Committed  # pulls in pyarrow, which the store's users need not load
 
 SCHEMA_VERSION = 4
 
@@ -341,13 +344,16 @@ class JobStore:
             )
         return Claim(Chunk.from_json(descriptor), attempt, base, kills, lane, worker)
 
-    def complete(self, report: InvocationReport, part: str | None, error_part: str | None) -> None:
-        """Mark the chunk done with its committed files, and close the attempt."""
+    def complete(self, report: InvocationReport, part: Committed | None, error_part: Committed | None) -> None:
+        """Mark the chunk done with its committed files and the rows counted in them when they were
+        committed (not the rows the worker reported: finalize reconciles those with the rows read), and
+        close the attempt."""
         with self._transaction():
             self._db.execute(
                 "UPDATE chunks SET state='done', rows_in=?, rows_out=?, error_rows=?, part=?, error_part=?, "
                 "finished_at=? WHERE job_id=? AND chunk_id=?",
-                (report.rows_in, report.rows_out, report.error_rows, part, error_part, time.time(),
+                (report.rows_in, part.rows if part else 0, error_part.rows if error_part else 0,
+                 part.uri if part else None, error_part.uri if error_part else None, time.time(),
                  report.job_id, report.chunk_id),
             )
             self._close_attempt(report.job_id, report.chunk_id, report.attempt, "ok", None, report)
