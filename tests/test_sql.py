@@ -20,6 +20,9 @@ import pytest
 import squall
 from squall.api import plan
 from squall.errors import InputError, OutputExistsError, SpecError
+from squall.formats import sql as sql_format
+from squall.formats.options import ReadOptions
+from squall.plan.chunk import Piece
 from squall.sql.drivers import connect, list_tables
 from squall.io.output import Committed
 from squall.sql.sink import TableOutput, staging_prefix
@@ -299,3 +302,73 @@ def test_a_database_output_without_a_table_is_a_spec_error(linear_model, tmp_pat
     spec = squall.JobSpec(model=str(linear_model), input=[str(tmp_path)], output=POSTGRES)
     with pytest.raises(SpecError, match="set `table`"):
         squall.run(spec)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT * FROM {t} WHERE 1 = 1) AS squall_q WHERE id >= 0 OR 1 = 1 --",
+        "SELECT * FROM {t} WHERE id >= 0) AS q UNION ALL SELECT * FROM {t} --",
+        "SELECT * FROM {t}; DELETE FROM {t}",
+        "SELECT * FROM {t} WHERE 'it' <> '",
+    ],
+)
+def test_a_query_that_escapes_its_subquery_or_holds_two_statements_is_refused_before_any_work(
+    database, names, linear_model, query
+):
+    """Issue 16, defect 7: such a query made every chunk read the whole table (9,000 rows of 3,000, SUCCEEDED)."""
+    load_table(database, names["input"], make_frame(3_000))
+    spec = squall.JobSpec(
+        model=str(linear_model), input=[database], query=query.format(t=names["input"]), partition_column="id",
+        output=database, table=names["output"], key=["id"], features=FEATURES, chunk_rows=1_000,
+    )
+    with pytest.raises(SpecError, match="`query`"):
+        squall.run(spec)
+    assert read_table(database, f"SELECT COUNT(*) AS n FROM {names['input']}")["n"].tolist() == [3_000]
+    with connect(database) as connection, connection.cursor() as cursor:
+        assert names["output"] not in list_tables(database, cursor)
+
+
+def test_a_query_with_parentheses_in_strings_comments_and_a_final_semicolon_reads_every_row_once(
+    database, names, linear_model
+):
+    frame = make_frame(3_000, seed=4)
+    load_table(database, names["input"], frame)
+    query = f"SELECT * FROM {names['input']} /* not ( a paren */ WHERE 'a)' <> \"b\" OR 1 = 1 -- a ) too\n;"
+    if database.startswith("postgresql"):
+        query = query.replace('\"b\"', "'b'")  # PostgreSQL reads "b" as a column name
+    spec = squall.JobSpec(
+        model=str(linear_model), input=[database], query=query, partition_column="id", output=database,
+        table=names["output"], key=["id"], features=FEATURES, method="predict_proba", chunk_rows=1_000,
+    )
+    result = squall.run(spec)
+    assert (result.state, result.rows_in, result.rows_out) == ("SUCCEEDED", 3_000, 3_000)
+    got = read_table(database, f"SELECT * FROM {names['output']}").set_index("id").sort_index()
+    model = joblib.load(linear_model)
+    assert got.index.equals(pd.Index(np.arange(3_000), name="id"))
+    want = model.predict_proba(frame.set_index("id").sort_index()[FEATURES])
+    np.testing.assert_allclose(got[[f"prediction_{c}" for c in model.classes_]].to_numpy(), want, rtol=1e-9)
+
+
+def test_a_chunk_that_reads_rows_outside_its_key_range_fails_naming_the_range(database, names, monkeypatch):
+    """The second guard behind the query check: a chunk checks the partition values it read.
+
+    No query that passes the check escapes its subquery (the check would refuse it), so here the
+    statement squall sends is replaced, in this process, by what an escaped query would make it."""
+    ids_table(database, names["input"], 3_000)
+    monkeypatch.setattr(sql_format, "chunk_query", lambda query, column, selected, piece: f"SELECT {selected} FROM ({query}) AS q")
+    options = ReadOptions(query=f"SELECT * FROM {names['input']}", partition_column="id")
+    piece = Piece(database, "keyrange", 1_000, 2_000)
+    with pytest.raises(InputError, match=r"in \[1000, 2000\) read rows with id from 0 to \d+"):
+        list(sql_format.SqlFormat().read(piece, options, 10_000, []))
+
+
+def test_rows_whose_partition_value_is_null_are_refused_at_planning_instead_of_read_by_no_chunk(database, names):
+    frame = pd.DataFrame({"id": pd.array([1, 2, None, 4], dtype="Int64"), "id_copy": [1, 2, 3, 4]})
+    load_table(database, names["input"], frame)
+    spec = squall.JobSpec(
+        model="faultmodels:steady", input=[database], query=f"SELECT * FROM {names['input']}", partition_column="id",
+        output=database, table=names["output"], key=["id"], features=["id_copy"],
+    )
+    with pytest.raises(InputError, match="1 row\\(s\\) of the query have NULL in partition_column 'id'"):
+        plan(spec)
