@@ -7,9 +7,11 @@ import random
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import joblib
 import numpy as np
@@ -23,7 +25,8 @@ from squall.errors import InputError, OutputExistsError, SpecError
 from squall.formats import sql as sql_format
 from squall.formats.options import ReadOptions
 from squall.plan.chunk import Piece
-from squall.sql.drivers import connect, list_tables
+from squall.store import JobStore
+from squall.sql.drivers import connect, list_tables, literal, quote
 from squall.io.output import Committed
 from squall.sql.sink import TableOutput, staging_prefix
 import faultmodels
@@ -372,3 +375,90 @@ def test_rows_whose_partition_value_is_null_are_refused_at_planning_instead_of_r
     )
     with pytest.raises(InputError, match="1 row\\(s\\) of the query have NULL in partition_column 'id'"):
         plan(spec)
+
+
+@dataclass
+class Termination:
+    """The connection ``terminate_while_blocked`` ended: its pid, and the lock on the table it was waiting for."""
+
+    pid: int | None = None
+    lock_mode: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+def terminate_while_blocked(table: str, ready: Callable[[], bool]) -> tuple[threading.Thread, Termination]:
+    """A thread that, once ``ready()``, locks ``table`` from a second connection, waits until a squall
+    connection is blocked on that lock in the middle of a statement, ends that connection with
+    ``pg_terminate_backend``, and releases the lock."""
+    found = Termination()
+
+    def run() -> None:
+        try:
+            deadline = time.time() + 120
+            while not ready():
+                assert time.time() < deadline, "the job never got far enough to be interrupted"
+                time.sleep(0.05)
+            with connect(POSTGRES) as locker, locker.cursor() as cursor:
+                cursor.execute(f'LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE')
+                while found.pid is None:
+                    assert time.time() < deadline, "no squall connection blocked on the lock"
+                    time.sleep(0.05)
+                    cursor.execute(  # a lock requested and not granted: a statement on the table is in flight
+                        "SELECT pid, mode FROM pg_locks "
+                        f"WHERE NOT granted AND relation = to_regclass({literal(quote(table))}) "
+                        "AND pid <> pg_backend_pid()"
+                    )
+                    blocked = cursor.fetchall()
+                    if blocked:
+                        found.pid, found.lock_mode = blocked[0]
+                cursor.execute(f"SELECT pg_terminate_backend({int(found.pid)})")
+                assert cursor.fetchone()[0] is True
+                locker.rollback()
+        except BaseException as exc:  # reported by the test, which asserts on `errors`
+            found.errors.append(repr(exc))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, found
+
+
+def test_a_connection_terminated_while_a_chunk_reads_is_retried_and_every_row_lands_once(long_names, monkeypatch):
+    frame = ids_table(POSTGRES, long_names["input"], 12_000)
+    monkeypatch.setenv("FAULT_SLEEP", "0.05")
+    spec = squall.JobSpec(
+        model="faultmodels:steady", input=[POSTGRES], query=f"SELECT * FROM {long_names['input']}",
+        partition_column="id", output=POSTGRES, table=long_names["output"], key=["id"], features=["id_copy"],
+        workers=2, chunk_rows=1_000, batch_size=250, backoff_base=0.05, job_id="pg-read",
+    )
+    thread, ended = terminate_while_blocked(long_names["input"], lambda: done_chunks("pg-read") >= 2)
+    result = squall.run(spec)
+    thread.join()
+    assert ended.errors == [] and ended.pid is not None
+    assert (result.state, result.rows_in, result.rows_out) == ("SUCCEEDED", 12_000, 12_000)
+    store = JobStore(Path(os.environ["SQUALL_HOME"]))
+    errors = [str(record.error) for record in store.invocations("pg-read") if record.outcome == "error"]
+    store.close()
+    assert any("terminating connection due to administrator command" in error for error in errors), errors
+    monkeypatch.delenv("FAULT_SLEEP")
+    assert_table_is_the_models_output(POSTGRES, long_names["output"], frame)
+    assert output_state(POSTGRES, long_names["output"]) == (1, True, [])
+
+
+def test_a_connection_terminated_while_the_coordinator_commits_loses_and_doubles_no_row(long_names, monkeypatch):
+    frame = ids_table(POSTGRES, long_names["input"], 12_000)
+    monkeypatch.setenv("FAULT_SLEEP", "0.05")
+    output = long_names["output"]
+    spec = squall.JobSpec(
+        model="faultmodels:steady", input=[POSTGRES], query=f"SELECT * FROM {long_names['input']}",
+        partition_column="id", output=POSTGRES, table=output, key=["id"], features=["id_copy"],
+        workers=2, chunk_rows=1_000, batch_size=250, job_id="pg-commit",
+    )
+    thread, ended = terminate_while_blocked(output, lambda: done_chunks("pg-commit") >= 2)
+    result = squall.run(spec)
+    thread.join()
+    # Only the coordinator's commit touches the output table while chunks run: its statement was cut mid-way.
+    assert ended.errors == [] and ended.pid is not None and ended.lock_mode
+    assert (result.state, result.rows_in, result.rows_out) == ("SUCCEEDED", 12_000, 12_000)
+    monkeypatch.delenv("FAULT_SLEEP")
+    assert_table_is_the_models_output(POSTGRES, output, frame)
+    assert output_state(POSTGRES, output) == (1, True, [])
