@@ -40,7 +40,7 @@ import pyarrow as pa
 from squall.errors import OutputExistsError, OutputUnreachable, SpecError
 from squall.io import layout
 from squall.io.output import Committed
-from squall.io.parts import conform
+from squall.runtime.predictions import OutputShapeError
 from squall.sql.drivers import (
     close_quietly,
     connect,
@@ -336,8 +336,8 @@ class TablePartSink:
             self._connection = connect(self._url, autocommit=is_sqlite(self._url))
             with self._connection.cursor() as cursor:
                 cursor.execute(f"DROP TABLE IF EXISTS {quote(self._staging)}")
-        elif batch.schema != self._schema:
-            batch = conform(batch, self._schema, self.uri)
+        elif not batch.schema.equals(self._schema):
+            raise OutputShapeError(f"{self.uri}: a batch's schema {batch.schema} is not the part's {self._schema}")
         chunk = pa.array([self._chunk] * batch.num_rows, pa.int64())
         with self._connection.cursor() as cursor:
             cursor.adbc_ingest(self._staging, batch.append_column(CHUNK_COLUMN, chunk), mode="create_append")
