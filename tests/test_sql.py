@@ -21,13 +21,14 @@ import pytest
 
 import squall
 from squall.api import plan
-from squall.errors import InputError, OutputExistsError, SpecError
+from squall.errors import InputError, OutputExistsError, OutputUnreachable, SpecError
 from squall.formats import sql as sql_format
 from squall.formats.options import ReadOptions
 from squall.plan.chunk import Piece
 from squall.store import JobStore
 from squall.sql.drivers import connect, list_tables, literal, quote
 from squall.io.output import Committed
+from squall.sql import sink as sink_module
 from squall.sql.sink import TableOutput, staging_prefix
 import faultmodels
 from conftest import FEATURES, SQUALL, make_frame, run_cli
@@ -383,13 +384,16 @@ class Termination:
 
     pid: int | None = None
     lock_mode: str = ""
+    terminated: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
-def terminate_while_blocked(table: str, ready: Callable[[], bool]) -> tuple[threading.Thread, Termination]:
+def terminate_while_blocked(
+    table: str, ready: Callable[[], bool], times: int = 1
+) -> tuple[threading.Thread, Termination]:
     """A thread that, once ``ready()``, locks ``table`` from a second connection, waits until a squall
     connection is blocked on that lock in the middle of a statement, ends that connection with
-    ``pg_terminate_backend``, and releases the lock."""
+    ``pg_terminate_backend`` (``times`` times, each the next connection that blocks), and releases the lock."""
     found = Termination()
 
     def run() -> None:
@@ -400,7 +404,7 @@ def terminate_while_blocked(table: str, ready: Callable[[], bool]) -> tuple[thre
                 time.sleep(0.05)
             with connect(POSTGRES) as locker, locker.cursor() as cursor:
                 cursor.execute(f'LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE')
-                while found.pid is None:
+                while len(found.terminated) < times:
                     assert time.time() < deadline, "no squall connection blocked on the lock"
                     time.sleep(0.05)
                     cursor.execute(  # a lock requested and not granted: a statement on the table is in flight
@@ -408,11 +412,12 @@ def terminate_while_blocked(table: str, ready: Callable[[], bool]) -> tuple[thre
                         f"WHERE NOT granted AND relation = to_regclass({literal(quote(table))}) "
                         "AND pid <> pg_backend_pid()"
                     )
-                    blocked = cursor.fetchall()
+                    blocked = [row for row in cursor.fetchall() if row[0] not in found.terminated]
                     if blocked:
                         found.pid, found.lock_mode = blocked[0]
-                cursor.execute(f"SELECT pg_terminate_backend({int(found.pid)})")
-                assert cursor.fetchone()[0] is True
+                        cursor.execute(f"SELECT pg_terminate_backend({int(found.pid)})")
+                        assert cursor.fetchone()[0] is True
+                        found.terminated.append(int(found.pid))
                 locker.rollback()
         except BaseException as exc:  # reported by the test, which asserts on `errors`
             found.errors.append(repr(exc))
@@ -459,6 +464,29 @@ def test_a_connection_terminated_while_the_coordinator_commits_loses_and_doubles
     # Only the coordinator's commit touches the output table while chunks run: its statement was cut mid-way.
     assert ended.errors == [] and ended.pid is not None and ended.lock_mode
     assert (result.state, result.rows_in, result.rows_out) == ("SUCCEEDED", 12_000, 12_000)
+    monkeypatch.delenv("FAULT_SLEEP")
+    assert_table_is_the_models_output(POSTGRES, output, frame)
+    assert output_state(POSTGRES, output) == (1, True, [])
+
+
+def test_a_commit_whose_connection_keeps_being_terminated_stops_the_job_and_resume_finishes_it(long_names, monkeypatch):
+    frame = ids_table(POSTGRES, long_names["input"], 6_000)
+    monkeypatch.setenv("FAULT_SLEEP", "0.05")
+    output = long_names["output"]
+    spec = squall.JobSpec(
+        model="faultmodels:steady", input=[POSTGRES], query=f"SELECT * FROM {long_names['input']}",
+        partition_column="id", output=POSTGRES, table=output, key=["id"], features=["id_copy"],
+        workers=2, chunk_rows=1_000, batch_size=250, job_id="pg-down",
+    )
+    attempts = sink_module.RECONNECTS + 1
+    thread, ended = terminate_while_blocked(output, lambda: done_chunks("pg-down") >= 1, times=attempts)
+    with pytest.raises(OutputUnreachable, match=f"the connection failed {attempts} times .*`squall resume` finishes"):
+        squall.run(spec)
+    thread.join()
+    assert ended.errors == [] and len(ended.terminated) == attempts
+    assert 1 <= done_chunks("pg-down") < 6 and output_state(POSTGRES, output)[0] == 0
+    result = squall.resume("pg-down")
+    assert (result.state, result.rows_in, result.rows_out) == ("SUCCEEDED", 6_000, 6_000)
     monkeypatch.delenv("FAULT_SLEEP")
     assert_table_is_the_models_output(POSTGRES, output, frame)
     assert output_state(POSTGRES, output) == (1, True, [])

@@ -238,7 +238,8 @@ class TableOutput:
                 self._forget_connection()
                 if reconnect == RECONNECTS:
                     raise OutputUnreachable(
-                        f"{what} in {redacted(self._url)}: the connection failed {RECONNECTS + 1} times ({exc}); "
+                        f"{what} in {redacted(self._url)}: the connection failed {RECONNECTS + 1} times "
+                        f"({' '.join(str(exc).split())}); "
                         "the chunk's rows are unchanged; once the database answers, `squall resume` finishes the job"
                     ) from exc
                 time.sleep(RECONNECT_DELAY_S * 2**reconnect)
