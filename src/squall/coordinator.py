@@ -230,7 +230,8 @@ class Coordinator:
         job, part = schema_from_text(self._output_schema), schema_from_text(report.part_schema)
         if part.equals(job):
             return None
-        return f"the part's schema ({part.to_string()}) is not the job's output schema ({job.to_string()}); retried in the job's schema".replace("\n", ", ")
+        shown = [schema.to_string().replace("\n", ", ") for schema in (part, job)]
+        return f"the part's schema ({shown[0]}) is not the job's output schema ({shown[1]}); retried in the job's schema"
 
     def _leased(self, chunk_id: int, attempt: int) -> bool:
         return any(l.chunk.chunk_id == chunk_id and l.attempt == attempt for l in self._leases.values())
