@@ -115,3 +115,24 @@ def exit_on_row(frame):
     if (_ids(frame) == _bad()).any():
         raise SystemExit(3)
     return _ids(frame) * 2.0
+
+
+def int_or_float_by_thousand(frame):
+    """Predicts `id_copy * 2`: as int64 for ids in an even thousand (0-999, 2000-2999, ...), as float64 in
+    an odd one: a model whose output type follows its input. Sleeps FAULT_SLEEP per call."""
+    time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
+    ids = _ids(frame)
+    return ids * 2 if (int(ids.min()) // 1000) % 2 == 0 else ids * 2.0
+
+
+def int_then_float(frame):
+    """Predicts `id_copy * 2` as int64 for a batch whose ids are all below FAULT_INT_BELOW (default: every
+    batch), else as float64 where ids ending in 7 get a half more (a value no int64 holds).
+    Sleeps FAULT_SLEEP per call."""
+    time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
+    ids = _ids(frame)
+    if int(ids.max()) < int(os.environ.get("FAULT_INT_BELOW", str(2**62))):
+        return ids * 2
+    values = ids * 2.0
+    values[ids % 10 == 7] += 0.5
+    return values

@@ -16,8 +16,10 @@ import pyarrow.parquet as pq
 
 from squall.backends.base import InvocationDone, WorkerReady
 from squall.coordinator import Coordinator, JobLimits
+from squall.finalize import finalize_job
 from squall.formats.options import ReadOptions
 from squall.io import layout
+from squall.io.parts import schema_from_text, schema_text
 from squall.models.base import ModelRef
 from squall.plan.chunk import Chunk, Piece
 from squall.retry import RetryPolicy
@@ -35,6 +37,8 @@ class ScriptedBackend:
         self.busy: set[int] = set()
         self.killed: list[int] = []
         self.hold: set[tuple[int, int]] = set()
+        self.output_schemas: dict[tuple[int, int], str | None] = {}
+        self.prediction: object = None  # what reports released at submit predict (none: no such column)
 
     def start(self, model, workers): ...
     def configure(self, task): ...
@@ -47,17 +51,28 @@ class ScriptedBackend:
     def idle(self) -> list[int]:
         return [w for w in (0, 1) if w not in self.busy]
 
-    def submit(self, worker: int, chunk: Chunk, attempt: int) -> None:
+    def submit(self, worker: int, chunk: Chunk, attempt: int, output_schema: str | None = None) -> None:
         self.busy.add(worker)
+        self.output_schemas[(chunk.chunk_id, attempt)] = output_schema
         self.submitted.append((worker, chunk.chunk_id, attempt))
         if (chunk.chunk_id, attempt) not in self.hold:
-            self.queue.append(self.report(worker, chunk.chunk_id, attempt))
+            self.queue.append(self.report(worker, chunk.chunk_id, attempt, prediction=self.prediction))
 
-    def report(self, worker: int, chunk_id: int, attempt: int) -> InvocationDone:
+    def report(
+        self, worker: int, chunk_id: int, attempt: int, claimed_rows: int = 1, prediction: object = None
+    ) -> InvocationDone:
+        """Attempt ``attempt`` wrote one row (with ``prediction`` when given, cast to the output schema it was
+        sent, as a worker does); its report says it read and wrote ``claimed_rows``."""
         path = layout.attempt_part(self.output, chunk_id, attempt, "parquet")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.table({"id": [chunk_id], "attempt": [attempt]}), path)
-        report = InvocationReport("job", chunk_id, attempt, worker, "ok", 1, 1, 0, path, None)
+        columns = {"id": [chunk_id], "attempt": [attempt], **({"prediction": [prediction]} if prediction is not None else {})}
+        table = pa.table(columns)
+        sent = self.output_schemas.get((chunk_id, attempt))
+        table = table.cast(schema_from_text(sent)) if sent else table
+        pq.write_table(table, path)
+        report = InvocationReport(
+            "job", chunk_id, attempt, worker, "ok", claimed_rows, claimed_rows, 0, path, None, part_schema=schema_text(table.schema)
+        )
         return InvocationDone(worker, report)
 
     def wait(self, timeout: float) -> list[object]:
@@ -146,3 +161,54 @@ def test_a_duplicate_delivery_of_the_winning_attempt_changes_nothing(tmp_path):
     assert committed(output, 0)["attempt"] == 1 and committed(output, 1)["attempt"] == 1
     assert sorted(p.name for p in Path(output).glob("part-*")) == ["part-00000.parquet", "part-00001.parquet"]
     assert [done.chunk_id for done in store.done_chunks("job")] == [0, 1]
+
+
+def test_the_store_records_the_rows_committed_and_a_report_claiming_more_fails_the_job(tmp_path):
+    store, task, output = setup(tmp_path, chunks=2)
+    backend = ScriptedBackend(output)
+    backend.hold.add((1, 1))
+    original_wait = backend.wait
+
+    def wait(timeout: float) -> list[object]:
+        if (1, 1) in backend.hold and any(s[1] == 1 for s in backend.submitted):
+            backend.hold.clear()
+            worker = next(s[0] for s in backend.submitted if s[1] == 1)
+            backend.queue.append(backend.report(worker, 1, 1, claimed_rows=5))  # the file holds 1 row
+        return original_wait(timeout)
+
+    backend.wait = wait
+    coordinator = Coordinator(store, backend, task, 2, JobLimits())
+    coordinator.drive()
+    assert [(d.chunk_id, d.rows_in, d.rows_out) for d in store.done_chunks("job")] == [(0, 1, 1), (1, 5, 1)]
+    result = finalize_job(store, "job", JobLimits(), coordinator.invocations)
+    assert (result.state, result.rows_in, result.rows_out) == ("FAILED", 6, 2)
+    assert result.message is not None and "read 6, written 2, errors 0" in result.message
+    assert not (Path(output) / layout.SUCCESS_FILE).exists()
+
+
+def test_two_first_parts_of_different_types_commit_one_schema_and_the_other_is_retried_in_it(tmp_path):
+    store, task, output = setup(tmp_path, chunks=2)
+    backend = ScriptedBackend(output)
+    backend.hold.update({(0, 1), (1, 1)})
+    backend.prediction = 2.0  # the retry's model answers float64 again, and is cast to the job's schema
+    original_wait = backend.wait
+
+    def wait(timeout: float) -> list[object]:
+        if {(0, 1), (1, 1)} <= backend.hold and len(backend.submitted) == 2:  # both run before either reports
+            backend.hold.clear()
+            (worker_a, chunk_a, _), (worker_b, chunk_b, _) = backend.submitted
+            backend.queue.append(backend.report(worker_a, chunk_a, 1, prediction=chunk_a * 2))  # int64
+            backend.queue.append(backend.report(worker_b, chunk_b, 1, prediction=chunk_b * 2.0))  # float64
+        return original_wait(timeout)
+
+    backend.wait = wait
+    coordinator = Coordinator(store, backend, task, 2, JobLimits(retry=RetryPolicy(max_attempts=3, backoff_base=0.0)))
+    coordinator.drive()
+    job_schema = store.output_schema("job")
+    assert job_schema is not None and schema_from_text(job_schema).field("prediction").type == pa.int64()
+    assert [s[1:] for s in backend.submitted] == [(0, 1), (1, 1), (1, 2)]
+    assert backend.output_schemas[(1, 2)] == job_schema  # the retry was sent the job's schema
+    refused = store.attempts("job", 1)[0]
+    assert refused["outcome"] == "error" and "is not the job's output schema" in refused["error"]
+    assert {str(pq.read_schema(p).field("prediction").type) for p in Path(output).glob("part-*")} == {"int64"}
+    assert committed(output, 1) == {"id": 1, "attempt": 2, "prediction": 2}

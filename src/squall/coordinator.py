@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 from squall.backends.base import Backend, InvocationDone, WorkerDied, WorkerLoadFailed, WorkerReady
 from squall.errors import ModelLoadError, SquallError
 from squall.io.output import open_output
-from squall.io.parts import EXTENSIONS
+from squall.io.parts import EXTENSIONS, schema_from_text
 from squall.observe.cost import CostEstimate
 from squall.observe.events import JobListener
 from squall.plan.chunk import Chunk
@@ -123,6 +123,7 @@ class Coordinator:
         self._last_cancel_check = 0.0
         self._retry_times: list[float] = []
         self._init_s: dict[int, float] = {}  # start-up time of ready workers that have not run an invocation yet
+        self._output_schema = store.output_schema(task.job_id)  # fixed by the job's first committed part
 
     def drive(self) -> None:
         """Run every pending chunk on the (started, configured) backend until each is done or dead.
@@ -161,7 +162,7 @@ class Coordinator:
                 return
             self._init_s.pop(worker, None)
             self._leases[worker] = _Lease(claim, self._limits.deadline(claim.lane, self._clock()))
-            self._backend.submit(worker, claim.chunk, claim.attempt)
+            self._backend.submit(worker, claim.chunk, claim.attempt, self._output_schema)
             self._invocations += 1
             for listener in self._listeners:
                 listener.invocation_started(self._task.job_id, claim.chunk.chunk_id, claim.attempt, worker)
@@ -206,9 +207,14 @@ class Coordinator:
             self._notify(report, committed=False)
             return
         del self._leases[worker]
-        if report.outcome == "ok":
+        mismatch = self._schema_mismatch(report) if report.outcome == "ok" else None
+        if report.outcome == "ok" and mismatch is None:
             self._commit(report)
             self._notify(report, committed=True)
+        elif mismatch is not None:  # two first parts raced; the retry is sent the job's schema
+            self._discard(report)
+            self._notify(report, committed=False)
+            self._fail(lease, "error", mismatch, True, report)
         else:
             self._discard(report)
             self._notify(report, committed=False)
@@ -216,6 +222,16 @@ class Coordinator:
             retryable = report.retryable and not (report.error and report.error.type in self._limits.retry.no_retry_on)
             self._fail(lease, "error", error, retryable, report)
         self._notify_closed(lease)
+
+    def _schema_mismatch(self, report: InvocationReport) -> str | None:
+        """Why the report's part cannot join the job's output (its schema is not the job's), or ``None``."""
+        if self._output_schema is None or report.part_schema is None:
+            return None
+        job, part = schema_from_text(self._output_schema), schema_from_text(report.part_schema)
+        if part.equals(job):
+            return None
+        shown = [schema.to_string().replace("\n", ", ") for schema in (part, job)]
+        return f"the part's schema ({shown[0]}) is not the job's output schema ({shown[1]}); retried in the job's schema"
 
     def _leased(self, chunk_id: int, attempt: int) -> bool:
         return any(l.chunk.chunk_id == chunk_id and l.attempt == attempt for l in self._leases.values())
@@ -229,7 +245,9 @@ class Coordinator:
         if report.error_part:
             final = self._output.committed_errors(report.chunk_id, self._task.part_prefix)
             error_part = self._output.commit(report.error_part, final)
-        self._store.complete(report, part, error_part)
+        fixes_schema = report.part_schema if self._output_schema is None else None
+        self._store.complete(report, part, error_part, fixes_schema)  # the committed counts, which finalize reconciles
+        self._output_schema = self._output_schema or fixes_schema
         self._outstanding -= 1
 
     def _discard(self, report: InvocationReport) -> None:

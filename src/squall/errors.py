@@ -50,6 +50,11 @@ class StoreError(SquallError):
     """The state store is unusable (corrupt, locked by another coordinator, wrong version)."""
 
 
+class OutputUnreachable(SquallError):
+    """The output cannot be reached to commit a chunk (its database connection keeps failing); nothing
+    committed is lost, and ``squall resume`` finishes the job once the output answers again."""
+
+
 @dataclass(frozen=True)
 class ErrorInfo:
     """An exception as plain data, safe to send between processes and store as JSON."""

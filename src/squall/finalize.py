@@ -43,7 +43,9 @@ class Tally:
 
     @classmethod
     def of(cls, done: list[DoneChunk], dead_rows: list[int]) -> Tally:
-        """Replayed rows were read once, by their data chunk; superseded error rows no longer count."""
+        """Rows read as the workers reported them; rows written and error rows as the output held them when
+        each chunk was committed. Replayed rows were read once, by their data chunk; superseded error rows
+        no longer count."""
         return cls(
             rows_in=sum(d.rows_in for d in done if d.kind == "data"),
             rows_out=sum(d.rows_out for d in done),
@@ -115,7 +117,8 @@ def _decide(tally: Tally, limits: JobLimits) -> tuple[str, str | None]:
     if not tally.reconciled:
         return "FAILED", (
             f"row counts do not reconcile: read {tally.rows_in}, written {tally.rows_out}, "
-            f"errors {tally.error_rows}; this is a bug in squall, please report it"
+            f"errors {tally.error_rows} (written and errors as counted in the output when each chunk was committed); "
+            "this is a bug in squall, please report it"
         )
     seen = tally.rows_in + tally.dead_rows_est
     error_rate = tally.error_rows / seen if seen else 0.0

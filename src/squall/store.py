@@ -24,6 +24,8 @@ that caused it (``timeout:``, ``memory:``, ``lost:``).
 ``kind`` is ``data`` (reads input for the first time) or ``replay`` (reads again the
 rows of error parts, which are then ``errors_superseded``). ``jobs.ledger`` holds
 the run's ledger record (:class:`squall.ledger.Increment`) until finalize.
+``jobs.output_schema`` is the schema every part of the job is written in
+(:func:`squall.io.parts.schema_text`), set with the first committed part.
 A coordinator that dies leaves chunks ``leased``; ``resume`` returns them
 to ``pending``. Only one coordinator may run a job at a time: it holds an
 exclusive lock on ``locks/JOB.lock`` for as long as it runs.
@@ -42,14 +44,17 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from squall.errors import JobNotFoundError, JobStateError, StoreError
 from squall.invocations import InvocationRecord
 from squall.plan.chunk import Chunk
 from squall.runtime.task import InvocationReport
 
-SCHEMA_VERSION = 4
+if TYPE_CHECKING:
+    from squall.io.output import Committed  # pulls in pyarrow, which the store's users need not load
+
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -68,7 +73,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     worker_starts INTEGER NOT NULL DEFAULT 0,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     ledger TEXT,
-    message TEXT
+    message TEXT,
+    output_schema TEXT
 );
 CREATE TABLE IF NOT EXISTS chunks (
     job_id TEXT NOT NULL,
@@ -201,21 +207,26 @@ class JobStore:
             row = ("1",)  # made before versions were recorded
         if row is None:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) == 3:
-            self._migrate_from_3()
+        elif int(row[0]) in (3, 4):
+            self._migrate_from(int(row[0]))
         elif int(row[0]) != SCHEMA_VERSION:
             raise StoreError(
                 f"the job store in {self.state_dir} has schema version {row[0]}; this squall reads {SCHEMA_VERSION}. "
                 "Use another --state-dir (or $SQUALL_HOME), or finish its jobs with the squall that made it"
             )
 
-    def _migrate_from_3(self) -> None:
-        """Version 4 added ``attempts.init_s``; old attempts simply have no cold start recorded."""
+    def _migrate_from(self, version: int) -> None:
+        """Bring a store of an older ``version`` up to :data:`SCHEMA_VERSION` in place, in one transaction."""
         with self._transaction():
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(attempts)")}
-            if "init_s" not in columns:
-                self._db.execute("ALTER TABLE attempts ADD COLUMN init_s REAL")
+            if version <= 3:
+                self._add_column("attempts", "init_s", "REAL")  # v4: old attempts have no cold start recorded
+            if version <= 4:
+                self._add_column("jobs", "output_schema", "TEXT")  # v5: old jobs fix theirs with their next part
             self._db.execute("UPDATE meta SET value=? WHERE name='schema_version'", (str(SCHEMA_VERSION),))
+
+    def _add_column(self, table: str, column: str, kind: str) -> None:
+        if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         for handle in self._locks.values():
@@ -341,13 +352,22 @@ class JobStore:
             )
         return Claim(Chunk.from_json(descriptor), attempt, base, kills, lane, worker)
 
-    def complete(self, report: InvocationReport, part: str | None, error_part: str | None) -> None:
-        """Mark the chunk done with its committed files, and close the attempt."""
+    def complete(
+        self, report: InvocationReport, part: Committed | None, error_part: Committed | None, output_schema: str | None = None
+    ) -> None:
+        """Mark the chunk done with its committed files and the rows counted in them when they were
+        committed (not the rows the worker reported: finalize reconciles those with the rows read), and
+        close the attempt. ``output_schema`` becomes the job's output schema if it has none yet."""
         with self._transaction():
+            if output_schema is not None:
+                self._db.execute(
+                    "UPDATE jobs SET output_schema=COALESCE(output_schema, ?) WHERE job_id=?", (output_schema, report.job_id)
+                )
             self._db.execute(
                 "UPDATE chunks SET state='done', rows_in=?, rows_out=?, error_rows=?, part=?, error_part=?, "
                 "finished_at=? WHERE job_id=? AND chunk_id=?",
-                (report.rows_in, report.rows_out, report.error_rows, part, error_part, time.time(),
+                (report.rows_in, part.rows if part else 0, error_part.rows if error_part else 0,
+                 part.uri if part else None, error_part.uri if error_part else None, time.time(),
                  report.job_id, report.chunk_id),
             )
             self._close_attempt(report.job_id, report.chunk_id, report.attempt, "ok", None, report)
@@ -476,6 +496,11 @@ class JobStore:
             for cid, rin, rout, err, part, epart, desc, kind, sup in rows
         ]
 
+    def output_schema(self, job_id: str) -> str | None:
+        """The schema every part of the job is written in, once its first part is committed."""
+        row = self._db.execute("SELECT output_schema FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        return row[0] if row else None
+
     def set_ledger(self, job_id: str, record: str) -> None:
         """Keep the run's ledger record (JSON) with the job, for finalize and for resume."""
         self._db.execute("UPDATE jobs SET ledger=? WHERE job_id=?", (record, job_id))
@@ -543,7 +568,7 @@ class JobStore:
 
 
 def _job_record(row: tuple[Any, ...]) -> JobRecord:
-    job_id, spec, task, output, state, created, started, finished, total, est_rows, cold, workers, _, _, message = row
+    job_id, spec, task, output, state, created, started, finished, total, est_rows, cold, workers, _, _, message = row[:15]
     return JobRecord(
         job_id, json.loads(spec), task, output, state, created, started, finished, total, est_rows, cold, workers, message
     )

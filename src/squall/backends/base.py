@@ -79,8 +79,9 @@ class Backend(Protocol):
         """Raise :class:`squall.errors.InputError` unless every worker can read ``files`` (path, size if known)
         and write under ``output``; remote URIs are reachable by definition."""
 
-    def submit(self, worker: int, chunk: Chunk, attempt: int) -> None:
-        """Hand ``chunk`` (attempt number ``attempt``) to an idle ``worker``."""
+    def submit(self, worker: int, chunk: Chunk, attempt: int, output_schema: str | None = None) -> None:
+        """Hand ``chunk`` (attempt number ``attempt``) to an idle ``worker``, with the job's output schema
+        (:func:`squall.io.parts.schema_text`) once the job has one: the worker casts its part to it."""
 
     def scale(self, waiting: int) -> None:
         """``waiting`` chunks wait for a worker: a pool that can grow or shrink may do so now (the local pool cannot)."""

@@ -116,10 +116,10 @@ class LocalBackend:
     def check_reach(self, files: Sequence[tuple[str, int | None]], output: str) -> None:
         """Workers run on this machine and see what the coordinator sees: nothing to check."""
 
-    def submit(self, worker: int, chunk: Chunk, attempt: int) -> None:
+    def submit(self, worker: int, chunk: Chunk, attempt: int, output_schema: str | None = None) -> None:
         slot = self._slots[worker]
         slot.busy = True
-        self._send(slot, {"type": "invoke", "chunk": chunk.to_json(), "attempt": attempt})
+        self._send(slot, {"type": "invoke", "chunk": chunk.to_json(), "attempt": attempt, "output_schema": output_schema})
 
     def scale(self, waiting: int) -> None:
         """The local pool keeps its size: ``workers`` is what this machine was given."""

@@ -108,10 +108,11 @@ class RayBackend:
     def idle(self) -> list[int]:
         return [a.index for a in self._actors.values() if a.ready and a.configured and not a.busy]
 
-    def submit(self, worker: int, chunk: Chunk, attempt: int) -> None:
+    def submit(self, worker: int, chunk: Chunk, attempt: int, output_schema: str | None = None) -> None:
         actor = self._actors[worker]
         actor.busy = True
-        self._call(actor, "invoke", actor.handle.invoke.remote(chunk.to_json(), attempt, self._recycling.memory_mb))
+        call = actor.handle.invoke.remote(chunk.to_json(), attempt, self._recycling.memory_mb, output_schema)
+        self._call(actor, "invoke", call)
 
     def scale(self, waiting: int) -> None:
         """Grow toward ``ray_max_workers`` while ``waiting`` chunks find no idle actor; shrink idle actors back."""

@@ -7,6 +7,11 @@ ranges are equal in width, so their row counts are estimates, and splitting
 a piece halves its range. Each row's ``_offset`` is its partition value, its
 identity within the query. A worker reads its range with one query whose
 result streams as record batches, so memory follows the batch, not the chunk.
+
+The query must be one statement that stays inside the subquery it is wrapped
+in (:mod:`squall.sql.statement`), its partition values must not be NULL (no
+range would hold those rows), and a chunk whose rows fall outside its range
+fails: the key ranges are what make every row read exactly once.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import pyarrow.compute as pc
 from squall.errors import InputError
 from squall.formats.base import OFFSET_COLUMN, BadRecord, FileInfo, ReadOptions, SourceFile
 from squall.plan.chunk import Piece
-from squall.sql.drivers import connect, quote, redacted
+from squall.sql.drivers import connect, quote, redacted, scheme
+from squall.sql.statement import one_statement
 
 _BYTES_PER_VALUE = 8  # a planning estimate: the result has no size until it is read
 
@@ -34,10 +40,12 @@ class SqlFormat:
         query, column = _query_and_column(file.uri, options)
         with connect(file.uri) as connection, connection.cursor() as cursor:
             # One row, not none: SQLite's types belong to values, so a result without rows has no types.
-            schema = _run(file.uri, cursor, f"SELECT * FROM ({query}) AS squall_q LIMIT 1").fetch_arrow_table().schema
+            schema = _run(file.uri, cursor, f"SELECT * FROM {_wrapped(query)} LIMIT 1").fetch_arrow_table().schema
             _check_column(file.uri, schema, column)
-            bounds = f"SELECT MIN({quote(column)}), MAX({quote(column)}), COUNT(*) FROM ({query}) AS squall_q"
-            low, high, rows = _run(file.uri, cursor, bounds).fetchone()
+            key = quote(column)
+            bounds = f"SELECT MIN({key}), MAX({key}), COUNT(*), COUNT({key}) FROM {_wrapped(query)}"
+            low, high, rows, keyed = _run(file.uri, cursor, bounds).fetchone()
+        _check_no_nulls(file.uri, column, int(rows) - int(keyed))
         return FileInfo(
             file=replace(file, size=int(rows) * len(schema) * _BYTES_PER_VALUE),
             schema=schema,
@@ -65,16 +73,25 @@ class SqlFormat:
         wanted = list(dict.fromkeys([*options.columns, column])) if options.columns else ["*"]
         selected = ", ".join(quote(c) if c != "*" else c for c in wanted)
         with connect(piece.uri) as connection, connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {selected} FROM ({query}) AS squall_q "
-                f"WHERE {quote(column)} >= {int(piece.start)} AND {quote(column)} < {int(piece.stop)}"
-            )
+            cursor.execute(chunk_query(query, column, selected, piece))
             for batch in _rebatched(cursor.fetch_record_batch(), batch_rows):
                 offsets = pc.cast(batch.column(column), pa.int64())
+                _check_in_range(piece, column, offsets)
                 kept = [n for n in batch.schema.names if n in options.columns] if options.columns else batch.schema.names
                 yield pa.RecordBatch.from_arrays(
                     [*(batch.column(n) for n in kept), offsets], names=[*kept, OFFSET_COLUMN]
                 )
+
+
+def chunk_query(query: str, column: str, selected: str, piece: Piece) -> str:
+    """The statement that reads ``piece``: the query's rows whose ``column`` lies in the piece's range."""
+    key = quote(column)
+    return f"SELECT {selected} FROM {_wrapped(query)} WHERE {key} >= {int(piece.start)} AND {key} < {int(piece.stop)}"
+
+
+def _wrapped(query: str) -> str:
+    """The query as a subquery, on lines of its own so that a trailing ``--`` comment ends with its line."""
+    return f"(\n{query}\n) AS squall_q"
 
 
 def _query_and_column(uri: str, options: ReadOptions) -> tuple[str, str]:
@@ -83,7 +100,28 @@ def _query_and_column(uri: str, options: ReadOptions) -> tuple[str, str]:
             f"{redacted(uri)}: a database input needs `query` (--query) and `partition_column` (--partition-column), "
             "an indexed integer column of the query's result"
         )
-    return options.query.strip().rstrip(";"), options.partition_column
+    return one_statement(options.query, scheme(uri)), options.partition_column
+
+
+def _check_no_nulls(uri: str, column: str, nulls: int) -> None:
+    if nulls:
+        raise InputError(
+            f"{redacted(uri)}: {nulls} row(s) of the query have NULL in partition_column {column!r}, and no key range "
+            f"would read them; filter them out in `query` (WHERE {column} IS NOT NULL) or choose another column"
+        )
+
+
+def _check_in_range(piece: Piece, column: str, offsets: pa.Array) -> None:
+    """A chunk reads only rows of its key range; anything else means the query escaped its range."""
+    bounds = pc.min_max(offsets)
+    low, high = bounds["min"], bounds["max"]
+    if offsets.null_count or (len(offsets) and (low.as_py() < piece.start or high.as_py() >= piece.stop)):
+        raise InputError(
+            f"{redacted(piece.uri)}: the chunk for partition_column {column!r} in [{piece.start}, {piece.stop}) read "
+            f"rows with {column} from {low.as_py()} to {high.as_py()}"
+            f"{f' and {offsets.null_count} NULL(s)' if offsets.null_count else ''}; the query must not escape the "
+            "subquery squall wraps it in (one SELECT statement, parentheses balanced)"
+        )
 
 
 def _run(uri: str, cursor: Any, statement: str) -> Any:

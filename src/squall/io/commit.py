@@ -19,7 +19,8 @@ from fsspec.core import url_to_fs
 
 from squall.errors import OutputExistsError
 from squall.io import layout
-from squall.io.parts import PartFile
+from squall.io.output import Committed
+from squall.io.parts import PartFile, count_rows
 
 
 class OutputDir:
@@ -105,16 +106,21 @@ class OutputDir:
         except (ValueError, KeyError):
             return None
 
-    def commit(self, attempt_uri: str, final_uri: str) -> str:
-        """The committed name of a winning attempt's file: renamed to ``final_uri`` (atomic on a local or
-        POSIX filesystem), or left where it lies on an object store."""
+    def commit(self, attempt_uri: str, final_uri: str) -> Committed:
+        """Commit a winning attempt's file: renamed to ``final_uri`` (atomic on a local or POSIX
+        filesystem), or left where it lies on an object store; its rows are counted from the committed file."""
         if not layout.commits_by_rename(self.uri):
-            return attempt_uri
+            return self._counted(attempt_uri)
         _, source = url_to_fs(attempt_uri)
         _, target = url_to_fs(final_uri)
         self._fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
         self._fs.mv(source, target)
-        return final_uri
+        return self._counted(final_uri)
+
+    def _counted(self, uri: str) -> Committed:
+        _, path = url_to_fs(uri)
+        with self._fs.open(path, "rb") as handle:
+            return Committed(uri, count_rows(handle, uri))
 
     def discard(self, attempt_uri: str | None) -> None:
         """Delete a losing attempt's file, if it exists."""

@@ -12,11 +12,22 @@ output final.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pyarrow as pa
 
 from squall.sql.drivers import is_database_url
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A committed attempt: the name its rows are committed under, and how many rows the output holds
+    there now, counted from the output itself (a footer, the file's lines, the table's rows), never
+    taken from the worker's report."""
+
+    uri: str
+    rows: int
 
 
 class PartSink(Protocol):
@@ -61,8 +72,8 @@ class Output(Protocol):
     def owner(self) -> str | None:
         """The job that owns this location, if a squall job does."""
 
-    def commit(self, attempt_uri: str, final_uri: str) -> str:
-        """Commit a winning attempt; returns the name its rows are committed under."""
+    def commit(self, attempt_uri: str, final_uri: str) -> Committed:
+        """Commit a winning attempt; returns the name its rows are committed under and the rows counted there."""
 
     def discard(self, attempt_uri: str | None) -> None:
         """Delete a losing attempt, if it exists."""

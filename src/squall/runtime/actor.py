@@ -72,16 +72,18 @@ class ActorWorker:
         while True:
             time.sleep(3600)
 
-    def invoke(self, chunk_json: str, attempt: int, memory_mb: int | None) -> dict[str, Any]:
-        """Run one invocation; answers ``{"report": …, "rss_mb"}``, ``{"memory_mb": used}`` over ``memory_mb``, or
-        ``{"crashed": ErrorInfo fields}`` when the invocation died the way a worker process would (``SystemExit``)."""
+    def invoke(self, chunk_json: str, attempt: int, memory_mb: int | None, output_schema: str | None = None) -> dict[str, Any]:
+        """Run one invocation (its part cast to ``output_schema``, the job's, when known); answers ``{"report": …,
+        "rss_mb"}``, ``{"memory_mb": used}`` over ``memory_mb``, or ``{"crashed": ErrorInfo fields}`` when the
+        invocation died the way a worker process would (``SystemExit``)."""
         assert self._task is not None and self._steps is not None, "an invocation arrived before the job's task"
         task, steps = self._task, self._steps
         answer: dict[str, Any] = {}
 
         def run() -> None:
             try:
-                answer["report"] = invoke(task, Chunk.from_json(chunk_json), attempt, self._worker, steps).to_dict()
+                chunk = Chunk.from_json(chunk_json)
+                answer["report"] = invoke(task, chunk, attempt, self._worker, steps, output_schema).to_dict()
             except BaseException as exc:  # noqa: BLE001 - what would end a worker process (SystemExit...) ends this call
                 answer["crashed"] = ErrorInfo.from_exception(exc, traceback.format_exc()).__dict__
 

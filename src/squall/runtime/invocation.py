@@ -1,8 +1,11 @@
 """One invocation: read a chunk as Arrow batches → preprocess → predict → postprocess → write one attempt part.
 
 A batch that raises is bisected until the rows that raise are isolated; they
-become error rows (``_errors/``) and every other row is predicted. An
-invocation never raises: whatever happens becomes its ``InvocationReport``.
+become error rows (``_errors/``) and every other row is predicted. Every
+batch written is cast to one schema: the job's output schema when the
+coordinator sent it, else the chunk's first batch's; a row that cannot be cast
+safely is an error row of step ``output``. An invocation never raises:
+whatever happens becomes its ``InvocationReport``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from squall.errors import ErrorInfo, InputError, SquallError
 from squall.formats.base import OFFSET_COLUMN, SOURCE_COLUMN, BadRecord
 from squall.formats.registry import get_format
 from squall.io.output import PartSink, open_output
-from squall.io.parts import EXTENSIONS
+from squall.io.parts import EXTENSIONS, Uncastable, conform, schema_from_text, schema_text
 from squall.models.base import LoadedModel
 from squall.models.code import resolve
 from squall.plan.chunk import Chunk
@@ -91,6 +94,7 @@ class _Invocation:
     steps: Steps
     part: PartSink
     errors: PartSink
+    schema: pa.Schema | None = None
     rows_in: int = 0
     failed_rows: int = 0
 
@@ -100,22 +104,28 @@ class _Invocation:
         return max(256, self.chunk.est_rows // 20)
 
     @classmethod
-    def open(cls, task: JobTask, chunk: Chunk, attempt: int, steps: Steps) -> _Invocation:
+    def open(cls, task: JobTask, chunk: Chunk, attempt: int, steps: Steps, schema: pa.Schema | None) -> _Invocation:
         """An invocation whose part and error files are named for this attempt (opened on first write)."""
         ext = EXTENSIONS[task.output_format]
         output = open_output(task.output)
         part = output.attempt_part(chunk.chunk_id, attempt, ext, task.part_prefix)
         errors = output.attempt_errors(chunk.chunk_id, attempt, task.part_prefix)
         return cls(
-            task, chunk, attempt, steps, output.part_sink(part, task.output_format), output.part_sink(errors, "parquet")
+            task, chunk, attempt, steps, output.part_sink(part, task.output_format), output.part_sink(errors, "parquet"),
+            schema,
         )
 
 
-def invoke(task: JobTask, chunk: Chunk, attempt: int, worker: int, steps: Steps) -> InvocationReport:
-    """Run one chunk and report; the part is written under its attempt name, never committed here."""
+def invoke(
+    task: JobTask, chunk: Chunk, attempt: int, worker: int, steps: Steps, output_schema: str | None = None
+) -> InvocationReport:
+    """Run one chunk and report; the part is written under its attempt name, never committed here.
+
+    ``output_schema`` (:func:`squall.io.parts.schema_text`) is the job's, once its first part is committed;
+    the report names the schema the part was written in."""
     reset_peak()
     started, clock = time.time(), time.perf_counter()
-    run = _Invocation.open(task, chunk, attempt, steps)
+    run = _Invocation.open(task, chunk, attempt, steps, schema_from_text(output_schema) if output_schema else None)
     try:
         _read_and_predict(run)
         part, error_part = run.part.close(), run.errors.close()
@@ -150,6 +160,7 @@ def invoke(task: JobTask, chunk: Chunk, attempt: int, worker: int, steps: Steps)
         duration_s=time.perf_counter() - clock,
         max_rss_mb=peak_mb(),
         batch_size=steps.sizer.current,
+        part_schema=schema_text(run.schema) if part and run.schema is not None else None,
     )
 
 
@@ -195,11 +206,33 @@ def _predict_batch(run: _Invocation, batch: pa.RecordBatch, source: str) -> None
             ok[start : start + len(columns[0][1])] = True
         names = [name for name, _ in good[0][1]]
         predictions = [pa.concat_arrays([cols[i][1] for _, cols in good]) for i in range(len(names))]
-        identity = _identity(run, batch, source).filter(pa.array(ok))
+        predicted = batch.filter(pa.array(ok))
+        identity = _identity(run, predicted, source)
         out = pa.RecordBatch.from_arrays([*identity.columns, *predictions], names=[*identity.schema.names, *names])
-        run.part.write(out)
+        _write_in_schema(run, out, predicted, source)
     if failed:
         _write_failed_rows(run, batch, source, failed)
+
+
+def _write_in_schema(run: _Invocation, out: pa.RecordBatch, predicted: pa.RecordBatch, source: str) -> None:
+    """Write ``out`` cast to the part's schema (the first batch's, when the job has none yet); rows that do not
+    cast safely become error rows (``predicted`` holds their input rows)."""
+    if run.schema is None:
+        run.schema = out.schema
+    out, uncastable = conform(out, run.schema, run.part.uri)
+    run.part.write(out)
+    if uncastable:
+        _write_uncastable_rows(run, predicted, source, uncastable)
+
+
+def _write_uncastable_rows(run: _Invocation, predicted: pa.RecordBatch, source: str, rows: list[Uncastable]) -> None:
+    indices = [row.row for row in rows]
+    keys = _key_text(run, predicted, indices)
+    offsets = predicted.column(OFFSET_COLUMN).take(pa.array(indices, pa.int64())).to_pylist()
+    records = [
+        (offset, key, "output", "OutputTypeError", row.message) for offset, key, row in zip(offsets, keys, rows)
+    ]
+    _write_errors(run, source, records)
 
 
 def _isolate(

@@ -90,6 +90,8 @@ class InvocationReport:
     batch_size: int = 0
     error: ErrorInfo | None = None
     retryable: bool = True
+    part_schema: str | None = None
+    """The schema the part was written in (:func:`squall.io.parts.schema_text`), when there is a part."""
     version: int = REPORT_VERSION
 
     def to_dict(self) -> dict[str, Any]:

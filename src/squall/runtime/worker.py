@@ -68,7 +68,8 @@ def serve_jobs(read_fd: int, write_fd: int, worker: int, model: LoadedModel, sta
                 return load_failed(write_fd, exc)
             continue
         assert task is not None and steps is not None, "an invocation arrived before the job's task"
-        report = invoke(task, Chunk.from_json(message["chunk"]), int(message["attempt"]), worker, steps)
+        chunk = Chunk.from_json(message["chunk"])
+        report = invoke(task, chunk, int(message["attempt"]), worker, steps, message.get("output_schema"))
         wire.send(write_fd, {"type": "report", "report": report.to_dict()})
 
 

@@ -87,9 +87,9 @@ class LentBackend:
         """Warm workers ready and not running an invocation."""
         return self._inner.idle()
 
-    def submit(self, worker: int, chunk: Chunk, attempt: int) -> None:
+    def submit(self, worker: int, chunk: Chunk, attempt: int, output_schema: str | None = None) -> None:
         """Hand a chunk to an idle warm worker."""
-        self._inner.submit(worker, chunk, attempt)
+        self._inner.submit(worker, chunk, attempt, output_schema)
 
     def wait(self, timeout: float) -> list[WorkerEvent]:
         """Events of the warm workers."""

@@ -32,6 +32,9 @@ _LIST_TABLES = {
 }
 
 
+_IDENTIFIER_BYTES = {"postgresql": 63, "postgres": 63}  # NAMEDATALEN - 1; longer names are cut, silently
+
+
 class DriverUnavailable(UsageError):
     """The ADBC driver for a database URL is not installed."""
 
@@ -60,6 +63,29 @@ def connect(url: str, autocommit: bool = False) -> Any:
         # Workers write their attempts at the same time; wait for the file lock instead of failing.
         cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
     return connection
+
+
+def identifier_limit(url: str) -> int | None:
+    """The longest identifier (in UTF-8 bytes) the database keeps whole; ``None`` where it has no limit."""
+    return _IDENTIFIER_BYTES.get(scheme(url))
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """Whether a driver error means the connection failed (terminated by the server, network gone, server
+    restarting) rather than the statement: the same work on a new connection may succeed."""
+    try:
+        from adbc_driver_manager import OperationalError
+    except ImportError:
+        return False
+    return isinstance(exc, OperationalError)
+
+
+def close_quietly(connection: Any) -> None:
+    """Close a connection that may already be dead; a dead one cannot be closed cleanly, and need not be."""
+    try:
+        connection.close()
+    except Exception:  # the driver's own error types, or its refusal to close a broken handle
+        pass
 
 
 def is_sqlite(url: str) -> bool:
