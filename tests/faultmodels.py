@@ -115,3 +115,9 @@ def exit_on_row(frame):
     if (_ids(frame) == _bad()).any():
         raise SystemExit(3)
     return _ids(frame) * 2.0
+
+
+def pause(frame):
+    """A preprocess step that takes `FAULT_SLEEP` seconds and changes nothing: it keeps a chunk in flight a while."""
+    time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
+    return frame
