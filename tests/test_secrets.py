@@ -32,7 +32,7 @@ import pytest
 
 import faultmodels
 from conftest import FEATURES, SQUALL, make_frame, run_cli
-from liveservice import FINAL, live_service
+from liveservice import FINAL, free_port, live_service, serve_process
 from s3server import S3Server, serve
 from squall.secrets import MARK
 from squall.service.config import ServeConfig
@@ -306,4 +306,56 @@ def test_a_killed_job_is_resumed_with_its_secrets_given_again_and_refused_before
     got = _read_table(f"SELECT id, prediction FROM {table}").sort_values("id").reset_index(drop=True)
     assert got["id"].tolist() == frame["id"].tolist(), "every row exactly once"
     np.testing.assert_array_equal(got["prediction"].to_numpy(), faultmodels.steady(frame))
+    assert_state_holds_no_secret(squall_home, open_store=False)
+
+
+@pytest.mark.parametrize("restarted_with", ["credentials in its environment", "no credentials"])
+def test_a_job_queued_in_a_killed_service_gets_its_secrets_from_the_environment_or_fails_naming_them(
+    squall_home, tmp_path, s3, bucket, restarted_with
+):
+    fs = _filesystem(s3)
+    frame = make_frame(500, seed=7)
+    frame["id_copy"] = frame["id"]
+    _upload(fs, frame[["id", "id_copy"]], f"{bucket}/in/ids.parquet", row_group_size=100)
+    local = tmp_path / "local-in"
+    local.mkdir()
+    pq.write_table(pa.Table.from_pandas(frame[["id", "id_copy"]], preserve_index=False), local / "ids.parquet",
+                   row_group_size=100)
+    base = {"model": "faultmodels:steady", "key": ["id"], "features": ["id_copy"], "chunk_rows": 100, "workers": 1}
+    busy = {**base, "input": [str(local)], "output": str(tmp_path / "busy-out"), "job_id": "busy"}
+    queued = {**base, "input": [f"s3://{bucket}/in/"], "output": str(tmp_path / "s3-out"), "storage_options": S3_OPTIONS,
+              "endpoint_url": s3.endpoint, "job_id": "queued"}
+    config = tmp_path / "squall-serve.toml"
+    config.write_text(f'state_dir = "{squall_home}"\nmax_concurrency = 1\nmax_running_jobs = 1\n')
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = serve_process(port, "--config", str(config), env={"SQUALL_TOKEN": TOKEN, "FAULT_SLEEP": "0.5"})
+    try:
+        assert [httpx.post(f"{url}/jobs", json=spec, headers=AUTH).status_code for spec in (busy, queued)] == [201, 201]
+        assert httpx.get(f"{url}/jobs/queued", headers=AUTH).json()["state"] == "QUEUED"
+        assert_state_holds_no_secret(squall_home, open_store=False)  # service.db holds the queued spec, redacted
+    finally:
+        server.kill()  # SIGKILL: the secrets kept in the service's memory are gone
+        server.communicate()
+    environment = {"SQUALL_TOKEN": TOKEN}
+    if restarted_with == "credentials in its environment":
+        environment.update(AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_SESSION_TOKEN=SESSION_TOKEN)
+    server = serve_process(port, "--config", str(config), env=environment)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            views = {job_id: _wait(client, job_id) for job_id in ("busy", "queued")}
+    finally:
+        server.kill()
+        server.communicate()
+    assert (views["busy"]["state"], views["busy"]["rows_out"]) == ("SUCCEEDED", 500)
+    if restarted_with == "no credentials":
+        assert views["queued"]["state"] == "FAILED"
+        for named in ("`storage_options.key`", "`storage_options.secret`", "`storage_options.token`"):
+            assert named in views["queued"]["message"]
+        assert not (tmp_path / "s3-out").exists()
+    else:
+        assert (views["queued"]["state"], views["queued"]["rows_out"]) == ("SUCCEEDED", 500)
+        out = pd.read_parquet(tmp_path / "s3-out").sort_values("id")
+        assert out["id"].tolist() == frame["id"].tolist()
+        np.testing.assert_array_equal(out["prediction"].to_numpy(), faultmodels.steady(frame))
     assert_state_holds_no_secret(squall_home, open_store=False)

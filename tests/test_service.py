@@ -383,25 +383,9 @@ def test_a_restart_loses_nothing_queued_jobs_wait_and_stopped_jobs_resume(squall
 
 
 def test_squall_serve_runs_from_the_command_line_and_stops_cleanly_on_sigint(squall_home, tmp_path):
-    import signal
-    import subprocess
-
-    from conftest import SQUALL
-    from liveservice import free_port
-
     port = free_port()
-    env = {**os.environ, "SQUALL_TOKEN": TOKEN}
-    server = subprocess.Popen([*SQUALL, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    server = serve_process(port, env={"SQUALL_TOKEN": TOKEN})
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read() if server.stdout else ""
-                time.sleep(0.2)
         assert httpx.get(f"http://127.0.0.1:{port}/jobs").status_code == 401
         assert httpx.get(f"http://127.0.0.1:{port}/jobs", headers=AUTH).json()["total"] == 0
     finally:

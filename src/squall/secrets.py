@@ -79,7 +79,7 @@ def is_secret_name(name: str) -> bool:
 
 def redact_url(text: str) -> str:
     """``text`` with the password and credential parameters of every URL in it replaced by :data:`MARK`."""
-    if "://" not in text:
+    if not _may_hold_url_secret(text):
         return text
     return _URL.sub(_redacted_match, text)
 
@@ -91,7 +91,8 @@ def redact(value: Any) -> Any:
 
 def redact_json(text: str) -> str:
     """A JSON document with every secret replaced by :data:`MARK` (unchanged when it has none)."""
-    if "://" not in text and not any(field in text for field in OPTION_FIELDS):
+    # Most documents (a chunk descriptor, a report) hold none: a million chunks are stored without parsing one.
+    if not _may_hold_url_secret(text) and not any(field in text for field in OPTION_FIELDS):
         return text
     try:
         return json.dumps(redact(json.loads(text)))
@@ -173,6 +174,11 @@ def refill(stored: Mapping[str, Any], reference: Mapping[str, Any]) -> dict[str,
 
 
 # --- redaction --------------------------------------------------------------------------------
+
+
+def _may_hold_url_secret(text: str) -> bool:
+    """Whether ``text`` may hold a URL with a password (``…://u:p@…``) or a query parameter (``?…=``)."""
+    return "://" in text and ("@" in text or ("=" in text and ("?" in text or "&" in text or ";" in text)))
 
 
 def _redact(value: Any, in_options: bool) -> Any:
