@@ -136,3 +136,9 @@ def int_then_float(frame):
     values = ids * 2.0
     values[ids % 10 == 7] += 0.5
     return values
+
+
+def pause(frame):
+    """A preprocess step that takes `FAULT_SLEEP` seconds and changes nothing: it keeps a chunk in flight a while."""
+    time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
+    return frame

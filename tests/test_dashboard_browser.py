@@ -68,7 +68,6 @@ def test_the_dashboard_shows_a_running_job_moving_and_its_timeline(squall_home, 
                 except sync_api.Error:
                     raise AssertionError(f"no moving progress bar; errors {errors}; page {page.inner_text('body')[:2000]}")
                 first = _progress(page, "slow")
-                time.sleep(2.5)
                 page.wait_for_function(f"""() => document.querySelector('tr[data-job="slow"] progress').value > {first}""",
                                        timeout=30_000)
                 second = _progress(page, "slow")

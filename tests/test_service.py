@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import httpx
+import joblib
+import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
+import faultmodels
 import squall
 from conftest import FEATURES, ids_dataset, make_frame, read_output, run_cli, write_frame
-from liveservice import FINAL, live_service
+from liveservice import FINAL, free_port, live_service, serve_process
 from squall.cli import main
 from squall.errors import SpecError
 from squall.service.app import create_app
@@ -184,8 +190,11 @@ def test_a_10000_row_job_over_http_writes_what_the_cli_writes(squall_home, tmp_p
     assert cli.returncode == 0, cli.stderr
     by_http = read_output(tmp_path / "http-out").sort_values("id").reset_index(drop=True)
     by_cli = read_output(tmp_path / "cli-out").sort_values("id").reset_index(drop=True)
-    assert len(by_http) == 10_000
+    assert by_http["id"].tolist() == list(range(10_000))
     assert by_http.equals(by_cli)
+    model = joblib.load(linear_model)
+    want = model.predict_proba(make_frame(10_000, seed=3)[FEATURES])
+    np.testing.assert_allclose(by_http[[f"prediction_{c}" for c in model.classes_]].to_numpy(), want, rtol=1e-9)
 
 
 def test_a_warm_pool_makes_small_jobs_pay_no_cold_start(squall_home, tmp_path):
@@ -253,7 +262,7 @@ def test_a_running_job_cancelled_over_http_stops_and_can_be_resumed(squall_home,
         assert _wait(client.get, job_id)["state"] == "CANCELLED"
         monkeypatch.setenv("FAULT_SLEEP", "0")
         assert client.post(f"/jobs/{job_id}/resume", headers=AUTH).status_code == 202
-        time.sleep(0.3)
+        assert client.get(f"/jobs/{job_id}", headers=AUTH).json()["state"] not in FINAL  # queued from the 202 on
         view = _wait(client.get, job_id)
     assert view["state"] == "SUCCEEDED" and view["rows_out"] == 4_000
 
@@ -324,47 +333,59 @@ def test_serve_refuses_a_non_loopback_address_without_a_token(monkeypatch):
     assert "without a token" in result.output and "SQUALL_TOKEN" in result.output
 
 
-def test_a_restart_loses_nothing_queued_jobs_wait_and_stopped_jobs_resume(squall_home, tmp_path, monkeypatch):
-    monkeypatch.setenv("FAULT_SLEEP", "0.3")
+def _chunk_states(home: Path, job_id: str) -> dict[str, int]:
+    """A job's chunks by state, read from the store as its coordinator wrote it (none before it is made)."""
+    try:
+        with closing(sqlite3.connect(f"file:{home / 'squall.db'}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT state, COUNT(*) FROM chunks WHERE job_id=? GROUP BY state", (job_id,)).fetchall()
+    except sqlite3.OperationalError:  # the store is not made yet
+        return {}
+    return dict(rows)
+
+
+def test_a_restart_loses_nothing_queued_jobs_wait_and_stopped_jobs_resume(squall_home, tmp_path):
     ids_dataset(tmp_path / "in", 2_000, row_group_size=250)
-    config = _config(squall_home, max_concurrency=1, max_running_jobs=1)
-    with TestClient(create_app(config)) as client:
-        running = client.post("/jobs", json=_steady(tmp_path / "in", tmp_path / "a", chunk_rows=250, workers=1, job_id="a"),
-                              headers=AUTH).json()["id"]
-        waiting = client.post("/jobs", json=_steady(tmp_path / "in", tmp_path / "b", chunk_rows=250, workers=1, job_id="b"),
-                              headers=AUTH).json()["id"]
-        deadline = time.monotonic() + 60
-        while client.get(f"/jobs/{running}", headers=AUTH).json()["rows_in"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
-    # The service stopped with "a" half done and "b" never started; a new one finishes both.
-    monkeypatch.setenv("FAULT_SLEEP", "0")
-    with TestClient(create_app(config)) as client:
-        assert client.get(f"/jobs/{waiting}", headers=AUTH).json()["state"] in ("QUEUED", "STARTING", "RUNNING", "SUCCEEDED")
-        views = [_wait(client.get, job_id) for job_id in (running, waiting)]
+    config = tmp_path / "squall-serve.toml"
+    config.write_text(f'state_dir = "{squall_home}"\nmax_concurrency = 1\nmax_running_jobs = 1\n')
+    port = free_port()
+    server = serve_process(port, "--config", str(config), env={"SQUALL_TOKEN": TOKEN, "FAULT_SLEEP": "0.3"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for name in ("a", "b"):
+            spec = _steady(tmp_path / "in", tmp_path / name, chunk_rows=250, workers=1, job_id=name)
+            assert httpx.post(f"{url}/jobs", json=spec, headers=AUTH).status_code == 201
+        deadline = time.monotonic() + 120
+        while not (_chunk_states(squall_home, "a").get("done", 0) >= 1 and _chunk_states(squall_home, "a").get("leased")):
+            assert server.poll() is None and time.monotonic() < deadline, "job a never had a chunk done and one in flight"
+            time.sleep(0.02)
+        server.kill()  # SIGKILL: the server dies mid-job, as in a crash
+        server.wait()
+    finally:
+        server.kill()
+        server.communicate()
+    at_crash = _chunk_states(squall_home, "a")
+    assert at_crash.get("leased", 0) >= 1 and at_crash.get("pending", 0) >= 1, at_crash
+    assert _chunk_states(squall_home, "b") == {}  # "b" waited in the queue, never started
+
+    server = serve_process(port, "--config", str(config), env={"SQUALL_TOKEN": TOKEN, "FAULT_SLEEP": "0"})
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            views = [_wait(client.get, job_id) for job_id in ("a", "b")]
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=60)
     assert [(v["state"], v["rows_out"]) for v in views] == [("SUCCEEDED", 2_000), ("SUCCEEDED", 2_000)]
-    assert len(read_output(tmp_path / "a")) == 2_000
+    rows = pd.read_parquet(tmp_path / "in").sort_values("id").reset_index(drop=True)
+    for name in ("a", "b"):
+        out = read_output(tmp_path / name).sort_values("id").reset_index(drop=True)
+        assert out["id"].tolist() == rows["id"].tolist(), "every row exactly once"
+        np.testing.assert_array_equal(out["prediction"].to_numpy(), faultmodels.steady(rows))
 
 
 def test_squall_serve_runs_from_the_command_line_and_stops_cleanly_on_sigint(squall_home, tmp_path):
-    import signal
-    import subprocess
-
-    from conftest import SQUALL
-    from liveservice import free_port
-
     port = free_port()
-    env = {**os.environ, "SQUALL_TOKEN": TOKEN}
-    server = subprocess.Popen([*SQUALL, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    server = serve_process(port, env={"SQUALL_TOKEN": TOKEN})
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read() if server.stdout else ""
-                time.sleep(0.2)
         assert httpx.get(f"http://127.0.0.1:{port}/jobs").status_code == 401
         assert httpx.get(f"http://127.0.0.1:{port}/jobs", headers=AUTH).json()["total"] == 0
     finally:
@@ -389,7 +410,7 @@ def test_dead_letters_are_listed_with_their_reasons_and_a_redrive_over_http_fini
         dead = client.get("/jobs/dlq/dlq", headers=AUTH).json()
         chunks = {c["chunk_id"]: c["state"] for c in client.get("/jobs/dlq/chunks", headers=AUTH).json()}
         assert client.post("/jobs/dlq/redrive", headers=AUTH).status_code == 202
-        time.sleep(0.3)
+        assert client.get("/jobs/dlq", headers=AUTH).json()["state"] not in FINAL  # queued from the 202 on
         view = _wait(client.get, "dlq")
     assert [d["chunk_id"] for d in dead] == [1] and dead[0]["attempts"][0]["outcome"] == "lost"
     assert "worker" in dead[0]["attempts"][0]["error"]
@@ -484,3 +505,99 @@ def test_a_spec_that_cannot_be_stored_is_refused_and_a_broken_request_does_not_b
         assert _wait(client.get, fine)["state"] == "SUCCEEDED"
         broken = client.get("/jobs/broken", headers=AUTH).json()
     assert broken["state"] == "FAILED" and broken["message"]
+
+
+def test_without_a_token_only_requests_addressed_to_a_loopback_name_are_answered(squall_home, tmp_path):
+    ids_dataset(tmp_path / "in", 200, row_group_size=100)
+    with live_service(ServeConfig(state_dir=str(squall_home), max_concurrency=1)) as (url, _):
+        port = url.rsplit(":", 1)[1]
+        with httpx.Client(base_url=url, timeout=30) as client:
+            def submit(host: str, name: str) -> httpx.Response:
+                spec = _steady(tmp_path / "in", tmp_path / name, workers=1, job_id=name)
+                return client.post("/jobs", json=spec, headers={"Host": host})
+
+            # What a page rebinding its own name to 127.0.0.1 sends: its own name as Host.
+            for host in ("attacker.example", f"attacker.example:{port}", "localhost.attacker.example", "127.0.0.1.nip.io"):
+                refused = [submit(host, "rebound"), client.get("/jobs", headers={"Host": host})]
+                assert [answer.status_code for answer in refused] == [421, 421], host
+                assert "localhost, 127.0.0.1 or [::1]" in refused[0].json()["detail"] and "set a token" in refused[0].json()["detail"]
+            assert submit(f"127.0.0.1:{port}", "by-address").status_code == 201
+            assert submit(f"localhost:{port}", "by-name").status_code == 201
+            assert client.get("/jobs", headers={"Host": "[::1]"}).status_code == 200
+            listed = client.get("/jobs", headers={"Host": "localhost"}).json()
+            views = [_wait(client.get, job_id) for job_id in ("by-address", "by-name")]
+    assert sorted(job["id"] for job in listed["jobs"]) == ["by-address", "by-name"], "a refused request queues nothing"
+    assert [view["state"] for view in views] == ["SUCCEEDED", "SUCCEEDED"]
+    assert not (tmp_path / "rebound").exists()
+
+
+def test_with_a_token_any_host_name_is_answered(squall_home):
+    with TestClient(create_app(_config(squall_home))) as client:
+        assert client.get("/jobs", headers={**AUTH, "Host": "squall.internal.example"}).status_code == 200
+        assert client.get("/jobs", headers={"Host": "squall.internal.example"}).status_code == 401
+
+
+def test_a_location_that_names_no_place_is_refused_naming_its_field(squall_home, tmp_path):
+    ids_dataset(tmp_path / "in", 100, row_group_size=100)
+    with TestClient(create_app(_config(squall_home, allowed_roots=[str(tmp_path)]))) as client:
+        for field, value in (("input", ["data:text/plain;base64,aWQsaWRfY29weQoxLDEK"]), ("output", "data:,x"),
+                             ("model", "data:application/octet-stream," + "A" * 5_000)):
+            answer = client.post("/jobs", json={**_steady(tmp_path / "in", tmp_path / "out"), field: value}, headers=AUTH)
+            assert answer.status_code == 403, (field, answer.text)
+            assert f"`{field}`" in answer.json()["detail"] and "`data:` URL" in answer.json()["detail"]
+            assert len(answer.json()["detail"]) < 500, "a long URL is not echoed whole"
+
+
+def test_a_second_serve_on_one_state_folder_exits_2_naming_the_folder_and_the_running_service(squall_home):
+    first_port, second_port = free_port(), free_port()
+    first = serve_process(first_port, "--state-dir", str(squall_home), env={"SQUALL_TOKEN": TOKEN})
+    try:
+        second = run_cli("serve", "--port", str(second_port), "--state-dir", str(squall_home), env={"SQUALL_TOKEN": TOKEN})
+        assert httpx.get(f"http://127.0.0.1:{first_port}/healthz").status_code == 200, "the first one serves on"
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    assert second.returncode == 2, second.stderr
+    message = second.stdout + second.stderr
+    assert str(squall_home) in message and f"pid {first.pid}" in message and f"127.0.0.1:{first_port}" in message
+    assert "Traceback" not in message
+
+
+def test_the_dashboard_cookie_is_http_only_and_same_site_and_the_token_is_blanked_in_the_access_log(squall_home):
+    port = free_port()
+    server = serve_process(port, "--state-dir", str(squall_home), env={"SQUALL_TOKEN": TOKEN})
+    try:
+        link = httpx.get(f"http://127.0.0.1:{port}/?token={TOKEN}")
+    finally:
+        server.send_signal(signal.SIGINT)
+        log, _ = server.communicate(timeout=60)
+    assert link.status_code == 303
+    cookie = link.headers["set-cookie"]
+    attributes = {part.strip().split("=")[0].lower(): part.strip() for part in cookie.split(";")[1:]}
+    assert "httponly" in attributes and attributes["samesite"].lower() == "samesite=strict", cookie
+    assert TOKEN not in cookie
+    assert '"GET /?token=… HTTP/1.1" 303' in log, log
+    assert TOKEN not in log
+
+
+def test_the_service_caps_a_ray_job_s_pool_by_the_account_wide_limit(squall_home, tmp_path):
+    import ray
+
+    ids_dataset(tmp_path / "in", 1_600, row_group_size=100)
+    src = str(Path(squall.__file__).resolve().parents[1])
+    tests = str(Path(__file__).resolve().parent)
+    # Room for eight quarter-CPU actors: only the service's limit can keep the pool at one.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([tests, src]), "FAULT_SLEEP": "0.3"}})
+    try:
+        spec = {**_steady(tmp_path / "in", tmp_path / "out", chunk_rows=100, workers=1, job_id="on-ray"),
+                "backend": "ray", "ray_num_cpus": 0.25, "ray_max_workers": 4}
+        with TestClient(create_app(_config(squall_home, max_concurrency=1))) as client:
+            assert client.post("/jobs", json=spec, headers=AUTH).status_code == 201
+            view = _wait(client.get, "on-ray", timeout=240)
+        invocations = squall.api.report("on-ray", squall_home).invocations
+    finally:
+        ray.shutdown()
+    assert (view["state"], view["rows_out"], view["workers"]) == ("SUCCEEDED", 1_600, 1)
+    assert len(invocations) == 16, "sixteen chunks waited for one worker: a pool free to grow would have grown"
+    assert {record.worker for record in invocations} == {0} and _most_at_once(squall_home) == 1

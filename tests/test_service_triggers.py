@@ -3,36 +3,36 @@ exactly once, also when the server is SIGKILLed in the middle and started again.
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import httpx
 
-from conftest import SQUALL, read_output
-from liveservice import free_port
-from test_triggers import ROWS, complete_outputs, drop_quick, drop_renamed, drop_slowly, template
+from conftest import read_output
+from liveservice import free_port, serve_process
+from test_triggers import ROWS, assert_no_second_job, complete_outputs, drop_quick, drop_renamed, drop_slowly, template
 
 TOKEN = "triggers-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def start_server(config: Path, port: int) -> subprocess.Popen[str]:
-    server = subprocess.Popen([*SQUALL, "serve", "--config", str(config), "--port", str(port)],
-                              env={**os.environ, "SQUALL_TOKEN": TOKEN}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, server.stdout.read() if server.stdout else ""
-        time.sleep(0.2)
+    # Each chunk takes half a second more: long enough in flight for the kill below to land on one.
+    return serve_process(port, "--config", str(config), env={"SQUALL_TOKEN": TOKEN, "FAULT_SLEEP": "0.5"})
+
+
+def chunks_in_flight(home: Path) -> int:
+    """Chunks leased to a worker right now, as the coordinators recorded them."""
+    try:
+        with closing(sqlite3.connect(f"file:{home / 'squall.db'}?mode=ro", uri=True)) as store:
+            return int(store.execute("SELECT COUNT(*) FROM chunks WHERE state='leased'").fetchone()[0])
+    except sqlite3.OperationalError:  # the store is not made yet
+        return 0
 
 
 def drop(inbox: Path, indexes: range) -> None:
@@ -58,7 +58,7 @@ def wait_for_outputs(out: Path, count: int, server: subprocess.Popen[str], timeo
 def test_twenty_files_dropped_into_a_watched_folder_are_twenty_jobs_across_a_server_sigkill(squall_home, tmp_path, linear_model):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    template(tmp_path, linear_model)
+    template(tmp_path, linear_model, preprocess="faultmodels:pause")
     config = tmp_path / "squall-serve.toml"
     config.write_text('max_concurrency = 2\n[[watches]]\nlocation = "inbox"\nspec = "template.toml"\n'
                       'pattern = "*.parquet"\nsettle_s = 2.0\npoll_s = 0.2\n')
@@ -67,11 +67,17 @@ def test_twenty_files_dropped_into_a_watched_folder_are_twenty_jobs_across_a_ser
     try:
         drop(inbox, range(10))
         wait_for_outputs(tmp_path / "out", 3, server)
-        server.send_signal(signal.SIGKILL)  # jobs queued and running, files seen and not yet seen
+        deadline = time.monotonic() + 60
+        while not chunks_in_flight(squall_home):
+            assert server.poll() is None and time.monotonic() < deadline, "no chunk was ever in flight"
+            time.sleep(0.01)
+        server.send_signal(signal.SIGKILL)  # a chunk in flight, jobs queued, files seen and not yet seen
         server.wait()
+        assert chunks_in_flight(squall_home) >= 1, "the kill landed while work was in flight"
         drop(inbox, range(10, 20))
         server = start_server(config, port)
         wait_for_outputs(tmp_path / "out", 20, server)
+        assert_no_second_job(squall_home, 20)
         listing = httpx.get(f"http://127.0.0.1:{port}/jobs?limit=100", headers=AUTH).json()
     finally:
         server.send_signal(signal.SIGINT)

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
@@ -72,9 +73,12 @@ def drop_renamed(inbox: Path, index: int) -> None:
     partial.rename(inbox / f"f{index:02d}.parquet")
 
 
+SETTLE_S, POLL_S = 2.0, 0.2  # what start_watch asks for
+
+
 def start_watch(inbox: Path, spec: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*SQUALL, "watch", str(inbox), "--spec", str(spec), "--settle-s", "2", "--poll-s", "0.2", *extra],
+        [*SQUALL, "watch", str(inbox), "--spec", str(spec), "--settle-s", str(SETTLE_S), "--poll-s", str(POLL_S), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
     )
 
@@ -95,6 +99,20 @@ def wait_for(out: Path, count: int, process: subprocess.Popen[str], timeout_s: f
         if time.monotonic() > deadline:
             raise AssertionError(f"only {sorted(complete_outputs(out))} of {count} outputs after {timeout_s} s")
         time.sleep(0.2)
+
+
+def jobs_in_store(home: Path) -> int:
+    with closing(sqlite3.connect(home / "squall.db")) as store:
+        return int(store.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+
+
+def assert_no_second_job(home: Path, count: int, settle_s: float = SETTLE_S, poll_s: float = POLL_S) -> None:
+    """A file that counted twice would start a job once it settled again: past a settle time and a listing (twice
+    over, for a loaded machine), the store still holds ``count`` jobs."""
+    deadline = time.monotonic() + 2 * (settle_s + poll_s) + 1.0
+    while time.monotonic() < deadline:
+        assert jobs_in_store(home) == count
+        time.sleep(poll_s / 2)
 
 
 def stop(process: subprocess.Popen[str]) -> str:
@@ -137,7 +155,7 @@ def test_twenty_files_give_twenty_jobs_some_written_slowly_one_renamed(
         for thread in slow:
             thread.join()
         wait_for(tmp_path / "out", 20, watcher)
-        time.sleep(1.5)  # a 21st job would start now if any file counted twice
+        assert_no_second_job(squall_home, 20)
     finally:
         printed = stop(watcher)
     assert len(printed.strip().splitlines()) == 20 and printed.count("SUCCEEDED, 40 rows") == 20
@@ -168,7 +186,7 @@ def test_restart_after_sigkill_processes_every_file_once(tmp_path: Path, linear_
     second = start_watch(inbox, spec)
     try:
         wait_for(tmp_path / "out", 20, second)
-        time.sleep(1.5)
+        assert_no_second_job(squall_home, 20)
     finally:
         stop(second)
     assert_exactly(squall_home, tmp_path / "out", range(20))
@@ -265,7 +283,10 @@ def test_start_triggers_submits_each_file_once_and_resubmits_a_claim_cut_short(
         deadline = time.monotonic() + 30
         while len(submitted) < 4 and time.monotonic() < deadline:
             time.sleep(0.1)
-        time.sleep(0.8)
+        quiet_until = time.monotonic() + 2 * (rule.settle_s + rule.poll_s) + 1.0  # past a settle and a listing, twice
+        while time.monotonic() < quiet_until:
+            assert len(submitted) == 4, submitted
+            time.sleep(rule.poll_s / 2)
     finally:
         halt.set()
         for thread in threads:

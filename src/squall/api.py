@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from typing import TYPE_CHECKING
 
+from squall import secrets as job_secrets
 from squall.backends.base import Backend
 from squall.backends.registry import open_backend
 from squall.errors import InputError, JobStateError, ModelLoadError, SpecError, SquallError
@@ -22,6 +23,7 @@ from squall.models.registry import resolved
 from squall.observe.batchsizes import BatchSizeRecorder
 from squall.observe.cost import PriceTable, measured_cost, memory_size_mb
 from squall.observe.events import JobListener
+from squall.owner_only import private_dir
 from squall.retry import RetryPolicy
 from squall.runtime.task import JobTask, OutputNaming
 from squall.spec import JobSpec, default_state_dir
@@ -106,8 +108,14 @@ def run(
     ``backend`` is a pool of workers to run on instead of fresh local workers
     (``squall serve`` lends its warm pool this way); ``run`` calls its
     ``start``, ``configure`` and, at the end, ``shutdown``.
+
+    Secrets in ``spec`` are kept in memory only (:mod:`squall.secrets`); a
+    spec holding ``***`` where a secret was (one read back from a store) gets
+    it from the environment, or raises :class:`squall.secrets.SecretsMissing`.
     """
     job_id = job_id or spec.job_id or new_job_id()
+    job_secrets.remember(spec.model_dump())
+    spec = JobSpec.model_validate(job_secrets.restore(spec.model_dump(), whose=f"job {job_id}"))
     store = JobStore(spec.resolved_state_dir())
     backend = backend or _backend(store, spec, job_id)
     try:
@@ -141,24 +149,33 @@ def run(
         store.close()
 
 
-def resume(job_id: str, state_dir: str | Path | None = None, listeners: Sequence[JobListener] = ()) -> JobResult:
-    """Finish a job whose coordinator stopped: leased chunks run again, committed parts are kept."""
+def resume(
+    job_id: str, state_dir: str | Path | None = None, listeners: Sequence[JobListener] = (),
+    storage_options: Mapping[str, Any] | None = None,
+) -> JobResult:
+    """Finish a job whose coordinator stopped: leased chunks run again, committed parts are kept.
+
+    The job's secrets were not stored: ``storage_options`` gives them again
+    (merged over the stored options), else they come from this process's
+    memory or the environment (:func:`squall.secrets.restore`); a secret
+    found nowhere raises :class:`squall.secrets.SecretsMissing` before any work.
+    """
     from squall.io.output import open_output
 
     store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
     try:
         job = store.job(job_id)
         store.lock_job(job_id)
-        spec = JobSpec.model_validate(job.spec)
-        task = JobTask.from_json(job.task)
+        spec = _restored_spec(job, storage_options)
+        task = _restored_task(JobTask.from_json(job.task), spec)
         storage.configure(task.storage_options, task.locations)
         store.clear_cancel(job_id)
         store.release_leases(job_id)
-        open_output(job.output).remove_final_markers()
+        open_output(task.output).remove_final_markers()
         backend = _backend(store, spec, job_id)
         try:
             backend.start(task.model, spec.workers)
-            backend.check_reach(_files_left(store, job_id, task), job.output)
+            backend.check_reach(_files_left(store, job_id, task), task.output)
             return _drive(store, spec, task, listeners, backend)
         finally:
             backend.shutdown()
@@ -172,15 +189,18 @@ def redrive(
     state_dir: str | Path | None = None,
     overrides: dict[str, object] | None = None,
     listeners: Sequence[JobListener] = (),
+    storage_options: Mapping[str, Any] | None = None,
 ) -> JobResult:
     """Put dead chunks back (all, or ``chunks``), optionally with new limits, and finish the job again.
 
     ``overrides`` may change any spec field that does not change results
     (limits, retries, workers); the manifest is rewritten at the end.
+    ``storage_options`` gives the job's secrets again, as for :func:`resume`.
     """
     store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
     try:
         job = store.job(job_id)
+        _restored_spec(job, storage_options)  # a secret found nowhere stops the redrive before it changes anything
         spec = JobSpec.model_validate({**job.spec, **_redrive_overrides(overrides or {})})
         store.lock_job(job_id)
         store.update_spec(job_id, spec.to_json())
@@ -189,21 +209,26 @@ def redrive(
             raise JobStateError(f"job {job_id} has no dead chunks{'' if chunks is None else f' among {list(chunks)}'} to redrive")
     finally:
         store.close()
-    return resume(job_id, state_dir, listeners)
+    return resume(job_id, state_dir, listeners, storage_options)
 
 
-def replay(job_id: str, state_dir: str | Path | None = None, listeners: Sequence[JobListener] = ()) -> JobResult:
+def replay(
+    job_id: str, state_dir: str | Path | None = None, listeners: Sequence[JobListener] = (),
+    storage_options: Mapping[str, Any] | None = None,
+) -> JobResult:
     """Run again, with the current model, the rows in ``_errors/`` and the rows of dead chunks.
 
     Recovered rows become new parts; the replayed error parts are removed at
     finalize; rows that fail again stay in ``_errors/`` with their new reason
     and one more try. Killed midway, ``squall resume`` finishes the replay.
+    ``storage_options`` gives the job's secrets again, as for :func:`resume`.
     """
     from squall.failed_rows import failed_rows, replay_chunks
 
     store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
     try:
         store.lock_job(job_id)
+        _restored_spec(store.job(job_id), storage_options)  # before the replay chunks are queued
         if is_database_url(store.job(job_id).output):
             raise JobStateError(f"job {job_id} wrote to a table; replay needs a directory output (use `squall redrive` for dead chunks)")
         done = store.done_chunks(job_id)
@@ -217,7 +242,7 @@ def replay(job_id: str, state_dir: str | Path | None = None, listeners: Sequence
         store.add_replay(job_id, chunks, owners)
     finally:
         store.close()
-    return resume(job_id, state_dir, listeners)
+    return resume(job_id, state_dir, listeners, storage_options)
 
 
 def cancel(job_id: str, state_dir: str | Path | None = None) -> None:
@@ -339,8 +364,35 @@ def _refuse_inputs_inside(job_plan: Plan, output: str) -> None:
         raise InputError(f"input {inside[0]} lies inside the output {output}; choose an output outside the inputs")
 
 
+def options_given(spec: JobSpec) -> dict[str, Any]:
+    """``spec``'s storage options and endpoint, as ``resume(storage_options=…)`` takes them to give a stored job
+    its secrets again."""
+    return {**spec.storage_options, **({"endpoint_url": spec.endpoint_url} if spec.endpoint_url else {})}
+
+
+def _restored_spec(job: JobRecord, storage_options: Mapping[str, Any] | None) -> JobSpec:
+    """The stored (redacted) spec of ``job`` with its secrets given back (see :func:`resume`)."""
+    restored = job_secrets.restore(job.spec, storage_options, whose=f"job {job.job_id}")
+    job_secrets.remember(restored)
+    return JobSpec.model_validate(restored)
+
+
+def _restored_task(task: JobTask, spec: JobSpec) -> JobTask:
+    """The stored task with the credentials it was stored without, from the restored ``spec``."""
+    options = storage.connection_options(spec.storage_options, spec.endpoint_url)
+    return replace(
+        task, storage_options=options, model=replace(task.model, storage_options=options),
+        output=job_secrets.reveal_url(task.output), locations=tuple(job_secrets.reveal_url(uri) for uri in task.locations),
+    )
+
+
 def _backend(store: JobStore, spec: JobSpec, job_id: str) -> Backend:
-    return backend_for(spec, store.state_dir / "jobs" / job_id)
+    return backend_for(spec, job_dir(store.state_dir, job_id))
+
+
+def job_dir(state_dir: Path, job_id: str) -> Path:
+    """The job's own folder in the state folder (its log, its workers' logs), made owner-only."""
+    return private_dir(private_dir(state_dir / "jobs") / job_id)
 
 
 def _drive(
@@ -349,6 +401,7 @@ def _drive(
     from squall.observe.logs import JobLog
     from squall.observe.metrics import JobMetrics
 
+    job_dir(store.state_dir, task.job_id)
     log = JobLog.open(spec.log_file or job_log_path(store.state_dir, task.job_id), spec.log_format, memory_size_mb(spec))
     metrics = JobMetrics()
     try:

@@ -182,15 +182,34 @@ def status(job_id: str | None, state_dir: str | None, as_json: bool) -> None:
         status_table(console, found, detailed=bool(job_id))
 
 
+_STORAGE_OPTIONS_HELP = ("The job's storage options again, as JSON (secrets are not stored with a job), e.g. "
+                         '\'{"key": "…", "secret": "…"}\'; "endpoint_url" sets the endpoint.')
+
+
+def _storage_options(text: str | None) -> dict[str, Any] | None:
+    """``--storage-options`` JSON as a mapping; a usage error naming the option if it is not a JSON object."""
+    if text is None:
+        return None
+    try:
+        found = json.loads(text)
+    except ValueError:
+        found = None
+    if not isinstance(found, dict):
+        _fail(_stderr(), UsageError('--storage-options must be a JSON object, e.g. \'{"key": "…", "secret": "…"}\''))
+    return found
+
+
 @main.command()
 @click.argument("job_id")
 @click.option("--state-dir", help="Where job state lives; default $SQUALL_HOME or ~/.squall.")
+@click.option("--storage-options", "options", help=_STORAGE_OPTIONS_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def resume(job_id: str, state_dir: str | None, quiet: bool) -> None:
+def resume(job_id: str, state_dir: str | None, options: str | None, quiet: bool) -> None:
     """Finish a job whose coordinator stopped (killed, cancelled); committed parts are kept."""
     from squall import api
 
-    _run_and_summarise(lambda listeners: api.resume(job_id, state_dir, listeners), quiet)
+    given = _storage_options(options)
+    _run_and_summarise(lambda listeners: api.resume(job_id, state_dir, listeners, given), quiet)
 
 
 def _run_and_summarise(start: Callable[[list[Any]], Any], quiet: bool, job_line: str | None = None) -> None:
@@ -256,24 +275,30 @@ def dlq(job_id: str, state_dir: str | None, as_json: bool) -> None:
 @click.option("--max-attempts", type=int, help="New number of attempts per chunk.")
 @click.option("--workers", type=int, help="New number of workers.")
 @click.option("--batch-lane/--no-batch-lane", default=None, help="Enable the batch lane for chunks that cannot be split.")
+@click.option("--storage-options", "options", help=_STORAGE_OPTIONS_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def redrive(job_id: str, chunks: tuple[int, ...], state_dir: str | None, quiet: bool, **limits: Any) -> None:
+def redrive(job_id: str, chunks: tuple[int, ...], state_dir: str | None, options: str | None, quiet: bool,
+            **limits: Any) -> None:
     """Put dead chunks back on the queue (optionally with new limits) and finish the job."""
     from squall import api
 
     overrides = {name: value for name, value in limits.items() if value is not None}
-    _run_and_summarise(lambda listeners: api.redrive(job_id, list(chunks) or None, state_dir, overrides, listeners), quiet)
+    given = _storage_options(options)
+    _run_and_summarise(lambda listeners: api.redrive(job_id, list(chunks) or None, state_dir, overrides, listeners, given),
+                       quiet)
 
 
 @main.command()
 @click.argument("job_id")
 @click.option("--state-dir", help="Where job state lives; default $SQUALL_HOME or ~/.squall.")
+@click.option("--storage-options", "options", help=_STORAGE_OPTIONS_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def replay(job_id: str, state_dir: str | None, quiet: bool) -> None:
+def replay(job_id: str, state_dir: str | None, options: str | None, quiet: bool) -> None:
     """Run again, with the current model, only the rows in _errors/ and in dead chunks; merge them in."""
     from squall import api
 
-    _run_and_summarise(lambda listeners: api.replay(job_id, state_dir, listeners), quiet)
+    given = _storage_options(options)
+    _run_and_summarise(lambda listeners: api.replay(job_id, state_dir, listeners, given), quiet)
 
 
 @main.command()

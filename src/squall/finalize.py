@@ -10,6 +10,7 @@ The manifest is also the output's ledger (:mod:`squall.ledger`): each part
 names the run that wrote it and the input files it read. Parts an
 incremental run replaced, and error parts a replay read again, are deleted
 here, after every new part is committed and before the new manifest.
+The manifest holds no secret: passwords and credentials read ``***``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from squall.coordinator import JobLimits, JobResult
 from squall.io import layout
 from squall.io.output import open_output
 from squall.ledger import LEDGER_VERSION, Increment
+from squall.secrets import redact
 from squall.store import DoneChunk, JobStore
 
 MANIFEST_VERSION = 2
@@ -92,7 +94,7 @@ def finalize_job(store: JobStore, job_id: str, limits: JobLimits, invocations: i
         "spec": job.spec,
     }
     output.remove_unlisted({str(entry["path"]) for entry in entries["parts"] + entries["errors"]})
-    output.finalize(manifest, success=state in ("SUCCEEDED", "PARTIAL"))
+    output.finalize(redact(manifest), success=state in ("SUCCEEDED", "PARTIAL"))  # the spec and URLs without secrets
     store.set_job_state(job_id, state, message)
     final = store.job(job_id)
     return JobResult(

@@ -30,6 +30,13 @@ A coordinator that dies leaves chunks ``leased``; ``resume`` returns them
 to ``pending``. Only one coordinator may run a job at a time: it holds an
 exclusive lock on ``locks/JOB.lock`` for as long as it runs.
 
+Secrets: nothing secret is written (:mod:`squall.secrets`). Specs, tasks,
+descriptors, part names, reports and messages are stored redacted, a
+password or credential replaced by ``***``; :meth:`JobStore.claim` gives a
+leased chunk's URLs back from the coordinator's memory, so the chunk a worker
+receives (in memory) can reach its database. The state folder, ``squall.db``
+(with its WAL) and the lock files are the owner's alone (0700/0600).
+
 Durability: WAL with ``synchronous=NORMAL`` survives a killed process; after
 a power cut the last few acknowledgements may be lost, and those chunks are
 simply run again (their parts are rewritten with identical content).
@@ -42,13 +49,15 @@ import json
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from squall.errors import JobNotFoundError, JobStateError, StoreError
 from squall.invocations import InvocationRecord
+from squall.owner_only import open_private, private_dir, private_file
 from squall.plan.chunk import Chunk
+from squall.secrets import MARK, redact_json, redact_url, reveal_url
 from squall.runtime.task import InvocationReport
 
 if TYPE_CHECKING:
@@ -190,9 +199,9 @@ class JobStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(state_dir)
         try:
-            self._db = sqlite3.connect(state_dir / "squall.db", timeout=30, isolation_level=None)
+            self._db = sqlite3.connect(private_file(state_dir / "squall.db"), timeout=30, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
@@ -238,9 +247,8 @@ class JobStore:
 
     def lock_job(self, job_id: str) -> None:
         """Become the one coordinator of ``job_id``; raises if another process runs it."""
-        lock_dir = self.state_dir / "locks"
-        lock_dir.mkdir(exist_ok=True)
-        handle = open(lock_dir / f"{job_id}.lock", "w")
+        lock_dir = private_dir(self.state_dir / "locks")
+        handle = open_private(lock_dir / f"{job_id}.lock", "w")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -255,7 +263,7 @@ class JobStore:
         path = self.state_dir / "locks" / f"{job_id}.lock"
         if not path.exists():
             return False
-        with open(path, "w") as handle:
+        with open_private(path, "w") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -274,7 +282,8 @@ class JobStore:
             with self._transaction():
                 self._db.execute(
                     "INSERT INTO jobs (job_id, spec, task, output, state, created_at, ledger) VALUES (?, ?, ?, ?, 'PENDING', ?, ?)",
-                    (job_id, spec_json, task_json, output, time.time(), ledger),
+                    (job_id, redact_json(spec_json), redact_json(task_json), redact_url(output), time.time(),
+                     redact_json(ledger) if ledger else None),
                 )
                 self._insert_chunks(job_id, chunks)
         except sqlite3.IntegrityError:
@@ -299,7 +308,7 @@ class JobStore:
         self._db.execute(
             "UPDATE jobs SET state=?, message=?, finished_at=?, "
             "started_at=CASE WHEN ?='RUNNING' AND started_at IS NULL THEN ? ELSE started_at END WHERE job_id=?",
-            (state, message, finished, state, now, job_id),
+            (state, _redacted(message), finished, state, now, job_id),
         )
 
     def add_starts(self, job_id: str, cold: int, workers: int) -> None:
@@ -316,7 +325,7 @@ class JobStore:
             return self._insert_chunks(job_id, chunks)
 
     def _insert_chunks(self, job_id: str, chunks: Iterable[Chunk]) -> int:
-        rows = [(job_id, c.chunk_id, c.to_json(), c.est_rows) for c in chunks]
+        rows = [(job_id, c.chunk_id, redact_json(c.to_json()), c.est_rows) for c in chunks]
         self._db.executemany(
             "INSERT INTO chunks (job_id, chunk_id, descriptor, state) VALUES (?, ?, ?, 'pending')", [row[:3] for row in rows]
         )
@@ -350,7 +359,7 @@ class JobStore:
                 "INSERT OR REPLACE INTO attempts (job_id, chunk_id, attempt, worker, started_at, init_s) VALUES (?, ?, ?, ?, ?, ?)",
                 (job_id, chunk_id, attempt, worker, now, init_s),
             )
-        return Claim(Chunk.from_json(descriptor), attempt, base, kills, lane, worker)
+        return Claim(_revealed(Chunk.from_json(descriptor)), attempt, base, kills, lane, worker)
 
     def complete(
         self, report: InvocationReport, part: Committed | None, error_part: Committed | None, output_schema: str | None = None
@@ -367,7 +376,7 @@ class JobStore:
                 "UPDATE chunks SET state='done', rows_in=?, rows_out=?, error_rows=?, part=?, error_part=?, "
                 "finished_at=? WHERE job_id=? AND chunk_id=?",
                 (report.rows_in, part.rows if part else 0, error_part.rows if error_part else 0,
-                 part.uri if part else None, error_part.uri if error_part else None, time.time(),
+                 _redacted(part.uri if part else None), _redacted(error_part.uri if error_part else None), time.time(),
                  report.job_id, report.chunk_id),
             )
             self._close_attempt(report.job_id, report.chunk_id, report.attempt, "ok", None, report)
@@ -398,7 +407,8 @@ class JobStore:
     ) -> None:
         self._db.execute(
             "UPDATE attempts SET finished_at=?, outcome=?, error=?, report=? WHERE job_id=? AND chunk_id=? AND attempt=?",
-            (time.time(), outcome, error, json.dumps(report.to_dict()) if report else None, job_id, chunk_id, attempt),
+            (time.time(), outcome, _redacted(error), redact_json(json.dumps(report.to_dict())) if report else None,
+             job_id, chunk_id, attempt),
         )
 
     def split(self, job_id: str, chunk_id: int, attempt: int, error: str, children: Sequence[Chunk]) -> None:
@@ -411,7 +421,7 @@ class JobStore:
             self._close_attempt(job_id, chunk_id, attempt, "split", error, None)
             self._db.executemany(
                 "INSERT INTO chunks (job_id, chunk_id, descriptor, state, parent) VALUES (?, ?, ?, 'pending', ?)",
-                [(job_id, c.chunk_id, c.to_json(), chunk_id) for c in children],
+                [(job_id, c.chunk_id, redact_json(c.to_json()), chunk_id) for c in children],
             )
             self._db.execute("UPDATE jobs SET chunks_total=chunks_total+? WHERE job_id=?", (len(children) - 1, job_id))
 
@@ -441,7 +451,7 @@ class JobStore:
 
     def update_spec(self, job_id: str, spec_json: str) -> None:
         """Replace the stored spec (a redrive with new limits)."""
-        self._db.execute("UPDATE jobs SET spec=? WHERE job_id=?", (spec_json, job_id))
+        self._db.execute("UPDATE jobs SET spec=? WHERE job_id=?", (redact_json(spec_json), job_id))
 
     def request_cancel(self, job_id: str) -> None:
         """Ask the job's coordinator, wherever it runs, to stop after committing what has finished."""
@@ -503,7 +513,7 @@ class JobStore:
 
     def set_ledger(self, job_id: str, record: str) -> None:
         """Keep the run's ledger record (JSON) with the job, for finalize and for resume."""
-        self._db.execute("UPDATE jobs SET ledger=? WHERE job_id=?", (record, job_id))
+        self._db.execute("UPDATE jobs SET ledger=? WHERE job_id=?", (redact_json(record), job_id))
 
     def ledger(self, job_id: str) -> str | None:
         row = self._db.execute("SELECT ledger FROM jobs WHERE job_id=?", (job_id,)).fetchone()
@@ -514,7 +524,7 @@ class JobStore:
         with self._transaction():
             self._db.executemany(
                 "INSERT INTO chunks (job_id, chunk_id, descriptor, state, kind) VALUES (?, ?, ?, 'pending', 'replay')",
-                [(job_id, c.chunk_id, c.to_json()) for c in chunks],
+                [(job_id, c.chunk_id, redact_json(c.to_json())) for c in chunks],
             )
             self._db.executemany(
                 "UPDATE chunks SET errors_superseded=1 WHERE job_id=? AND chunk_id=?", [(job_id, c) for c in superseded]
@@ -565,6 +575,17 @@ class JobStore:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+
+
+def _redacted(text: str | None) -> str | None:
+    return None if text is None else redact_url(text)
+
+
+def _revealed(chunk: Chunk) -> Chunk:
+    """``chunk`` with its URLs' credentials given back from this process's memory, for the worker it goes to."""
+    if not any(MARK in piece.uri for piece in chunk.pieces):
+        return chunk
+    return replace(chunk, pieces=tuple(replace(piece, uri=reveal_url(piece.uri)) for piece in chunk.pieces))
 
 
 def _job_record(row: tuple[Any, ...]) -> JobRecord:

@@ -19,12 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from squall.owner_only import open_private
+
 _SEND_TRIES = 30
 
 
 def start_process(module: str, fds: tuple[int, ...], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """``python -m module FD...`` in its own session, output to ``log``, the fds inherited."""
-    with open(log, "ab") as output:
+    with open_private(log, "ab") as output:
         return subprocess.Popen(
             [sys.executable, "-m", module, *map(str, fds)],
             pass_fds=fds,

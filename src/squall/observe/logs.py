@@ -7,7 +7,8 @@ Records are JSON objects (``log_format = "json"``), one a line, or text lines
     Billed Duration: 813 ms Memory Size: 1769 MB Max Memory Used: 312 MB Init Duration: 1500.12 ms rows=1000/1000/0
 
 Every record has ``time``, ``level`` and ``type`` (``START``, ``WORKER``,
-``REPORT``, ``RETRY``, ``DEAD``, ``END``) and the job id.
+``REPORT``, ``RETRY``, ``DEAD``, ``END``) and the job id. A log file squall
+creates is the owner's alone (0600), and URL passwords in it read ``***``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from squall.observe.cost import billed_ms
 from squall.observe.events import JobListener
+from squall.owner_only import open_private
+from squall.secrets import redact_url
 
 if TYPE_CHECKING:
     from squall.coordinator import JobResult
@@ -61,7 +64,7 @@ class JobLog(JobListener):
             return cls(sys.stderr, log_format, memory_mb)
         path = Path(destination)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(open(path, "a", encoding="utf-8"), log_format, memory_mb, owns_stream=True)
+        return cls(open_private(path, "a", encoding="utf-8"), log_format, memory_mb, owns_stream=True)
 
     def close(self) -> None:
         """Close the log file (a log on stderr is left open)."""
@@ -100,7 +103,7 @@ class JobLog(JobListener):
             line = json.dumps({"time": stamp, "level": level, "type": kind, **fields}, default=str)
         else:
             line = f"{stamp} {level} {kind} {_text(kind, fields)}"
-        self._stream.write(line + "\n")
+        self._stream.write(redact_url(line) + "\n")  # an error may quote a URL with its password
         self._stream.flush()
 
 

@@ -18,6 +18,11 @@ Routes (every one but ``/healthz`` needs the bearer token when one is set):
 ``GET /jobs/{id}/report``   the job report as JSON, or ``?format=html``
 ``GET /jobs/{id}/timeline`` the report's chunk timeline as SVG (the dashboard shows it)
 ==========================  ====================================================================
+
+Without a token, every route answers only requests addressed to a loopback
+name (:mod:`squall.service.hosts`: a defence against DNS rebinding).
+Nothing secret is served: specs, URLs and messages come from stores that
+hold them redacted (:mod:`squall.secrets`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from squall.errors import JobNotFoundError, JobStateError, SpecError, UsageError
 from squall.service.auth import COOKIE, TokenCheck
 from squall.service.config import ServeConfig
 from squall.service.dashboard import page
+from squall.service.hosts import LoopbackHostsOnly
 from squall.service.metrics import ServiceMetrics
 from squall.service.roots import AllowedRoots, PathNotAllowed
 from squall.service.scheduler import Scheduler
@@ -127,6 +133,8 @@ def create_app(config: ServeConfig) -> FastAPI:
                   openapi_url=None, docs_url=None, redoc_url=None)
     app.state.scheduler = scheduler
     app.state.config = config
+    if config.token is None:
+        app.add_middleware(LoopbackHostsOnly)
     _errors(app)
     parts = _Parts(config, scheduler, views, roots, check, metrics)
     guarded = [Depends(authorized)]

@@ -9,6 +9,10 @@ or ``redrive``. ``state`` is ``QUEUED`` → ``ADMITTED`` (its thread runs it)
 ``CANCELLED`` (cancelled while queued). Rows are admitted by ``priority``
 (higher first), then in the order they came (``seq``). A row left
 ``ADMITTED`` by a service that stopped is queued again when it restarts.
+
+Specs and messages are stored redacted (:mod:`squall.secrets`): the service
+keeps a submission's secrets in memory, never here. ``service.db`` is the
+owner's alone (0600).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from squall.owner_only import private_dir, private_file
+from squall.secrets import redact_json, redact_url
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS submissions (
@@ -63,19 +70,20 @@ class JobQueue:
     """The ``submissions`` table; safe to call from any thread."""
 
     def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(state_dir / "service.db", timeout=30, isolation_level=None, check_same_thread=False)
+        private_dir(state_dir)
+        self._db = sqlite3.connect(private_file(state_dir / "service.db"), timeout=30, isolation_level=None,
+                                   check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
     def add(self, job_id: str, action: str, spec: str | None, priority: int, source: str) -> Submission:
-        """Queue a request and return it."""
+        """Queue a request (its spec stored without secrets) and return it."""
         with self._lock:
             cursor = self._db.execute(
                 "INSERT INTO submissions (job_id, action, spec, priority, source, state, submitted_at) "
                 "VALUES (?, ?, ?, ?, ?, 'QUEUED', ?)",
-                (job_id, action, spec, priority, source, time.time()),
+                (job_id, action, redact_json(spec) if spec else spec, priority, source, time.time()),
             )
             seq = cursor.lastrowid
         found = self._one("SELECT * FROM submissions WHERE seq=?", (seq,))
@@ -108,7 +116,7 @@ class JobQueue:
                 "UPDATE submissions SET state=?, message=COALESCE(?, message), workers=COALESCE(?, workers), "
                 "started_at=CASE WHEN ?='ADMITTED' THEN ? ELSE started_at END, "
                 "finished_at=CASE WHEN ? IN ('DONE', 'REFUSED', 'CANCELLED') THEN ? ELSE finished_at END WHERE seq=?",
-                (state, message, workers, state, now, state, now, seq),
+                (state, redact_url(message) if message else message, workers, state, now, state, now, seq),
             )
 
     def requeue(self, seq: int, action: str) -> None:

@@ -4,7 +4,8 @@ A local path is resolved the way the operating system will follow it
 (``..`` collapsed, every symlink followed, for a directory or glob every
 file it holds as well) and must then lie under the resolved root. A URL
 (``s3://bucket/prefix``) must start with a root and may not contain ``..``
-segments. An empty list of roots allows anything.
+segments. A URL of a scheme that names no place (``data:…``, which carries
+its content inline) is refused. An empty list of roots allows anything.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from squall.spec import JobSpec
 
 _GLOB_CHARS = "*?["
 _MAX_LISTED = 100_000
+_SHOWN = 80  # characters of a refused location quoted back (a data: URL can be megabytes)
 
 
 class PathNotAllowed(UsageError):
@@ -71,6 +73,12 @@ class AllowedRoots:
             raise SpecError(f"`{field}` {uri!r} is not a usable path ({exc}); fix the path") from None
 
     def _check_url(self, field: str, uri: str) -> None:
+        if "://" not in uri:
+            shown = uri if len(uri) <= _SHOWN else uri[:_SHOWN] + "…"
+            raise PathNotAllowed(
+                f"`{field}` {shown} is a `{protocol(uri)}:` URL, which names no location under the allowed roots; "
+                f"give a path or URL under {self._roots()}"
+            )
         if ".." in uri.split("://", 1)[1].split("/"):
             raise PathNotAllowed(f"`{field}` {uri} contains `..`; name the location without it")
         if not any(uri.startswith(root) or uri.rstrip("/") + "/" == root for root in self._remote):

@@ -15,6 +15,11 @@ runs ``squall.api.run`` (or ``resume``/``redrive``) in its own thread; the
 coordinator in that thread is the job's only writer, as with the CLI. A job
 that leaves ``threads_per_worker`` unset gets ``cores // max_concurrency``
 BLAS threads per worker, so that a full pool fits the cores.
+
+A submitted spec is queued without its secrets (:mod:`squall.secrets`); the
+scheduler keeps the spec as it was given in memory and runs the job from
+that. A job queued by a service that has since restarted gets its secrets
+from the environment, or ends ``FAILED`` naming each one missing.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Any, Sequence
 
 from squall import api
 from squall.backends.base import Backend
 from squall.errors import JobNotFoundError, JobStateError, SpecError, SquallError, UsageError
 from squall.observe.events import JobListener
+from squall.owner_only import open_private, private_dir
 from squall.service.config import ServeConfig
 from squall.service.queue import JobQueue, Submission
 from squall.service.roots import AllowedRoots
@@ -80,6 +86,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._running: dict[str, Running] = {}
         self._cancels: set[str] = set()
+        self._given: dict[str, JobSpec] = {}  # specs as submitted here, secrets and all; never stored
         self._threads: dict[str, threading.Thread] = {}
         self._dispatcher: threading.Thread | None = None
         self._stopping = False
@@ -91,9 +98,9 @@ class Scheduler:
     def start(self) -> None:
         """Queue again what a stopped service left running, warm the pool, and start admitting.
 
-        Raises :class:`UsageError` if another ``squall serve`` uses the same state folder: two dispatchers
-        would both admit the same queued jobs."""
-        self._lock_state_dir()
+        Raises :class:`UsageError` if another ``squall serve`` uses the same state folder (see :meth:`claim_state_dir`)."""
+        if self._service_lock is None:
+            self.claim_state_dir()
         store = JobStore(self.state_dir)
         try:
             for left in self.queue.admitted():
@@ -122,17 +129,27 @@ class Scheduler:
             self._service_lock.close()  # closing the file releases its lock
             self._service_lock = None
 
-    def _lock_state_dir(self) -> None:
-        locks = self.state_dir / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        handle = open(locks / "service.lock", "w")
+    def claim_state_dir(self, address: str = "") -> None:
+        """Become the one service of the state folder until :meth:`stop` (two dispatchers would both admit the same
+        queued jobs); ``address`` is where this one listens, told to a second one that is refused.
+
+        Raises :class:`UsageError` naming the folder and the service that holds it."""
+        lock = private_dir(self.state_dir / "locks") / "service.lock"
+        handle = open_private(lock, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
             handle.close()
             raise UsageError(
-                f"another squall serve uses the state folder {self.state_dir}; stop it, or give this one its own state_dir"
+                f"the state folder {self.state_dir} is in use by a running squall serve ({holder}); stop that one, "
+                "or give this one its own --state-dir"
             ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}{f', listening on {address}' if address else ''}")
+        handle.flush()
         self._service_lock = handle
 
     # --- requests --------------------------------------------------------------------------
@@ -143,7 +160,7 @@ class Scheduler:
         Raises :class:`JobStateError` if a job with that id exists or is queued.
         """
         job_id = spec.job_id or api.new_job_id()
-        stored = spec.model_copy(update={"job_id": job_id, "state_dir": str(self.state_dir)})
+        stored = spec.model_copy(update={"job_id": job_id, "state_dir": str(self.state_dir)})  # queued without secrets
         try:
             JobSpec.model_validate_json(stored.to_json())  # what is queued must read back (JSON has no Infinity)
         except ValueError as exc:
@@ -155,6 +172,7 @@ class Scheduler:
             if self._known(job_id):
                 raise JobStateError(f"a job named {job_id!r} already exists; pick another job_id or resume it")
             self.queue.add(job_id, "run", stored.to_json(), priority, source)
+            self._given[job_id] = stored
             self._cond.notify_all()
         return job_id
 
@@ -271,9 +289,10 @@ class Scheduler:
         self.peak_busy = max(self.peak_busy, busy + granted)
 
     def _job_spec(self, sub: Submission) -> JobSpec:
-        """The submitted spec, with BLAS threads per worker set so that ``max_concurrency`` workers fit the cores."""
+        """The submitted spec (as given, when it was given to this process), with BLAS threads per worker set so that
+        ``max_concurrency`` workers fit the cores."""
         assert sub.spec is not None
-        spec = JobSpec.model_validate_json(sub.spec)
+        spec = self._given.get(sub.job_id) or JobSpec.model_validate_json(sub.spec)
         if spec.threads_per_worker is None:
             spec = spec.model_copy(update={"threads_per_worker": self.threads_per_worker})
         return spec
@@ -317,10 +336,16 @@ class Scheduler:
             self._roots.check_spec(spec)
             api.run(spec, listeners=self._listeners, job_id=sub.job_id, backend=backend)
         elif sub.action == "redrive":
-            api.redrive(sub.job_id, state_dir=self.state_dir, overrides={"workers": workers}, listeners=self._listeners)
+            api.redrive(sub.job_id, state_dir=self.state_dir, overrides={"workers": workers}, listeners=self._listeners,
+                        storage_options=self._options_given(sub.job_id))
         else:
             self._set_workers(sub.job_id, workers)
-            api.resume(sub.job_id, self.state_dir, self._listeners)
+            api.resume(sub.job_id, self.state_dir, self._listeners, storage_options=self._options_given(sub.job_id))
+
+    def _options_given(self, job_id: str) -> dict[str, Any] | None:
+        """The storage options the job was submitted with here, which its store does not hold."""
+        given = self._given.get(job_id)
+        return api.options_given(given) if given is not None else None
 
     def _set_workers(self, job_id: str, workers: int) -> None:
         store = JobStore(self.state_dir)

@@ -9,7 +9,10 @@ from squall.service.config import ServeConfig
 
 
 def serve(config: ServeConfig) -> None:
-    """Listen on ``config.host:config.port`` until interrupted; refuses a non-loopback host without a token."""
+    """Listen on ``config.host:config.port`` until interrupted.
+
+    Raises :class:`~squall.errors.UsageError` before listening for a non-loopback host without a token, a bad
+    trigger rule, or a state folder another ``squall serve`` is using."""
     from squall.triggers.service import check_rules
 
     config.check_bind()
@@ -22,8 +25,11 @@ def serve(config: ServeConfig) -> None:
         raise UsageError(f"squall serve needs FastAPI and uvicorn ({exc}): pip install 'squall[serve]'") from None
     from squall.service.app import create_app
 
+    app = create_app(config)
+    # Here, not in the app's startup: uvicorn reports an error there with a traceback and exit code 3.
+    app.state.scheduler.claim_state_dir(f"http://{config.host}:{config.port}")
     logging.getLogger("uvicorn.access").addFilter(TokenRedaction())
-    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="info")
+    uvicorn.run(app, host=config.host, port=config.port, log_level="info")
 
 
 class TokenRedaction(logging.Filter):

@@ -30,6 +30,7 @@ from typing import Sequence
 from squall import api
 from squall.backends.base import Backend, WorkerEvent, WorkerLoadFailed, WorkerReady
 from squall.models.base import ModelRef
+from squall.owner_only import private_dir
 from squall.plan.chunk import Chunk
 from squall.runtime.task import JobTask
 from squall.spec import JobSpec
@@ -188,7 +189,7 @@ class WarmPool:
 
     def _warm_up(self, model: str, workers: int) -> None:
         spec = JobSpec(model=model, input=["-"], output="-", workers=workers, threads_per_worker=self._threads_per_worker)
-        backend = api.backend_for(spec, self._log_root / f"warm-{len(self._threads)}")
+        backend = api.backend_for(spec, private_dir(private_dir(self._log_root) / f"warm-{len(self._threads)}"))
         warm = _Warm(model, workers, backend_key(spec), backend)
         with self._lock:
             self._entries.append(warm)

@@ -16,6 +16,7 @@ import importlib
 from typing import Any
 
 from squall.errors import UsageError
+from squall.secrets import for_connection, redact_url
 
 _DRIVERS = {
     "postgresql": "adbc_driver_postgresql.dbapi",
@@ -50,7 +51,11 @@ def is_database_url(url: str) -> bool:
 
 
 def connect(url: str, autocommit: bool = False) -> Any:
-    """A DB-API connection (ADBC) to the database ``url`` names; autocommit off unless asked."""
+    """A DB-API connection (ADBC) to the database ``url`` names; autocommit off unless asked.
+
+    A password stored as ``***`` (:mod:`squall.secrets`) is given back from this process's memory, or left
+    for libpq to find (``PGPASSWORD``, ``~/.pgpass``)."""
+    url = for_connection(url)
     name = scheme(url)
     try:
         module = importlib.import_module(_DRIVERS[name])
@@ -126,9 +131,5 @@ def quote(identifier: str) -> str:
 
 
 def redacted(url: str) -> str:
-    """``url`` with any password replaced, for messages and the ``_source`` column."""
-    head, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return f"{head}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+    """``url`` with any password replaced by ``***``, for messages and the ``_source`` column."""
+    return redact_url(url)

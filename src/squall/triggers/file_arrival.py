@@ -126,7 +126,7 @@ class FileTrigger:
 
     def recover(self) -> None:
         """Hand over again, with the same job id, every job claimed before a crash but maybe never handed over."""
-        recover(self.seen, self.rule_id, self.runner, self.report)
+        recover(self.seen, self.rule_id, self.runner, self.report, self.rule.template)
 
     def poll(self) -> int:
         """List once; start a job for each new settled file. Returns how many new files are still settling."""

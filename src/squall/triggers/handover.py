@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import json
+
+from typing import Any, Callable, Mapping
 
 from squall.errors import JobStateError, UsageError
+from squall.secrets import refill
 from squall.spec import JobSpec
 from squall.triggers.seen import SeenRecord
 
@@ -31,11 +34,15 @@ def hand_over(seen: SeenRecord, rule_id: str, key: str, job_id: str, spec: JobSp
     report(key, job_id, result)
 
 
-def recover(seen: SeenRecord, rule_id: str, runner: Runner, report: Report) -> int:
-    """Hand over again, with the same job id and spec, every job of ``rule_id`` claimed but maybe never handed over."""
+def recover(seen: SeenRecord, rule_id: str, runner: Runner, report: Report, template: Mapping[str, Any]) -> int:
+    """Hand over again, with the same job id and spec, every job of ``rule_id`` claimed but maybe never handed over.
+
+    The seen record holds each spec without its secrets; they come back from the rule's ``template``.
+    """
     entries = seen.unsubmitted(rule_id)
     for entry in entries:
-        hand_over(seen, rule_id, entry.key, entry.job_id, JobSpec.model_validate_json(entry.spec), runner, report)
+        spec = JobSpec.model_validate(refill(json.loads(entry.spec), template))
+        hand_over(seen, rule_id, entry.key, entry.job_id, spec, runner, report)
     return len(entries)
 
 

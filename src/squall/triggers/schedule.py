@@ -69,7 +69,7 @@ class ScheduleTrigger:
 
     def recover(self) -> int:
         """Hand over a run claimed before a crash but maybe never handed over."""
-        return recover(self.seen, self.rule_id, self.runner, self.report)
+        return recover(self.seen, self.rule_id, self.runner, self.report, self.rule.template)
 
     def tick(self) -> datetime | None:
         """Fire the due run, if any, and return its time."""

@@ -5,6 +5,8 @@ Tables (SQLite, ``<state_dir>/triggers.db``)::
     seen   (rule, key, size, mtime, etag, job_id, spec, state, result, at)   PRIMARY KEY (rule, key)
     fired  (rule, run_time)                                                  PRIMARY KEY (rule)
 
+``spec`` is stored without its secrets (:mod:`squall.secrets`); a job handed
+over again after a crash gets them back from its rule's template.
 ``key`` is a file's URI (file arrival) or a run time (schedule). ``state`` is
 ``claimed`` (the job id is chosen, the job may or may not have been handed
 over) or ``submitted`` (the job was handed over; ``result`` is its end state
@@ -44,6 +46,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from squall.owner_only import private_dir, private_file
+from squall.secrets import redact_json
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (
     rule TEXT NOT NULL,
@@ -81,8 +86,8 @@ class SeenRecord:
     """The seen record of one state directory. One instance per thread (SQLite connections are not shared)."""
 
     def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.path = state_dir / "triggers.db"
+        private_dir(state_dir)
+        self.path = private_file(state_dir / "triggers.db")
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
@@ -100,7 +105,7 @@ class SeenRecord:
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO seen (rule, key, size, mtime, etag, job_id, spec, state, at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, 'claimed', ?)",
-            (rule, key, size, mtime, etag, job_id, spec_json, time.time()),
+            (rule, key, size, mtime, etag, job_id, redact_json(spec_json), time.time()),
         )
         return cursor.rowcount == 1
 

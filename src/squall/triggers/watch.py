@@ -37,7 +37,7 @@ def run_in_process(spec: JobSpec) -> tuple[str, int]:
         if existing is None:
             result = api.run(spec, job_id=spec.job_id)
         elif existing.state in (*ACTIVE_STATES, "CANCELLED"):  # cut short by a crash, or by stopping squall watch
-            result = api.resume(spec.job_id, spec.state_dir)
+            result = api.resume(spec.job_id, spec.state_dir, storage_options=api.options_given(spec))
         else:
             return existing.state, api.status(spec.job_id, spec.state_dir).counts.rows_in
     except JobCancelled:  # `squall cancel JOB_ID`: recorded as cancelled; `squall resume JOB_ID` finishes it
