@@ -115,3 +115,19 @@ def exit_on_row(frame):
     if (_ids(frame) == _bad()).any():
         raise SystemExit(3)
     return _ids(frame) * 2.0
+
+
+def abort_on_row_stopping_fork_server(frame):
+    """Like `abort_on_row`, but the first worker to meet the row first SIGSTOPs the fork server it was forked
+    from (so its exit is reported late) and leaves the file FAULT_FLAG; sleeps FAULT_SLEEP per batch."""
+    import signal
+
+    time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
+    if (_ids(frame) == _bad()).any():
+        flag = Path(os.environ["FAULT_FLAG"])
+        parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+        if not flag.exists() and b"squall.runtime.zygote" in parent:
+            flag.write_text(str(os.getppid()))
+            os.kill(os.getppid(), signal.SIGSTOP)
+        os.abort()
+    return _ids(frame) * 2.0

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import squall
+import squall.api
 from conftest import SQUALL, ids_dataset, read_output, run_cli
 
 
@@ -153,15 +154,60 @@ def test_the_batch_lane_finishes_a_chunk_that_needs_more_than_the_timeout(tmp_pa
     assert outcomes == ["to-batch-lane", "ok"]
 
 
-def test_a_row_that_aborts_the_process_is_isolated_by_splitting_on_crashes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("fork", [True, False], ids=["fork-server", "spawned"])
+def test_a_row_that_aborts_the_process_is_isolated_by_splitting_on_crashes(tmp_path, monkeypatch, fork):
     ids_dataset(tmp_path / "in", 1_000, row_group_size=1_000)
     monkeypatch.setenv("FAULT_ID", "321")
-    spec = ids_spec(tmp_path, "abort_on_row", chunk_rows=128, batch_size=32, split_after=1, max_dead_chunks=1, backoff_base=0.0)
+    spec = ids_spec(tmp_path, "abort_on_row", chunk_rows=128, batch_size=32, split_after=1, max_dead_chunks=1,
+                    backoff_base=0.0, fork=fork)
     result = squall.run(spec)
     assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 999, 1)
     assert_exact_output(tmp_path / "out", set(range(1_000)) - {321})
     (dead,) = squall.api.dead_letters(result.job_id)
     assert dead.est_rows == 1 and "SIGABRT" in dead.attempts[-1]["error"]
+    with sqlite3.connect(Path(os.environ["SQUALL_HOME"]) / "squall.db") as db:
+        failures = db.execute("SELECT chunk_id, outcome, error FROM attempts WHERE outcome != 'ok'").fetchall()
+    # Only the chunks holding row 321 crashed (128 → 64 → … → 1 rows), each by SIGABRT: no other worker was touched.
+    assert len(failures) == 8 and all("SIGABRT" in error for _, _, error in failures), failures
+
+
+def test_a_crash_whose_exit_status_comes_late_is_still_that_chunks_crash(tmp_path, monkeypatch):
+    """Regression (issue 16, defect 9): the pipe of a crashed worker closes before its exit status is known. The
+    coordinator waited a second for it, stalled, then called the death "closed its pipe but did not exit". Now the
+    worker is ending until its status comes (here: until the fork server, stopped by the worker, is resumed),
+    the other worker's chunks commit meanwhile, and the crash is recorded with its signal."""
+    ids_dataset(tmp_path / "in", 3_000, row_group_size=3_000)
+    flag = tmp_path / "zygote-stopped"
+    monkeypatch.setenv("FAULT_ID", "1234")
+    monkeypatch.setenv("FAULT_FLAG", str(flag))
+    monkeypatch.setenv("FAULT_SLEEP", "0.05")
+    spec = ids_spec(tmp_path, "abort_on_row_stopping_fork_server", workers=2, chunk_rows=100, batch_size=50,
+                    split_after=1, max_dead_chunks=1, backoff_base=0.0)
+    committed_while_stopped: list[int] = []
+
+    def resume_fork_server_after_two_commits() -> None:
+        poll(flag.exists, "a worker to stop its fork server", timeout=120)
+        zygote = psutil.Process(int(flag.read_text()))
+        poll(lambda: zygote.status() == psutil.STATUS_STOPPED, "the fork server to stop")
+        before = len(list((tmp_path / "out").glob("part-*")))
+        try:
+            poll(lambda: len(list((tmp_path / "out").glob("part-*"))) >= before + 2, "two commits meanwhile")
+            committed_while_stopped.append(len(list((tmp_path / "out").glob("part-*"))) - before)
+        finally:
+            zygote.send_signal(signal.SIGCONT)
+
+    thread = threading.Thread(target=resume_fork_server_after_two_commits)
+    thread.start()
+    try:
+        result = squall.run(spec)
+    finally:
+        thread.join()
+    assert committed_while_stopped and committed_while_stopped[0] >= 2
+    assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 2_999, 1)
+    assert_exact_output(tmp_path / "out", set(range(3_000)) - {1234})
+    with sqlite3.connect(Path(os.environ["SQUALL_HOME"]) / "squall.db") as db:
+        failures = db.execute("SELECT outcome, error FROM attempts WHERE outcome != 'ok' ORDER BY finished_at").fetchall()
+    assert failures and all("SIGABRT" in error for _, error in failures), failures
 
 
 def test_a_worker_over_its_memory_limit_is_killed_and_its_chunk_split(tmp_path, monkeypatch):
@@ -277,3 +323,85 @@ def test_sigstopped_worker_past_its_deadline_is_killed_and_its_late_attempt_neve
         outcomes = db.execute("SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome").fetchall()
     assert dict(outcomes) == {"ok": 6, "timeout": 1}
     assert not psutil.pid_exists(stopped[0]) or psutil.Process(stopped[0]).status() == "zombie"
+
+
+# --- the local backend, driven directly: which worker a death, a pid or a kill belongs to ----------------------
+
+
+def fork_server_of(coordinator_pid: int) -> psutil.Process:
+    """The fork server (zygote) process of a coordinator."""
+    for process in psutil.Process(coordinator_pid).children():
+        if "squall.runtime.zygote" in " ".join(process.cmdline()):
+            return process
+    raise AssertionError("no fork server is running")
+
+
+def live_children(process: psutil.Process) -> set[int]:
+    return {child.pid for child in process.children() if child.status() != psutil.STATUS_ZOMBIE}
+
+
+def poll(condition: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    """Wait until ``condition()`` is true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def settled(zygote: psutil.Process, children: set[int]) -> bool:
+    """The fork server has exactly ``children`` alive, none left to reap, and is back waiting for requests:
+    every answer about them (forked, exited) has been sent."""
+    every = {child.pid for child in zygote.children()}
+    return every == children and zygote.status() == psutil.STATUS_SLEEPING
+
+
+def drive(backend, until: Callable[[list], bool], what: str, timeout: float = 60.0) -> list:
+    """Call ``backend.wait`` until the events seen so far satisfy ``until``; returns them."""
+    seen: list = []
+    deadline = time.monotonic() + timeout
+    while not until(seen):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}; events: {seen}"
+        seen.extend(backend.wait(0.05))
+    return seen
+
+
+def ready_of(events: list, worker: int) -> bool:
+    return any(type(event).__name__ == "WorkerReady" and event.worker == worker for event in events)
+
+
+def test_a_fork_answered_while_another_workers_exit_is_pending_goes_to_its_own_worker(tmp_path):
+    """Regression (issue 16, defect 9): answers of the fork server read while the backend looked up a dead worker's
+    exit status were dropped, so the next answer went to the wrong worker, and killing that worker killed another
+    one (a healthy worker's chunk then counted as a crash, or a fresh worker as a failed start)."""
+    spec = ids_spec(tmp_path, "steady", workers=2)
+    backend = squall.api.backend_for(spec, tmp_path / "logs")
+    backend.start(squall.api.model_ref(spec), 2)
+    try:
+        drive(backend, lambda seen: ready_of(seen, 0) and ready_of(seen, 1), "both workers to be ready")
+        zygote = fork_server_of(os.getpid())
+        first = live_children(zygote)
+        backend.kill(1)  # to learn which process is worker 0: the one that survives
+        poll(lambda: len(live_children(zygote) - first) == 1 and len(live_children(zygote) & first) == 1, "worker 1 replaced")
+        (worker0,) = live_children(zygote) & first
+        drive(backend, lambda seen: ready_of(seen, 1), "the new worker 1 to be ready")
+        poll(lambda: settled(zygote, live_children(zygote)), "the fork server to answer")
+        assert not backend.wait(0) + backend.wait(0)  # every answer read: the next death is the first news
+
+        os.kill(worker0, signal.SIGKILL)  # its pipe closes before the fork server reaps it and says so
+        poll(lambda: settled(zygote, live_children(zygote)) and worker0 not in live_children(zygote), "worker 0 reaped")
+        before = live_children(zygote)
+        backend.kill(1)  # a fork request, answered while worker 0's exit has not been read yet
+        poll(lambda: len(live_children(zygote) - before) == 1 and settled(zygote, live_children(zygote)), "the fork")
+        (worker1,) = live_children(zygote) - before
+
+        events = drive(backend, lambda seen: ready_of(seen, 0) and ready_of(seen, 1), "both workers back")
+        (died,) = [event for event in events if type(event).__name__ == "WorkerDied"]
+        assert died.worker == 0 and "SIGKILL" in died.reason
+        (worker0,) = live_children(zygote) - before - {worker1}
+        backend.kill(1)  # must end worker 1's process, and only it
+        events = drive(backend, lambda seen: ready_of(seen, 1), "the next worker 1")
+        assert not [event for event in events if type(event).__name__ == "WorkerDied"]
+        poll(lambda: worker1 not in live_children(zygote), "worker 1 to end")
+        assert worker0 in live_children(zygote)
+    finally:
+        backend.shutdown()

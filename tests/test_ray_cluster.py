@@ -19,6 +19,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 import squall
+from squall.errors import UsageError
 from conftest import SQUALL, TESTS_DIR, ids_dataset, read_output, run_cli
 from test_end_to_end import expected_proba
 from test_faults import assert_exact_output, ids_spec
@@ -123,3 +124,32 @@ def test_an_input_only_the_driver_sees_is_refused_on_a_cluster_before_any_work(t
     assert "cannot reach the job's files" in result.stderr and "ids-0.parquet does not exist there" in result.stderr
     assert "s3://" in result.stderr
     assert not list((tmp_path / "out").glob("part-*"))
+
+
+def test_a_worker_a_joined_cluster_never_places_fails_the_job_with_the_reason_and_resume_finishes_it(tmp_path):
+    """Regression (issue 16, defect 8): an error that stops the coordinator (here Ray's placement timeout) marked
+    the job CANCELLED; it is FAILED with the reason, and `squall resume` finishes it once a node can host a worker."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        src = str(Path(squall.__file__).resolve().parents[1])
+        ray.init(address=cluster.address, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS_DIR), src])}})
+        ids_dataset(tmp_path / "in", 2_000, row_group_size=500)
+        spec = ids_spec(tmp_path, "steady", workers=1, chunk_rows=500, backend="ray", ray_num_cpus=2,
+                        ray_placement_timeout=15, job_id="never-placed")
+        with pytest.raises(UsageError, match="no Ray worker asking for 2 CPU was placed in 15 s"):
+            squall.run(spec)
+        job = squall.status("never-placed").job
+        assert job.state == "FAILED", job.message
+        assert "was placed in 15 s" in (job.message or "") and "`squall resume never-placed` finishes it" in (job.message or "")
+        assert not list((tmp_path / "out").glob("part-*"))
+
+        cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        result = squall.resume("never-placed")
+        assert (result.state, result.rows_out) == ("SUCCEEDED", 2_000)
+        assert_exact_output(tmp_path / "out", set(range(2_000)))
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()

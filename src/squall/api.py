@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
@@ -26,7 +27,7 @@ from squall.retry import RetryPolicy
 from squall.runtime.task import JobTask, OutputNaming
 from squall.spec import JobSpec, default_state_dir
 from squall.sql.drivers import is_database_url
-from squall.store import ChunkCounts, JobRecord, JobStore
+from squall.store import ACTIVE_STATES, ChunkCounts, JobRecord, JobStore
 
 if TYPE_CHECKING:
     from squall.coordinator import JobLimits, JobResult
@@ -376,25 +377,37 @@ def _coordinate(
     coordinator = Coordinator(store, backend, task, spec.workers, limits, [*listeners, batch_sizes])
     try:
         coordinator.drive()
-    except ModelLoadError as exc:
-        store.set_job_state(task.job_id, "FAILED", str(exc))
+        result = finalize_job(store, task.job_id, limits, coordinator.invocations)
+    except (KeyboardInterrupt, JobCancelled) as exc:
+        _record_stop(store, task.job_id, "CANCELLED", "cancelled", exc)
         raise
-    except (KeyboardInterrupt, SquallError) as exc:
-        store.release_leases(task.job_id)
-        store.clear_cancel(task.job_id)
-        reason = "cancelled" if isinstance(exc, (KeyboardInterrupt, JobCancelled)) else f"stopped: {exc}"
-        store.set_job_state(task.job_id, "CANCELLED", f"{reason}; committed parts are kept; `squall resume {task.job_id}` finishes it")
+    except SquallError as exc:
+        _record_stop(store, task.job_id, "FAILED", str(exc), exc)
         raise
     except Exception as exc:
-        store.release_leases(task.job_id)
-        store.set_job_state(task.job_id, "FAILED", f"{type(exc).__name__}: {exc}; `squall resume {task.job_id}` retries")
+        _record_stop(store, task.job_id, "FAILED", f"{type(exc).__name__}: {exc}", exc)
         raise
-    result = finalize_job(store, task.job_id, limits, coordinator.invocations)
     cost = measured_cost(store.invocations(task.job_id), memory_size_mb(spec), PriceTable.of(spec))
     result = replace(result, cost=cost, batch_sizes=batch_sizes.sizes())
     for listener in listeners:
         listener.job_finished(result)
     return result
+
+
+def _record_stop(store: JobStore, job_id: str, state: str, reason: str, cause: BaseException) -> None:
+    """Record why a job stopped before it was finalized: ``CANCELLED`` for a cancel (``squall cancel``,
+    Ctrl-C, SIGTERM), ``FAILED`` with the reason for anything else. Leased chunks go back to pending, so
+    ``squall resume`` finishes the job. A job that finalize already ended keeps its state; a store that
+    cannot record the stop does not hide ``cause``."""
+    try:
+        if store.job(job_id).state not in ACTIVE_STATES:
+            return
+        store.release_leases(job_id)
+        store.clear_cancel(job_id)
+        store.set_job_state(job_id, state, f"{reason}; committed parts are kept; `squall resume {job_id}` finishes it")
+    except Exception as exc:  # the store itself may be what failed: say so, and let ``cause`` propagate
+        logging.getLogger("squall").error("could not record job %s as %s (%s: %s) after: %s", job_id, state,
+                                          type(exc).__name__, exc, cause)
 
 
 def _check_model(spec: JobSpec) -> None:
