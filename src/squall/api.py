@@ -31,6 +31,7 @@ from squall.store import ACTIVE_STATES, ChunkCounts, JobRecord, JobStore
 
 if TYPE_CHECKING:
     from squall.coordinator import JobLimits, JobResult
+    from squall.observe.metrics import JobMetrics
     from squall.io.output import Output
     from squall.observe.forecast import Forecast
     from squall.observe.report import JobReport
@@ -115,6 +116,7 @@ def run(
         if store.has_job(job_id):
             raise JobStateError(f"a job named {job_id!r} already exists; pick another --job-id or `squall resume {job_id}`")
         _check_model(spec)
+        _check_side_files(spec)
         _refuse_incremental_databases(spec)
         _configure_storage(spec)
         backend.start(_model_ref(spec), spec.workers)  # workers load the model while we plan
@@ -151,6 +153,7 @@ def resume(job_id: str, state_dir: str | Path | None = None, listeners: Sequence
         job = store.job(job_id)
         store.lock_job(job_id)
         spec = JobSpec.model_validate(job.spec)
+        _check_side_files(spec)
         task = JobTask.from_json(job.task)
         storage.configure(task.storage_options, task.locations)
         store.clear_cancel(job_id)
@@ -357,7 +360,34 @@ def _drive(
     finally:
         log.close()
         if spec.metrics_file:
-            metrics.write(spec.metrics_file)
+            _write_metrics(metrics, spec.metrics_file)
+
+
+def _write_metrics(metrics: JobMetrics, path: str) -> None:
+    """Write the job's metrics file; a file that cannot be written is a warning, never the job's outcome."""
+    try:
+        metrics.write(path)
+    except OSError as exc:
+        logging.getLogger("squall").warning(
+            "warning: the metrics file %s (`metrics_file`) was not written: %s; the job's result stands", path,
+            exc.strerror or exc,
+        )
+
+
+def _check_side_files(spec: JobSpec) -> None:
+    """Refuse, before any work, a ``log_file`` or ``metrics_file`` that names a folder or lies under a file."""
+    for name, value in (("log_file", spec.log_file), ("metrics_file", spec.metrics_file)):
+        if value is None or (name == "log_file" and value == "-"):
+            continue
+        path = Path(value).expanduser()
+        if path.is_dir():
+            raise SpecError(f"`{name}` {value} is a folder; name a file in it, e.g. {path / _SIDE_FILE_NAMES[name]}")
+        folder = next((parent for parent in path.parents if parent.exists()), None)
+        if folder is not None and not folder.is_dir():
+            raise SpecError(f"`{name}` {value} lies under {folder}, which is a file, not a folder; name another path")
+
+
+_SIDE_FILE_NAMES = {"log_file": "squall.log", "metrics_file": "squall.prom"}
 
 
 def job_log_path(state_dir: Path, job_id: str) -> Path:
