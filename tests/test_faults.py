@@ -22,12 +22,14 @@ import pytest
 import squall
 import squall.api
 from conftest import SQUALL, ids_dataset, read_output, run_cli
+from squall.errors import SpecError
 
 
 def ids_spec(tmp_path: Path, model: str, **fields) -> squall.JobSpec:
+    """A job of the fault model ``model`` over ``tmp_path/in`` (ids), writing to ``tmp_path/out`` unless ``output`` says."""
+    fields.setdefault("output", str(tmp_path / "out"))
     return squall.JobSpec(
-        model=f"faultmodels:{model}", input=[str(tmp_path / "in")], output=str(tmp_path / "out"),
-        key=["id"], features=["id_copy"], **fields,
+        model=f"faultmodels:{model}", input=[str(tmp_path / "in")], key=["id"], features=["id_copy"], **fields,
     )
 
 
@@ -405,3 +407,125 @@ def test_a_fork_answered_while_another_workers_exit_is_pending_goes_to_its_own_w
         assert worker0 in live_children(zygote)
     finally:
         backend.shutdown()
+
+
+# --- promises of the README, each with a real process -----------------------------------------------------------
+
+
+def attempts_of(job_id: str) -> list[sqlite3.Row]:
+    with sqlite3.connect(Path(os.environ["SQUALL_HOME"]) / "squall.db") as db:
+        db.row_factory = sqlite3.Row
+        return db.execute("SELECT * FROM attempts WHERE job_id=? ORDER BY chunk_id, attempt", (job_id,)).fetchall()
+
+
+def test_a_worker_that_miscounts_the_rows_it_read_makes_the_job_failed_by_reconciliation(tmp_path):
+    ids_dataset(tmp_path / "in", 2_000, row_group_size=500)
+    done = run_cli(
+        "run", "--model", "miscounting:predict", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+        "--key", "id", "--features", "id_copy", "--chunk-rows", "500", "--workers", "2", "--job-id", "miscount", "-q",
+    )
+    assert done.returncode == 1, done.stderr
+    assert "FAILED 2004 rows" in done.stdout  # each of the 4 chunks reported one row more than it read
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["state"] == "FAILED" and not (tmp_path / "out" / "_SUCCESS").exists()
+    assert {k: manifest["rows"][k] for k in ("read", "written", "errors", "reconciled")} == {
+        "read": 2_004, "written": 2_000, "errors": 0, "reconciled": False}
+    assert "row counts do not reconcile: read 2004, written 2000, errors 0" in manifest["message"]
+    assert json.loads(run_cli("status", "miscount", "--json").stdout)["state"] == "FAILED"
+    got = read_output(tmp_path / "out")  # the rows themselves are the model's, each once
+    assert sorted(got["id"]) == list(range(2_000))
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), got["id"].to_numpy() * 2.0)
+
+
+def test_a_timeout_kills_the_workers_whole_process_group(tmp_path, monkeypatch):
+    ids_dataset(tmp_path / "in", 1_000, row_group_size=500)
+    monkeypatch.setenv("FAULT_DIR", str(tmp_path))
+    spec = ids_spec(tmp_path, "hang_with_a_child", workers=1, chunk_rows=500, timeout=2.0, split_after=5, backoff_base=0.0)
+    seen_alive: list[psutil.Process] = []
+
+    def watch_the_first_child() -> None:
+        poll(lambda: list(tmp_path.glob("child-*")) and list(tmp_path.glob("child-*"))[0].read_text(), "a child", 120)
+        child = psutil.Process(int(list(tmp_path.glob("child-*"))[0].read_text()))
+        if child.status() != psutil.STATUS_ZOMBIE:
+            seen_alive.append(child)
+
+    thread = threading.Thread(target=watch_the_first_child)
+    thread.start()
+    try:
+        result = squall.run(spec)
+    finally:
+        thread.join()
+    assert (result.state, result.rows_out) == ("SUCCEEDED", 1_000)
+    assert_exact_output(tmp_path / "out", set(range(1_000)))
+    assert [row["outcome"] for row in attempts_of(result.job_id)] == ["timeout", "ok", "timeout", "ok"]
+    assert seen_alive, "the child was running while its worker hung"
+    children = [int(path.read_text()) for path in tmp_path.glob("child-*")]
+    assert len(children) == 2
+
+    def gone(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE or not seen_alive[0].is_running()
+        except psutil.NoSuchProcess:
+            return True
+
+    poll(lambda: all(gone(pid) for pid in children), "the sleeping children to be killed with their workers", 10)
+    assert not seen_alive[0].is_running() or seen_alive[0].status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_chunk_in_the_batch_lane_that_runs_past_batch_lane_timeout_is_killed(tmp_path, monkeypatch):
+    ids_dataset(tmp_path / "in", 400, row_group_size=400)
+    monkeypatch.setenv("FAULT_ID", "7")  # hangs for an hour on the chunk's only batch
+    spec = ids_spec(tmp_path, "hang_on_row", chunk_rows=400, batch_size=400, timeout=1.0, split_after=1, min_chunk_rows=400,
+                    batch_lane=True, batch_lane_timeout=2.0, max_attempts=2, backoff_base=0.0)
+    result = squall.run(spec)
+    assert (result.state, result.rows_out, result.dead_chunks) == ("FAILED", 0, 1)
+    first, *in_batch_lane = attempts_of(result.job_id)
+    assert first["outcome"] == "to-batch-lane" and "1 s time limit" in first["error"]
+    assert len(in_batch_lane) == 2  # max_attempts in the batch lane
+    for attempt in in_batch_lane:
+        assert attempt["outcome"] == "timeout" and "ran past the 2 s time limit" in attempt["error"]
+        assert attempt["finished_at"] - attempt["started_at"] >= 2.0  # killed at the batch lane's limit, not the function's
+
+
+def test_a_second_coordinator_of_a_running_job_is_refused(tmp_path):
+    ids_dataset(tmp_path / "in", 10_000, row_group_size=500)
+    first = subprocess.Popen(
+        [*SQUALL, "run", "--model", "faultmodels:steady", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+         "--key", "id", "--features", "id_copy", "--workers", "1", "--chunk-rows", "500", "--job-id", "twice", "-q"],
+        env={**os.environ, "FAULT_SLEEP": "0.25"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    poll(lambda: list((tmp_path / "out").glob("part-*")) or first.poll() is not None, "the first coordinator's first part")
+    second = run_cli("resume", "twice", "-q")
+    assert first.poll() is None, "the first coordinator was still running when the second was refused"
+    assert second.returncode == 1 and "job twice is being run by another squall process" in second.stderr
+    _, stderr = first.communicate(timeout=240)
+    assert first.returncode == 0, stderr
+    assert_exact_output(tmp_path / "out", set(range(10_000)))
+    assert {row["outcome"] for row in attempts_of("twice")} == {"ok"}  # the refused one released no lease
+
+
+def test_redrive_refuses_result_changing_fields_and_says_when_there_is_nothing_to_redrive(tmp_path, monkeypatch):
+    ids_dataset(tmp_path / "in", 3_000, row_group_size=500)
+    flag = tmp_path / "bug"
+    flag.write_text("on")
+    monkeypatch.setenv("FAULT_FLAG", str(flag))
+    spec = ids_spec(tmp_path, "broken_until_fixed", chunk_rows=500, max_attempts=1, max_dead_chunks=1, job_id="redo")
+    assert squall.run(spec).state == "PARTIAL"
+    stored = squall.status("redo").job.spec
+    changes = {"model_output": "label", "batch_format": "numpy", "output_layout": "vector", "method": "predict_proba",
+               "input": [str(tmp_path / "elsewhere")], "features": ["id"], "max_line_bytes": 1_000}
+    for field, value in changes.items():
+        with pytest.raises(SpecError, match=f"a redrive cannot change `{field}`"):
+            squall.api.redrive("redo", overrides={field: value, "timeout": 5.0})
+    assert squall.status("redo").job.spec == stored and len(squall.api.dead_letters("redo")) == 1
+
+    same = squall.api.redrive("redo", overrides={"batch_format": stored["batch_format"], "max_attempts": 2})
+    assert same.state == "PARTIAL"  # an unchanged value is no change; the model is still broken
+    flag.unlink()
+    fixed = run_cli("redrive", "redo", "--max-attempts", "3", "-q")
+    assert fixed.returncode == 0 and "SUCCEEDED 3000 rows" in fixed.stdout, fixed.stderr
+    assert_exact_output(tmp_path / "out", set(range(3_000)))
+    before = squall.status("redo").job.spec
+    nothing = run_cli("redrive", "redo", "--timeout", "5")
+    assert nothing.returncode == 2 and "job redo has no dead chunks to redrive" in nothing.stderr
+    assert squall.status("redo").job.spec == before  # refused before anything changed

@@ -180,17 +180,21 @@ def redrive(
     """Put dead chunks back (all, or ``chunks``), optionally with new limits, and finish the job again.
 
     ``overrides`` may change any spec field that does not change results
-    (limits, retries, workers); the manifest is rewritten at the end.
+    (limits, retries, workers); one that does (:data:`squall.ledger.FIXED_FIELDS`)
+    raises :class:`SpecError`, and a job with no dead chunks (among ``chunks``)
+    raises :class:`JobStateError`, both before anything changes. The manifest
+    is rewritten at the end.
     """
     store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
     try:
         job = store.job(job_id)
-        spec = JobSpec.model_validate({**job.spec, **_redrive_overrides(overrides or {})})
+        spec = _redriven_spec(job.spec, overrides or {})
         store.lock_job(job_id)
-        store.update_spec(job_id, spec.to_json())
-        count = store.redrive(job_id, chunks)
-        if count == 0:
+        dead = {chunk.chunk_id for chunk in store.chunks_in_state(job_id, "dead")}
+        if not (dead if chunks is None else dead & set(chunks)):
             raise JobStateError(f"job {job_id} has no dead chunks{'' if chunks is None else f' among {list(chunks)}'} to redrive")
+        store.update_spec(job_id, spec.to_json())
+        store.redrive(job_id, chunks)
     finally:
         store.close()
     return resume(job_id, state_dir, listeners)
@@ -256,15 +260,19 @@ def dead_letters(job_id: str, state_dir: str | Path | None = None) -> list[DeadC
         store.close()
 
 
-_RESULT_FIELDS = {"model", "flavor", "method", "preprocess", "postprocess", "input", "format", "key", "features", "output",
-                  "output_format", "prediction_column", "output_columns", "delimiter", "quotechar", "header", "multiline"}
+def _redriven_spec(stored: dict[str, Any], overrides: dict[str, object]) -> JobSpec:
+    """The job's spec with ``overrides``, refused if they change a field its committed parts were made with."""
+    from squall.ledger import FIXED_FIELDS
 
-
-def _redrive_overrides(overrides: dict[str, object]) -> dict[str, object]:
-    changed = sorted(set(overrides) & _RESULT_FIELDS)
+    before = JobSpec.model_validate(stored)
+    after = JobSpec.model_validate({**stored, **overrides})
+    changed = [name for name in FIXED_FIELDS if getattr(after, name) != getattr(before, name)]
     if changed:
-        raise SpecError(f"a redrive cannot change {changed}: they change results; start a new job instead")
-    return overrides
+        raise SpecError(
+            f"a redrive cannot change {', '.join(f'`{name}`' for name in changed)}: the committed parts were made "
+            "with the old value, so the output would mix results; start a new job instead"
+        )
+    return after
 
 
 def report(job_id: str, state_dir: str | Path | None = None) -> JobReport:
