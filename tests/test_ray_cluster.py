@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -153,3 +154,45 @@ def test_a_worker_a_joined_cluster_never_places_fails_the_job_with_the_reason_an
         if ray.is_initialized():
             ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.mark.skipif(not _can_unshare(), reason="needs `unshare -m` (a private mount namespace) to give the driver a path no node sees")
+def test_a_resumed_ray_job_whose_pending_chunks_read_a_file_only_the_driver_has_is_refused(two_nodes, tmp_path):
+    """`squall resume` probes the Ray nodes again: the inputs it still has to read may have moved since the run."""
+    cluster, _ = two_nodes
+    ids_dataset(tmp_path / "in", 4_000, files=4, row_group_size=500)
+    src = str(Path(squall.__file__).resolve().parents[1])
+    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS_DIR), src]), "FAULT_SLEEP": "1.0"}}
+    first = subprocess.Popen(
+        [*SQUALL, "run", "--model", "faultmodels:steady", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+         "--key", "id", "--features", "id_copy", "--backend", "ray", "--ray-address", cluster.address, "--workers", "1",
+         "--chunk-rows", "500", "--batch-size", "500", "--ray-runtime-env", json.dumps(runtime_env), "--job-id", "reprobe",
+         "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 180
+    while not list((tmp_path / "out").glob("part-*")):
+        assert time.monotonic() < deadline and first.poll() is None, first.stderr.read() if first.stderr else ""
+        time.sleep(0.1)
+    assert run_cli("cancel", "reprobe").returncode == 0
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130, stderr
+    committed = sorted(p.name for p in (tmp_path / "out").glob("part-*"))
+    assert 0 < len(committed) < 8
+
+    staging = tmp_path / "staging"
+    shutil.move(str(tmp_path / "in"), staging)
+    (tmp_path / "in").mkdir()  # the nodes now see an empty folder; the driver alone mounts the files over it
+    script = f"mount -t tmpfs squall-private {tmp_path / 'in'} && cp {staging}/* {tmp_path / 'in'}/ && exec \"$@\""
+    refused = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *SQUALL, "resume", "reprobe", "-q"],
+                             capture_output=True, text=True, timeout=240)
+    assert refused.returncode == 2, refused.stderr
+    assert re.search(r"Ray node [0-9a-f]{12} cannot reach the job's files: \S+/in/ids-\d\.parquet does not exist there",
+                     refused.stderr), refused.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("part-*")) == committed  # nothing ran
+
+    (tmp_path / "in").rmdir()
+    shutil.move(str(staging), tmp_path / "in")
+    resumed = run_cli("resume", "reprobe", "-q")
+    assert resumed.returncode == 0 and "SUCCEEDED 4000 rows" in resumed.stdout, resumed.stderr
+    assert_exact_output(tmp_path / "out", set(range(4_000)))
