@@ -529,3 +529,40 @@ def test_redrive_refuses_result_changing_fields_and_says_when_there_is_nothing_t
     nothing = run_cli("redrive", "redo", "--timeout", "5")
     assert nothing.returncode == 2 and "job redo has no dead chunks to redrive" in nothing.stderr
     assert squall.status("redo").job.spec == before  # refused before anything changed
+
+
+def test_sigterm_while_the_job_is_finalized_ends_with_every_row_exactly_once(tmp_path):
+    """SIGTERM to a real `squall run` once its log says FINALIZE: finalize either completes (exit 0, SUCCEEDED) or
+    is interrupted (exit 130, CANCELLED, no _SUCCESS) and `squall resume` writes the manifest and _SUCCESS."""
+    ids_dataset(tmp_path / "in", 30_000, files=3, row_group_size=10)  # 3,000 parts: finalize takes a moment
+    log = tmp_path / "job.log"
+    process = subprocess.Popen(
+        [*SQUALL, "run", "--model", "faultmodels:steady", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+         "--key", "id", "--features", "id_copy", "--workers", "2", "--chunk-rows", "10", "--job-id", "fin",
+         "--log-file", str(log), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    seen, deadline = "", time.monotonic() + 600
+    while "FINALIZE" not in seen:
+        assert time.monotonic() < deadline and process.poll() is None, "the job ended before it was seen finalizing"
+        if log.exists():
+            with open(log) as handle:
+                handle.seek(max(0, log.stat().st_size - 4096))
+                seen = handle.read()
+        time.sleep(0.002)
+    assert process.poll() is None
+    process.send_signal(signal.SIGTERM)  # the job is being finalized (or just was): the fault lands in that window
+    stdout, stderr = process.communicate(timeout=120)
+    state = json.loads(run_cli("status", "fin", "--json").stdout)["state"]
+    if state == "CANCELLED":  # finalize was interrupted
+        assert process.returncode == 130, stderr
+        assert not (tmp_path / "out" / "_SUCCESS").exists()
+        resumed = run_cli("resume", "fin", "-q")
+        assert resumed.returncode == 0 and "SUCCEEDED 30000 rows" in resumed.stdout, resumed.stderr
+    else:  # finalize had written the final state when the signal was handled: the job's exit code stands
+        assert (state, process.returncode) == ("SUCCEEDED", 0), stderr
+    assert "Traceback" not in stderr
+    assert_exact_output(tmp_path / "out", set(range(30_000)))
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["state"] == "SUCCEEDED" and manifest["rows"]["written"] == 30_000 and manifest["rows"]["reconciled"]
+    assert len(manifest["parts"]) == 3_000 and (tmp_path / "out" / "_SUCCESS").exists()

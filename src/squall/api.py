@@ -415,6 +415,8 @@ def _coordinate(
     coordinator = Coordinator(store, backend, task, spec.workers, limits, [*listeners, batch_sizes])
     try:
         coordinator.drive()
+        for listener in listeners:
+            listener.job_finalizing(task.job_id)
         result = finalize_job(store, task.job_id, limits, coordinator.invocations)
     except (KeyboardInterrupt, JobCancelled) as exc:
         _record_stop(store, task.job_id, "CANCELLED", "cancelled", exc)
@@ -434,12 +436,16 @@ def _coordinate(
 
 def _record_stop(store: JobStore, job_id: str, state: str, reason: str, cause: BaseException) -> None:
     """Record why a job stopped before it was finalized: ``CANCELLED`` for a cancel (``squall cancel``,
-    Ctrl-C, SIGTERM), ``FAILED`` with the reason for anything else. Leased chunks go back to pending, so
-    ``squall resume`` finishes the job. A job that finalize already ended keeps its state; a store that
-    cannot record the stop does not hide ``cause``."""
+    Ctrl-C, SIGTERM), ``FAILED`` with the reason for anything else. Leased chunks go back to pending, and
+    a ``_SUCCESS`` an interrupted finalize wrote is withdrawn, so ``squall resume`` finishes the job. A job
+    that finalize already ended keeps its state; a store that cannot record the stop does not hide ``cause``."""
+    from squall.io.output import open_output
+
     try:
-        if store.job(job_id).state not in ACTIVE_STATES:
+        job = store.job(job_id)
+        if job.state not in ACTIVE_STATES:
             return
+        open_output(job.output).remove_final_markers()
         store.release_leases(job_id)
         store.clear_cancel(job_id)
         store.set_job_state(job_id, state, f"{reason}; committed parts are kept; `squall resume {job_id}` finishes it")
