@@ -54,7 +54,7 @@ def test_every_invocation_of_a_job_leaves_one_report_record_that_agrees_with_the
     outcomes = {key: r["outcome"] for key, r in by_attempt.items()}
     assert outcomes == {**{(c, 1): "ok" for c in (0, 2, 4, 5)}, (1, 1): "timeout", (1, 2): "ok", (3, 1): "lost", (3, 2): "ok"}
     assert by_attempt[(4, 1)]["error_rows"] == CHUNK_ROWS // 5 and by_attempt[(4, 1)]["rows_out"] == CHUNK_ROWS * 4 // 5
-    assert 1500 <= by_attempt[(1, 1)]["duration_ms"] < 3500
+    assert by_attempt[(1, 1)]["duration_ms"] >= 1500  # killed at the 1.5 s limit, not before (it would hang an hour)
     for record in reports:
         assert record["memory_size_mb"] == 2048
         shown = record["duration_ms"] + record.get("init_duration_ms", 0)  # each rounded to the microsecond
