@@ -60,8 +60,10 @@ def test_backend_ray_from_the_cli_starts_a_local_ray_predicts_exactly_and_stops_
     assert "SUCCEEDED 6000 rows" in result.stdout
     got = read_output(tmp_path / "out").set_index("id").sort_index()
     np.testing.assert_allclose(got.to_numpy(), expected_proba(linear_model, frame).to_numpy(), rtol=1e-9, atol=1e-12)
-    time.sleep(1)
-    assert ray_daemons() <= before, "the local Ray squall started is stopped at the end"
+    deadline = time.monotonic() + 30
+    while not ray_daemons() <= before:  # the daemons exit a moment after `ray.shutdown()` returns
+        assert time.monotonic() < deadline, "the local Ray squall started is stopped at the end"
+        time.sleep(0.1)
 
 
 def test_a_worker_no_node_of_a_local_ray_can_host_is_refused_before_any_work(tmp_path):
