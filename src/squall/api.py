@@ -31,9 +31,9 @@ from squall.store import ACTIVE_STATES, ChunkCounts, JobRecord, JobStore
 
 if TYPE_CHECKING:
     from squall.coordinator import JobLimits, JobResult
-    from squall.observe.metrics import JobMetrics
     from squall.io.output import Output
     from squall.observe.forecast import Forecast
+    from squall.observe.metrics import JobMetrics
     from squall.observe.report import JobReport
     from squall.plan.planner import Plan
     from squall.tuning.tuner import Tuning

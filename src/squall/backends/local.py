@@ -329,13 +329,13 @@ class LocalBackend:
     def _settle_ended(self) -> list[WorkerEvent]:
         """Report each ending worker whose exit status is now known (or will never be), and replace it."""
         events: list[WorkerEvent] = []
-        for slot in [slot for slot in self._slots.values() if slot.closed_at is not None]:
-            code = self._exit_code(slot)
-            waited = time.monotonic() - slot.closed_at if slot.closed_at is not None else 0.0
-            if code is None and self._exit_knowable(slot) and waited < EXIT_WAIT_S:
+        for slot in list(self._slots.values()):
+            if slot.closed_at is None:
                 continue
-            reason = _death_reason(code) if self._exit_knowable(slot) else "the worker ended with its fork server"
-            events.append(WorkerDied(slot.index, reason))
+            code, knowable = self._exit_code(slot), self._exit_knowable(slot)
+            if code is None and knowable and time.monotonic() - slot.closed_at < EXIT_WAIT_S:
+                continue
+            events.append(WorkerDied(slot.index, _death_reason(code) if knowable else "the worker ended with its fork server"))
             self._retire(slot)
             self._launch(slot.index)
         return events
