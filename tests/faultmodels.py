@@ -142,3 +142,42 @@ def pause(frame):
     """A preprocess step that takes `FAULT_SLEEP` seconds and changes nothing: it keeps a chunk in flight a while."""
     time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
     return frame
+
+
+def abort_on_row_stopping_fork_server(frame):
+    """Like `abort_on_row`, but the first worker to meet the row first SIGSTOPs the fork server it was forked
+    from (so its exit is reported late) and leaves the file FAULT_FLAG; sleeps FAULT_SLEEP per batch."""
+    import signal
+
+    time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
+    if (_ids(frame) == _bad()).any():
+        flag = Path(os.environ["FAULT_FLAG"])
+        parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+        if not flag.exists() and b"squall.runtime.zygote" in parent:
+            flag.write_text(str(os.getppid()))
+            os.kill(os.getppid(), signal.SIGSTOP)
+        os.abort()
+    return _ids(frame) * 2.0
+
+
+def raise_on_low_ids(frame):
+    """Raises for every row whose id modulo 1000 is below FAULT_ROWS (so FAULT_ROWS rows of each thousand fail)."""
+    ids = _ids(frame)
+    if (ids % 1000 < int(os.environ["FAULT_ROWS"])).any():
+        raise ValueError("cannot score this row")
+    return ids * 2.0
+
+
+def hang_with_a_child(frame):
+    """On a chunk's first attempt, starts a `sleep` child (in the worker's process group), writes its pid to
+    FAULT_DIR/child-<first id>, and hangs; later attempts behave. FAULT_DIR/seen-<first id> marks the first."""
+    import subprocess
+
+    first = int(_ids(frame).min())
+    seen = Path(os.environ["FAULT_DIR"]) / f"seen-{first}"
+    if not seen.exists():
+        seen.write_text("x")
+        child = subprocess.Popen(["sleep", "3600"])
+        (Path(os.environ["FAULT_DIR"]) / f"child-{first}").write_text(str(child.pid))
+        time.sleep(3600)
+    return _ids(frame) * 2.0

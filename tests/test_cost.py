@@ -72,15 +72,18 @@ def test_plan_forecasts_from_the_last_measured_run_and_warns_about_timeouts_and_
     unmeasured = api.forecast(api.plan(squall.JobSpec(**base, output=str(tmp_path / "o0"))), squall.JobSpec(**base, output="o0"))
     assert unmeasured.speed is None and unmeasured.cost is None and "no measured speed" in unmeasured.warnings[0]
 
-    monkeypatch.setenv("FAULT_SLEEP", "0.1")  # 500 rows per call: about 5,000 rows/s per worker
-    squall.run(squall.JobSpec(**base, output=str(tmp_path / "o1"), chunk_rows=500, batch_size=500, workers=2))
+    monkeypatch.setenv("FAULT_SLEEP", "0.1")  # 500 rows per call: at most 5,000 rows/s per worker
+    measured = squall.run(squall.JobSpec(**base, output=str(tmp_path / "o1"), chunk_rows=500, batch_size=500, workers=2))
+    ran = [i for i in api.report(measured.job_id).invocations if i.outcome == "ok"]
     cores = os.cpu_count() or 1
     spec = squall.JobSpec(**base, output=str(tmp_path / "o2"), chunk_rows=2_000, batch_size=500, workers=cores + 1, timeout=0.2)
     found = api.forecast(api.plan(spec), spec)
-    assert found.speed is not None and 2_000 < found.speed.rows_per_s < 5_100
+    assert found.speed is not None and found.speed.job_id == measured.job_id
+    assert found.speed.rows_per_s == pytest.approx(4_000 / sum(i.duration_s for i in ran))  # rows over busy seconds
+    assert found.speed.rows_per_s <= 5_000  # the model sleeps 0.1 s per 500 rows: no run is faster
     assert found.invocations == 2 and found.rows_per_chunk == (2_000, 2_000, 2_000)
     assert found.cost is not None and found.cost.requests == 2
-    assert found.wall_s is not None and found.wall_s >= 4_000 / found.speed.rows_per_s / (cores + 1)
+    assert found.wall_s == pytest.approx(found.speed.startup_s + 4_000 / found.speed.rows_per_s / (cores + 1))
     assert any(f"{cores + 1} workers on {cores} cores" in w for w in found.warnings)
     timeout_warning = next(w for w in found.warnings if "timeout" in w)
     assert "2 chunk(s) will exceed the 0.2 s timeout" in timeout_warning and "--chunk-rows" in timeout_warning

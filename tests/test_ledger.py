@@ -159,19 +159,28 @@ def test_a_coordinator_killed_during_replay_resumes_without_losing_or_duplicatin
     env = {**os.environ, "FAULT_SLEEP": "0.3"}
     process = subprocess.Popen([*SQUALL, "replay", "replayed", "-q"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     database = Path(os.environ["SQUALL_HOME"]) / "squall.db"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        time.sleep(0.1)
+
+    def replay_chunks() -> dict[str, int]:
         with sqlite3.connect(database) as db:
-            if db.execute("SELECT COUNT(*) FROM chunks WHERE kind='replay' AND state='done'").fetchone()[0] >= 1:
-                break
+            return dict(db.execute("SELECT state, COUNT(*) FROM chunks WHERE kind='replay' GROUP BY state").fetchall())
+
+    deadline = time.monotonic() + 120
+    while not (replay_chunks().get("done", 0) >= 1 and replay_chunks().get("leased", 0) >= 1):
+        assert time.monotonic() < deadline and process.poll() is None, f"no replay in flight: {replay_chunks()}"
+        time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    at_kill = replay_chunks()  # a killed coordinator leaves its leases as they were
+    assert at_kill.get("leased", 0) >= 1 and at_kill.get("done", 0) >= 1, at_kill
     resumed = run_cli("resume", "replayed", "-q", env={"FAULT_SLEEP": "0"})
     assert resumed.returncode == 0, resumed.stderr
     assert "SUCCEEDED 20000 rows" in resumed.stdout
+    with sqlite3.connect(database) as db:
+        redone = db.execute("SELECT COUNT(*) FROM attempts WHERE outcome='lost' AND error='the coordinator stopped'").fetchone()[0]
+    assert redone == at_kill["leased"]  # the replay chunks in flight at the kill ran again
     got = predictions(tmp_path / "out")
     assert list(got.index) == list(range(20_000))
+    assert (got["prediction"].to_numpy() == got.index.to_numpy() * 2.0).all()  # the fixed model's own output
     assert error_table(tmp_path / "out").empty
 
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import squall
-from conftest import ids_dataset, run_cli
+from conftest import SQUALL, ids_dataset, run_cli
 
 CHUNK_ROWS = 200
 
@@ -50,7 +54,7 @@ def test_every_invocation_of_a_job_leaves_one_report_record_that_agrees_with_the
     outcomes = {key: r["outcome"] for key, r in by_attempt.items()}
     assert outcomes == {**{(c, 1): "ok" for c in (0, 2, 4, 5)}, (1, 1): "timeout", (1, 2): "ok", (3, 1): "lost", (3, 2): "ok"}
     assert by_attempt[(4, 1)]["error_rows"] == CHUNK_ROWS // 5 and by_attempt[(4, 1)]["rows_out"] == CHUNK_ROWS * 4 // 5
-    assert 1500 <= by_attempt[(1, 1)]["duration_ms"] < 3500
+    assert by_attempt[(1, 1)]["duration_ms"] >= 1500  # killed at the 1.5 s limit, not before (it would hang an hour)
     for record in reports:
         assert record["memory_size_mb"] == 2048
         shown = record["duration_ms"] + record.get("init_duration_ms", 0)  # each rounded to the microsecond
@@ -115,3 +119,45 @@ def test_max_memory_used_is_within_ten_percent_of_the_peak_psutil_saw_in_each_in
         psutil_peak = seen[first_ids[record["chunk"]]]
         assert psutil_peak > 300
         assert abs(record["max_memory_used_mb"] - psutil_peak) <= 0.10 * psutil_peak, (record, psutil_peak)
+
+
+def _ids_run(tmp_path: Path, *extra: str):
+    return run_cli(
+        "run", "--model", "faultmodels:steady", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+        "--key", "id", "--features", "id_copy", "--chunk-rows", str(CHUNK_ROWS), "--workers", "1", "-q", *extra,
+    )
+
+
+@pytest.mark.parametrize("field", ["metrics_file", "log_file"])
+def test_a_metrics_or_log_file_that_names_a_folder_is_refused_before_any_work(tmp_path, field):
+    """Regression (issue 16, defect 6): `--metrics-file DIR` ran the job to SUCCEEDED, then exited 1 with a
+    traceback; `--log-file DIR` left the job PENDING with a traceback."""
+    ids_dataset(tmp_path / "in", CHUNK_ROWS * 2, row_group_size=CHUNK_ROWS)
+    (tmp_path / "folder").mkdir()
+    done = _ids_run(tmp_path, f"--{field.replace('_', '-')}", str(tmp_path / "folder"), "--job-id", "side")
+    assert done.returncode == 2, done.stderr
+    assert f"`{field}` {tmp_path / 'folder'} is a folder" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+    assert run_cli("status", "side").returncode == 2  # no job was created
+
+
+def test_a_metrics_file_that_cannot_be_written_at_the_end_warns_and_keeps_the_jobs_exit_code(tmp_path):
+    ids_dataset(tmp_path / "in", CHUNK_ROWS * 20, row_group_size=CHUNK_ROWS)
+    metrics = tmp_path / "job.prom"
+    process = subprocess.Popen(
+        [*SQUALL, "run", "--model", "faultmodels:steady", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+         "--key", "id", "--features", "id_copy", "--chunk-rows", str(CHUNK_ROWS), "--workers", "1", "-q",
+         "--metrics-file", str(metrics)],
+        env={**os.environ, "FAULT_SLEEP": "0.1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "out").glob("part-*")):
+        assert time.monotonic() < deadline and process.poll() is None, "the job never committed a part"
+        time.sleep(0.05)
+    committed = len(list((tmp_path / "out").glob("part-*")))
+    metrics.mkdir()  # the path turns into a folder while the job runs: the write at the end fails
+    stdout, stderr = process.communicate(timeout=240)
+    assert committed < 20  # the job was still running: metrics are written after its last part
+    assert process.returncode == 0, stderr
+    assert "SUCCEEDED 4000 rows" in stdout and "Traceback" not in stderr
+    assert f"the metrics file {metrics} (`metrics_file`) was not written" in stderr and "the job's result stands" in stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 import squall
+from squall.errors import UsageError
 from conftest import SQUALL, TESTS_DIR, ids_dataset, read_output, run_cli
 from test_end_to_end import expected_proba
 from test_faults import assert_exact_output, ids_spec
@@ -58,8 +60,10 @@ def test_backend_ray_from_the_cli_starts_a_local_ray_predicts_exactly_and_stops_
     assert "SUCCEEDED 6000 rows" in result.stdout
     got = read_output(tmp_path / "out").set_index("id").sort_index()
     np.testing.assert_allclose(got.to_numpy(), expected_proba(linear_model, frame).to_numpy(), rtol=1e-9, atol=1e-12)
-    time.sleep(1)
-    assert ray_daemons() <= before, "the local Ray squall started is stopped at the end"
+    deadline = time.monotonic() + 30
+    while not ray_daemons() <= before:  # the daemons exit a moment after `ray.shutdown()` returns
+        assert time.monotonic() < deadline, "the local Ray squall started is stopped at the end"
+        time.sleep(0.1)
 
 
 def test_a_worker_no_node_of_a_local_ray_can_host_is_refused_before_any_work(tmp_path):
@@ -123,3 +127,74 @@ def test_an_input_only_the_driver_sees_is_refused_on_a_cluster_before_any_work(t
     assert "cannot reach the job's files" in result.stderr and "ids-0.parquet does not exist there" in result.stderr
     assert "s3://" in result.stderr
     assert not list((tmp_path / "out").glob("part-*"))
+
+
+def test_a_worker_a_joined_cluster_never_places_fails_the_job_with_the_reason_and_resume_finishes_it(tmp_path):
+    """Regression (issue 16, defect 8): an error that stops the coordinator (here Ray's placement timeout) marked
+    the job CANCELLED; it is FAILED with the reason, and `squall resume` finishes it once a node can host a worker."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        src = str(Path(squall.__file__).resolve().parents[1])
+        ray.init(address=cluster.address, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS_DIR), src])}})
+        ids_dataset(tmp_path / "in", 2_000, row_group_size=500)
+        spec = ids_spec(tmp_path, "steady", workers=1, chunk_rows=500, backend="ray", ray_num_cpus=2,
+                        ray_placement_timeout=15, job_id="never-placed")
+        with pytest.raises(UsageError, match="no Ray worker asking for 2 CPU was placed in 15 s"):
+            squall.run(spec)
+        job = squall.status("never-placed").job
+        assert job.state == "FAILED", job.message
+        assert "was placed in 15 s" in (job.message or "") and "`squall resume never-placed` finishes it" in (job.message or "")
+        assert not list((tmp_path / "out").glob("part-*"))
+
+        cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        result = squall.resume("never-placed")
+        assert (result.state, result.rows_out) == ("SUCCEEDED", 2_000)
+        assert_exact_output(tmp_path / "out", set(range(2_000)))
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.mark.skipif(not _can_unshare(), reason="needs `unshare -m` (a private mount namespace) to give the driver a path no node sees")
+def test_a_resumed_ray_job_whose_pending_chunks_read_a_file_only_the_driver_has_is_refused(two_nodes, tmp_path):
+    """`squall resume` probes the Ray nodes again: the inputs it still has to read may have moved since the run."""
+    cluster, _ = two_nodes
+    ids_dataset(tmp_path / "in", 4_000, files=4, row_group_size=500)
+    src = str(Path(squall.__file__).resolve().parents[1])
+    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS_DIR), src]), "FAULT_SLEEP": "1.0"}}
+    first = subprocess.Popen(
+        [*SQUALL, "run", "--model", "faultmodels:steady", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+         "--key", "id", "--features", "id_copy", "--backend", "ray", "--ray-address", cluster.address, "--workers", "1",
+         "--chunk-rows", "500", "--batch-size", "500", "--ray-runtime-env", json.dumps(runtime_env), "--job-id", "reprobe",
+         "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 180
+    while not list((tmp_path / "out").glob("part-*")):
+        assert time.monotonic() < deadline and first.poll() is None, first.stderr.read() if first.stderr else ""
+        time.sleep(0.1)
+    assert run_cli("cancel", "reprobe").returncode == 0
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130, stderr
+    committed = sorted(p.name for p in (tmp_path / "out").glob("part-*"))
+    assert 0 < len(committed) < 8
+
+    staging = tmp_path / "staging"
+    shutil.move(str(tmp_path / "in"), staging)
+    (tmp_path / "in").mkdir()  # the nodes now see an empty folder; the driver alone mounts the files over it
+    script = f"mount -t tmpfs squall-private {tmp_path / 'in'} && cp {staging}/* {tmp_path / 'in'}/ && exec \"$@\""
+    refused = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *SQUALL, "resume", "reprobe", "-q"],
+                             capture_output=True, text=True, timeout=240)
+    assert refused.returncode == 2, refused.stderr
+    assert re.search(r"Ray node [0-9a-f]{12} cannot reach the job's files: \S+/in/ids-\d\.parquet does not exist there",
+                     refused.stderr), refused.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("part-*")) == committed  # nothing ran
+
+    (tmp_path / "in").rmdir()
+    shutil.move(str(staging), tmp_path / "in")
+    resumed = run_cli("resume", "reprobe", "-q")
+    assert resumed.returncode == 0 and "SUCCEEDED 4000 rows" in resumed.stdout, resumed.stderr
+    assert_exact_output(tmp_path / "out", set(range(4_000)))

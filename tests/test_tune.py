@@ -1,34 +1,27 @@
-"""`squall tune` recommends a spec that, run on the whole input, never times out and is not slower than the defaults.
+"""`squall tune` recommends a spec that, run on the whole input, never times out, stays under its memory limit
+and predicts what the model predicts.
 
-Wall times on this 2-core machine, shared with other work, move by up to
-30 % between identical runs (see the benchmarks in README.md). So each spec
-runs twice, interleaved (default, tuned, default, tuned) so that a slow
-spell hits both, and the faster run of each counts; the tuned spec must then
-be within 1.25× of the default. A tuning that made things worse by more than
-noise fails; one that is merely as good passes, which is the promise.
+That the tuned spec is also not slower than the defaults is a speed claim:
+it is measured by `benchmarks/bench_tune.py`, not asserted here.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+
+import numpy as np
 
 import squall
-from conftest import make_frame, run_cli, write_frame
+from conftest import make_frame, read_output, run_cli, write_frame
 from squall.spec import build_spec, load_spec_file
+from test_end_to_end import expected_proba
 
 ROWS = 1_000_000
 
 
-def _wall(spec: squall.JobSpec) -> tuple[float, list[dict]]:
-    result = squall.run(spec)
-    assert result.state == "SUCCEEDED" and result.rows_out == ROWS
-    report = squall.api.report(result.job_id).to_dict()
-    return result.wall_s, report["invocations"]
-
-
-def test_the_tuned_spec_never_times_out_and_is_not_slower_than_the_defaults(tmp_path, linear_model):
-    write_frame(make_frame(ROWS), tmp_path / "data" / "rows.parquet", "parquet", row_group_size=50_000)
+def test_the_tuned_spec_never_times_out_stays_under_its_memory_and_predicts_what_the_model_does(tmp_path, linear_model):
+    frame = make_frame(ROWS)
+    write_frame(frame, tmp_path / "data" / "rows.parquet", "parquet", row_group_size=50_000)
     (tmp_path / "job.toml").write_text(
         f'model = "{linear_model}"\ninput = ["{tmp_path / "data"}"]\noutput = "{tmp_path / "out"}"\n'
         'key = ["id"]\nmethod = "predict_proba"\ntimeout = 2.0\noverwrite = true\n'
@@ -46,16 +39,13 @@ def test_the_tuned_spec_never_times_out_and_is_not_slower_than_the_defaults(tmp_
     assert values["timeout"] == 2.0 and values["method"] == "predict_proba"  # the rest of the spec is kept
     assert found["chunk_rows"] <= found["rows_per_s_per_worker"] * 2.0 * 0.5
 
-    default_spec = build_spec(load_spec_file(tmp_path / "job.toml"))
     tuned_spec = build_spec(values)
-    walls: dict[str, list[float]] = {"default": [], "tuned": []}
-    for _ in range(2):
-        for name, spec in (("default", default_spec), ("tuned", tuned_spec)):
-            wall, invocations = _wall(spec)
-            walls[name].append(wall)
-            if name == "tuned":
-                assert {i["outcome"] for i in invocations} == {"ok"}  # no timeout, no memory kill, nothing lost
-                assert max(i["duration_s"] for i in invocations) <= tuned_spec.timeout
-                assert max(i["max_rss_mb"] for i in invocations) < tuned_spec.memory
-    print(f"wall times: {walls}")
-    assert min(walls["tuned"]) <= 1.25 * min(walls["default"]), walls
+    result = squall.run(tuned_spec)
+    assert result.state == "SUCCEEDED" and result.rows_out == ROWS
+    invocations = squall.api.report(result.job_id).to_dict()["invocations"]
+    assert {i["outcome"] for i in invocations} == {"ok"}  # no timeout, no memory kill, nothing lost
+    assert max(i["duration_s"] for i in invocations) <= tuned_spec.timeout
+    assert max(i["max_rss_mb"] for i in invocations) < tuned_spec.memory
+    got = read_output(tmp_path / "out").set_index("id").sort_index()
+    want = expected_proba(linear_model, frame)
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-9, atol=1e-12)

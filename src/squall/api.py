@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
@@ -28,12 +29,13 @@ from squall.retry import RetryPolicy
 from squall.runtime.task import JobTask, OutputNaming
 from squall.spec import JobSpec, default_state_dir
 from squall.sql.drivers import is_database_url
-from squall.store import ChunkCounts, JobRecord, JobStore
+from squall.store import ACTIVE_STATES, ChunkCounts, JobRecord, JobStore
 
 if TYPE_CHECKING:
     from squall.coordinator import JobLimits, JobResult
     from squall.io.output import Output
     from squall.observe.forecast import Forecast
+    from squall.observe.metrics import JobMetrics
     from squall.observe.report import JobReport
     from squall.plan.planner import Plan
     from squall.tuning.tuner import Tuning
@@ -122,6 +124,7 @@ def run(
         if store.has_job(job_id):
             raise JobStateError(f"a job named {job_id!r} already exists; pick another --job-id or `squall resume {job_id}`")
         _check_model(spec)
+        _check_side_files(spec)
         _refuse_incremental_databases(spec)
         _configure_storage(spec)
         backend.start(_model_ref(spec), spec.workers)  # workers load the model while we plan
@@ -167,6 +170,7 @@ def resume(
         job = store.job(job_id)
         store.lock_job(job_id)
         spec = _restored_spec(job, storage_options)
+        _check_side_files(spec)
         task = _restored_task(JobTask.from_json(job.task), spec)
         storage.configure(task.storage_options, task.locations)
         store.clear_cancel(job_id)
@@ -194,19 +198,23 @@ def redrive(
     """Put dead chunks back (all, or ``chunks``), optionally with new limits, and finish the job again.
 
     ``overrides`` may change any spec field that does not change results
-    (limits, retries, workers); the manifest is rewritten at the end.
-    ``storage_options`` gives the job's secrets again, as for :func:`resume`.
+    (limits, retries, workers); one that does (:data:`squall.ledger.FIXED_FIELDS`)
+    raises :class:`SpecError`, and a job with no dead chunks (among ``chunks``)
+    raises :class:`JobStateError`, both before anything changes. The manifest
+    is rewritten at the end. ``storage_options`` gives the job's secrets again,
+    as for :func:`resume`.
     """
     store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
     try:
         job = store.job(job_id)
         _restored_spec(job, storage_options)  # a secret found nowhere stops the redrive before it changes anything
-        spec = JobSpec.model_validate({**job.spec, **_redrive_overrides(overrides or {})})
+        spec = _redriven_spec(job.spec, overrides or {})
         store.lock_job(job_id)
-        store.update_spec(job_id, spec.to_json())
-        count = store.redrive(job_id, chunks)
-        if count == 0:
+        dead = {chunk.chunk_id for chunk in store.chunks_in_state(job_id, "dead")}
+        if not (dead if chunks is None else dead & set(chunks)):
             raise JobStateError(f"job {job_id} has no dead chunks{'' if chunks is None else f' among {list(chunks)}'} to redrive")
+        store.update_spec(job_id, spec.to_json())
+        store.redrive(job_id, chunks)
     finally:
         store.close()
     return resume(job_id, state_dir, listeners, storage_options)
@@ -277,15 +285,19 @@ def dead_letters(job_id: str, state_dir: str | Path | None = None) -> list[DeadC
         store.close()
 
 
-_RESULT_FIELDS = {"model", "flavor", "method", "preprocess", "postprocess", "input", "format", "key", "features", "output",
-                  "output_format", "prediction_column", "output_columns", "delimiter", "quotechar", "header", "multiline"}
+def _redriven_spec(stored: dict[str, Any], overrides: dict[str, object]) -> JobSpec:
+    """The job's spec with ``overrides``, refused if they change a field its committed parts were made with."""
+    from squall.ledger import FIXED_FIELDS
 
-
-def _redrive_overrides(overrides: dict[str, object]) -> dict[str, object]:
-    changed = sorted(set(overrides) & _RESULT_FIELDS)
+    before = JobSpec.model_validate(stored)
+    after = JobSpec.model_validate({**stored, **overrides})
+    changed = [name for name in FIXED_FIELDS if getattr(after, name) != getattr(before, name)]
     if changed:
-        raise SpecError(f"a redrive cannot change {changed}: they change results; start a new job instead")
-    return overrides
+        raise SpecError(
+            f"a redrive cannot change {', '.join(f'`{name}`' for name in changed)}: the committed parts were made "
+            "with the old value, so the output would mix results; start a new job instead"
+        )
+    return after
 
 
 def report(job_id: str, state_dir: str | Path | None = None) -> JobReport:
@@ -409,7 +421,34 @@ def _drive(
     finally:
         log.close()
         if spec.metrics_file:
-            metrics.write(spec.metrics_file)
+            _write_metrics(metrics, spec.metrics_file)
+
+
+def _write_metrics(metrics: JobMetrics, path: str) -> None:
+    """Write the job's metrics file; a file that cannot be written is a warning, never the job's outcome."""
+    try:
+        metrics.write(path)
+    except OSError as exc:
+        logging.getLogger("squall").warning(
+            "warning: the metrics file %s (`metrics_file`) was not written: %s; the job's result stands", path,
+            exc.strerror or exc,
+        )
+
+
+def _check_side_files(spec: JobSpec) -> None:
+    """Refuse, before any work, a ``log_file`` or ``metrics_file`` that names a folder or lies under a file."""
+    for name, value in (("log_file", spec.log_file), ("metrics_file", spec.metrics_file)):
+        if value is None or (name == "log_file" and value == "-"):
+            continue
+        path = Path(value).expanduser()
+        if path.is_dir():
+            raise SpecError(f"`{name}` {value} is a folder; name a file in it, e.g. {path / _SIDE_FILE_NAMES[name]}")
+        folder = next((parent for parent in path.parents if parent.exists()), None)
+        if folder is not None and not folder.is_dir():
+            raise SpecError(f"`{name}` {value} lies under {folder}, which is a file, not a folder; name another path")
+
+
+_SIDE_FILE_NAMES = {"log_file": "squall.log", "metrics_file": "squall.prom"}
 
 
 def job_log_path(state_dir: Path, job_id: str) -> Path:
@@ -429,25 +468,43 @@ def _coordinate(
     coordinator = Coordinator(store, backend, task, spec.workers, limits, [*listeners, batch_sizes])
     try:
         coordinator.drive()
-    except ModelLoadError as exc:
-        store.set_job_state(task.job_id, "FAILED", str(exc))
+        for listener in listeners:
+            listener.job_finalizing(task.job_id)
+        result = finalize_job(store, task.job_id, limits, coordinator.invocations)
+    except (KeyboardInterrupt, JobCancelled) as exc:
+        _record_stop(store, task.job_id, "CANCELLED", "cancelled", exc)
         raise
-    except (KeyboardInterrupt, SquallError) as exc:
-        store.release_leases(task.job_id)
-        store.clear_cancel(task.job_id)
-        reason = "cancelled" if isinstance(exc, (KeyboardInterrupt, JobCancelled)) else f"stopped: {exc}"
-        store.set_job_state(task.job_id, "CANCELLED", f"{reason}; committed parts are kept; `squall resume {task.job_id}` finishes it")
+    except SquallError as exc:
+        _record_stop(store, task.job_id, "FAILED", str(exc), exc)
         raise
     except Exception as exc:
-        store.release_leases(task.job_id)
-        store.set_job_state(task.job_id, "FAILED", f"{type(exc).__name__}: {exc}; `squall resume {task.job_id}` retries")
+        _record_stop(store, task.job_id, "FAILED", f"{type(exc).__name__}: {exc}", exc)
         raise
-    result = finalize_job(store, task.job_id, limits, coordinator.invocations)
     cost = measured_cost(store.invocations(task.job_id), memory_size_mb(spec), PriceTable.of(spec))
     result = replace(result, cost=cost, batch_sizes=batch_sizes.sizes())
     for listener in listeners:
         listener.job_finished(result)
     return result
+
+
+def _record_stop(store: JobStore, job_id: str, state: str, reason: str, cause: BaseException) -> None:
+    """Record why a job stopped before it was finalized: ``CANCELLED`` for a cancel (``squall cancel``,
+    Ctrl-C, SIGTERM), ``FAILED`` with the reason for anything else. Leased chunks go back to pending, and
+    a ``_SUCCESS`` an interrupted finalize wrote is withdrawn, so ``squall resume`` finishes the job. A job
+    that finalize already ended keeps its state; a store that cannot record the stop does not hide ``cause``."""
+    from squall.io.output import open_output
+
+    try:
+        job = store.job(job_id)
+        if job.state not in ACTIVE_STATES:
+            return
+        open_output(job.output).remove_final_markers()
+        store.release_leases(job_id)
+        store.clear_cancel(job_id)
+        store.set_job_state(job_id, state, f"{reason}; committed parts are kept; `squall resume {job_id}` finishes it")
+    except Exception as exc:  # the store itself may be what failed: say so, and let ``cause`` propagate
+        logging.getLogger("squall").error("could not record job %s as %s (%s: %s) after: %s", job_id, state,
+                                          type(exc).__name__, exc, cause)
 
 
 def _check_model(spec: JobSpec) -> None:

@@ -95,7 +95,7 @@ def run(spec_file: str | None, quiet: bool, **options: Any) -> None:
         _fail(_stderr(), error)
     job_id = spec.job_id or api.new_job_id()
     click.echo(f"job {job_id}")
-    _run_and_summarise(lambda listeners: api.run(spec, listeners=listeners, job_id=job_id), quiet)
+    _run_and_summarise(lambda listeners: api.run(spec, listeners=listeners, job_id=job_id), quiet, job_id, spec.state_dir)
 
 
 @main.command()
@@ -209,11 +209,11 @@ def resume(job_id: str, state_dir: str | None, options: str | None, quiet: bool)
     from squall import api
 
     given = _storage_options(options)
-    _run_and_summarise(lambda listeners: api.resume(job_id, state_dir, listeners, given), quiet)
+    _run_and_summarise(lambda listeners: api.resume(job_id, state_dir, listeners, given), quiet, job_id, state_dir)
 
 
-def _run_and_summarise(start: Callable[[list[Any]], Any], quiet: bool, job_line: str | None = None) -> None:
-    """Run a job with a progress bar (unless quiet), print its summary, exit with its code."""
+def _run_and_summarise(start: Callable[[list[Any]], Any], quiet: bool, job_id: str, state_dir: str | None) -> None:
+    """Run job ``job_id`` with a progress bar (unless quiet), print its summary, exit with its code."""
     from squall.observe.progress import ProgressBar, summary_table
 
     console = _stderr()
@@ -228,13 +228,37 @@ def _run_and_summarise(start: Callable[[list[Any]], Any], quiet: bool, job_line:
     except SquallError as error:
         _fail(console, error)
     except KeyboardInterrupt:
-        console.print("[yellow]stopped; committed parts are kept. `squall resume JOB` finishes the job.")
-        sys.exit(130)
+        _stopped(console, job_id, state_dir)
+    _ignore_stops()  # the job has ended: a stop now would change nothing but the exit code
     if quiet:
         click.echo(f"{result.state} {result.rows_in} rows in {result.wall_s:.2f} s")
     else:
         console.print(summary_table(result))
     sys.exit(0 if result.state in ("SUCCEEDED", "PARTIAL") else 1)
+
+
+def _stopped(console: Console, job_id: str, state_dir: str | None) -> NoReturn:
+    """Ctrl-C or SIGTERM stopped the command: exit 130, unless the job had already ended (the stop came while
+    the command was wrapping up), which keeps the job's own exit code."""
+    from squall import api
+
+    _ignore_stops()
+    try:
+        state = api.status(job_id, state_dir).job.state
+    except SquallError:
+        state = None  # stopped before the job was created
+    if state in ("SUCCEEDED", "PARTIAL", "FAILED"):
+        console.print(f"[yellow]stopped after job {job_id} ended {state}.", highlight=False)
+        sys.exit(0 if state != "FAILED" else 1)
+    console.print(f"[yellow]stopped; committed parts are kept. `squall resume {job_id}` finishes the job.", highlight=False)
+    sys.exit(130)
+
+
+def _ignore_stops() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _stop_on_sigterm() -> None:
@@ -284,8 +308,10 @@ def redrive(job_id: str, chunks: tuple[int, ...], state_dir: str | None, options
 
     overrides = {name: value for name, value in limits.items() if value is not None}
     given = _storage_options(options)
-    _run_and_summarise(lambda listeners: api.redrive(job_id, list(chunks) or None, state_dir, overrides, listeners, given),
-                       quiet)
+    _run_and_summarise(
+        lambda listeners: api.redrive(job_id, list(chunks) or None, state_dir, overrides, listeners, given),
+        quiet, job_id, state_dir,
+    )
 
 
 @main.command()
@@ -298,7 +324,7 @@ def replay(job_id: str, state_dir: str | None, options: str | None, quiet: bool)
     from squall import api
 
     given = _storage_options(options)
-    _run_and_summarise(lambda listeners: api.replay(job_id, state_dir, listeners, given), quiet)
+    _run_and_summarise(lambda listeners: api.replay(job_id, state_dir, listeners, given), quiet, job_id, state_dir)
 
 
 @main.command()

@@ -119,7 +119,6 @@ class Coordinator:
         self._outstanding = 0
         self._invocations = 0
         self._start_failures = 0
-        self._ever_ready = False
         self._last_cancel_check = 0.0
         self._retry_times: list[float] = []
         self._init_s: dict[int, float] = {}  # start-up time of ready workers that have not run an invocation yet
@@ -187,12 +186,11 @@ class Coordinator:
 
     def _handle(self, event: object) -> None:
         if isinstance(event, WorkerReady):
-            self._ever_ready = True
-            self._start_failures = 0
             self._init_s[event.worker] = event.init_s
             for listener in self._listeners:
                 listener.worker_ready(event.worker, event.init_s)
         elif isinstance(event, InvocationDone):
+            self._start_failures = 0
             self._on_report(event.worker, event.report)
         elif isinstance(event, WorkerDied):
             self._on_worker_died(event.worker, event.reason, event.cause)
@@ -255,6 +253,8 @@ class Coordinator:
         self._output.discard(report.error_part)
 
     def _on_worker_died(self, worker: int, reason: str, cause: str) -> None:
+        """A worker that held a chunk crashed on it (its fault counts towards splitting); one that held none
+        died starting or idle, which is no chunk's fault."""
         lease = self._leases.pop(worker, None)
         self._init_s.pop(worker, None)
         if lease is None:
@@ -265,7 +265,8 @@ class Coordinator:
         self._notify_closed(lease)
 
     def _count_start_failure(self, reason: str) -> None:
-        """Workers that die before they are ready, one after another, will not get better by retrying."""
+        """Workers that die holding no chunk, one after another with no invocation finishing in between,
+        will not get better by retrying (a model that crashes its process on load or on the job's task)."""
         self._start_failures += 1
         if self._start_failures >= _START_FAILURES_PER_WORKER * self._workers:
             raise ModelLoadError(f"workers keep dying while starting ({reason}); see the worker logs in the state folder")

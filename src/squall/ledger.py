@@ -34,10 +34,18 @@ from squall.formats.base import FileInfo
 from squall.spec import JobSpec
 
 LEDGER_VERSION = 1
+# The spec fields a row's result depends on, besides the model's content and the input's: the spec fingerprint.
 RESULT_FIELDS = (
     "flavor", "method", "model_output", "preprocess", "postprocess", "batch_format", "key", "features", "delimiter",
     "quotechar", "header", "multiline", "output_format", "prediction_column", "output_columns", "output_layout",
 )
+# What a job reads (its model and rows) and where its results go: fingerprinted apart (file stamps, model hash).
+SOURCE_FIELDS = (
+    "model", "state_dict", "model_sha256", "input", "format", "query", "partition_column", "max_line_bytes", "output",
+    "table",
+)
+# What a job made so far was made with: a redrive (or any change to a running job) may not change these.
+FIXED_FIELDS = RESULT_FIELDS + SOURCE_FIELDS
 
 
 @dataclass(frozen=True)

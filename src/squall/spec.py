@@ -97,6 +97,9 @@ class JobSpec(BaseModel):
         default_factory=dict, description="Ray `runtime_env` of the workers (env_vars, pip, working_dir), as JSON on the command line."
     )
     ray_max_workers: int | None = Field(None, gt=0, description="Grow the Ray pool from `workers` up to this many while chunks wait.")
+    ray_placement_timeout: float = Field(
+        600.0, gt=0, description="Seconds the first Ray worker may wait to be placed on a node before the job fails."
+    )
 
     # where to write
     output: str = Field(description="Output directory or URL.")

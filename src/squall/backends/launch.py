@@ -9,6 +9,7 @@ loaded the model once and forks a child per request (a warm start).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import select
@@ -39,15 +40,23 @@ def start_process(module: str, fds: tuple[int, ...], env: dict[str, str], log: P
 
 
 class ForkServer:
-    """The coordinator's end of the zygote (see :mod:`squall.runtime.zygote` for the protocol)."""
+    """The coordinator's end of the zygote (see :mod:`squall.runtime.zygote` for the protocol).
+
+    Each fork request carries a number that its ``forked`` and ``exited``
+    answers repeat, so an answer is matched to the worker that asked for it
+    whatever happened in between (a retired worker, a reused pid). Only
+    :meth:`messages` reads the channel: an answer is never read anywhere the
+    backend's selector would not wake up for it.
+    """
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self._env = env
         self._log = log
         self._channel: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._requests = itertools.count(1)
         self._exits: dict[int, int] = {}
-        self._pending: list[dict[str, Any]] = []
+        self._forgotten: set[int] = set()
 
     def start(self, init: dict[str, Any]) -> None:
         """Start the zygote and ask it to load the model; its answer arrives through :meth:`messages`."""
@@ -62,25 +71,27 @@ class ForkServer:
         assert self._channel is not None
         return self._channel.fileno()
 
-    def fork(self, worker: int, child_read: int, child_write: int) -> bool:
-        """Ask for a warm worker on these pipe ends; ``False`` if the zygote is gone."""
+    def fork(self, worker: int, child_read: int, child_write: int) -> int | None:
+        """Ask for a warm worker on these pipe ends; the request's number (its answers carry it), or ``None``
+        if the zygote is gone."""
         assert self._channel is not None
-        request = json.dumps({"type": "fork", "worker": worker, "sent_at": time.time()}).encode()
+        request = next(self._requests)
+        message = json.dumps({"type": "fork", "worker": worker, "request": request, "sent_at": time.time()}).encode()
         for _ in range(_SEND_TRIES):
             try:
-                socket.send_fds(self._channel, [request], [child_read, child_write])
-                return True
+                socket.send_fds(self._channel, [message], [child_read, child_write])
+                return request
             except BlockingIOError:  # the zygote is busy forking: wait for room, it is not gone
                 select.select([], [self._channel], [], 1.0)
             except OSError:
-                return False
-        return False
+                return None
+        return None
 
     def messages(self) -> list[dict[str, Any]]:
-        """Every message the zygote sent since the last call (``exited`` ones are also remembered);
-        a ``{"type": "gone"}`` message when it has exited."""
+        """Every message the zygote sent since the last call, and ``{"type": "gone"}`` when it has exited.
+        ``exited`` messages are also remembered for :meth:`exit_code`."""
         assert self._channel is not None
-        found, self._pending = self._pending, []
+        found: list[dict[str, Any]] = []
         while True:
             try:
                 data = self._channel.recv(1 << 20)
@@ -92,17 +103,27 @@ class ForkServer:
                 found.append({"type": "gone"})
                 return found
             message = json.loads(data)
-            if message["type"] == "exited":
-                self._exits[int(message["pid"])] = int(message["status"])
+            if message["type"] == "exited" and message.get("request") is not None:
+                self._remember_exit(int(message["request"]), int(message["status"]))
             found.append(message)
 
-    def exit_code(self, pid: int, timeout: float = 1.0) -> int | None:
-        """The exit code of a forked worker, once the zygote has reaped it (waits up to ``timeout``)."""
-        deadline = time.monotonic() + timeout
-        while pid not in self._exits and time.monotonic() < deadline:
-            select.select([self.fileno()], [], [], max(0.0, deadline - time.monotonic()))
-            self._pending.extend(self.messages())
-        return self._exits.get(pid)
+    def exit_code(self, request: int) -> int | None:
+        """The exit code of the worker forked for ``request``, once the zygote has reaped it and said so
+        (``None`` until then)."""
+        return self._exits.get(request)
+
+    def forget(self, request: int) -> None:
+        """The worker forked for ``request`` is retired: drop its exit code, now or when it comes."""
+        if request in self._exits:
+            del self._exits[request]
+        else:
+            self._forgotten.add(request)
+
+    def _remember_exit(self, request: int, status: int) -> None:
+        if request in self._forgotten:
+            self._forgotten.discard(request)
+        else:
+            self._exits[request] = status
 
     def shutdown(self) -> None:
         """Kill the zygote at once: it holds nothing but the loaded model, and a clean exit takes longer."""

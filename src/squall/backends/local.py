@@ -15,6 +15,13 @@ they touch, so it kills healthy workers; and it turns overuse into a
 ``MemoryError`` that user code may swallow. The watchdog sums the resident
 memory of a busy worker and its children every 100 ms and kills the group
 over the limit; an allocation faster than that can overshoot briefly.
+
+A worker's death is reported once its exit status is known: its pipe closes
+as it exits, and the status follows (from the fork server, or from waiting
+on the process) a moment later. Until then the worker is *ending*: it takes
+no work and keeps its index, so its death and its successor's start reach
+the coordinator in that order. A worker that closed its pipe but does not
+exit within ``EXIT_WAIT_S`` is killed and reported as such.
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ import selectors
 import signal
 import subprocess
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,6 +45,8 @@ from squall.runtime.peak_memory import tree_rss_mb
 from squall.runtime.task import InvocationReport, JobTask
 
 MEMORY_CHECK_S = 0.1
+EXIT_WAIT_S = 10.0
+EXIT_POLL_S = 0.05
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
@@ -49,10 +57,12 @@ class _Slot:
     from_worker: int
     pid: int | None = None
     process: subprocess.Popen[bytes] | None = None
+    request: int | None = None  # the fork request that made it, when the fork server did
     buffer: wire.FrameBuffer = field(default_factory=wire.FrameBuffer)
     ready: bool = False
     busy: bool = False
     invocations: int = 0
+    closed_at: float | None = None  # when its pipe closed: it is ending, its exit status not known yet
 
 
 _ZYGOTE = "zygote"
@@ -79,7 +89,7 @@ class LocalBackend:
         self._fork_wanted = fork and not gpus and hasattr(os, "fork") and os.path.isdir("/proc/self/task")
         self._zygote: ForkServer | None = None
         self._zygote_ready = False
-        self._forking: deque[_Slot] = deque()  # fork requests not answered yet, in the order they were sent
+        self._forking: dict[int, _Slot] = {}  # fork request number -> the slot waiting for its pid
         self._last_memory_check = 0.0
         self._slots: dict[int, _Slot] = {}
         self._selector = selectors.DefaultSelector()
@@ -111,7 +121,7 @@ class LocalBackend:
     def idle(self) -> list[int]:
         if self._task is None:
             return []
-        return [slot.index for slot in self._slots.values() if slot.ready and not slot.busy]
+        return [slot.index for slot in self._slots.values() if slot.ready and not slot.busy and slot.closed_at is None]
 
     def check_reach(self, files: Sequence[tuple[str, int | None]], output: str) -> None:
         """Workers run on this machine and see what the coordinator sees: nothing to check."""
@@ -127,6 +137,8 @@ class LocalBackend:
     def wait(self, timeout: float) -> list[WorkerEvent]:
         if self._recycling.memory_mb is not None:
             timeout = min(timeout, MEMORY_CHECK_S)
+        if any(slot.closed_at is not None for slot in self._slots.values()):
+            timeout = min(timeout, EXIT_POLL_S)
         events: list[WorkerEvent] = []
         for key, _ in self._selector.select(timeout=max(0.0, timeout)):
             if key.data == _ZYGOTE:
@@ -136,6 +148,7 @@ class LocalBackend:
             if slot is None or slot.from_worker != key.fd:
                 continue
             events.extend(self._drain(slot))
+        events.extend(self._settle_ended())
         events.extend(self._enforce_memory())
         return events
 
@@ -173,8 +186,10 @@ class LocalBackend:
         child_read, parent_write = os.pipe()
         slot = _Slot(index, parent_write, parent_read)
         try:
-            if self._zygote is not None and self._zygote.fork(index, child_read, child_write):
-                self._forking.append(slot)
+            request = self._zygote.fork(index, child_read, child_write) if self._zygote is not None else None
+            if request is not None:
+                slot.request = request
+                self._forking[request] = slot
             else:
                 self._use_spawn()
                 slot.process = start_process(
@@ -222,7 +237,7 @@ class LocalBackend:
                 for index in range(self._workers):
                     self._launch(index)
             elif kind == "forked":
-                self._adopt(self._forking.popleft() if self._forking else None, int(message["pid"]))
+                self._adopt(int(message["request"]), int(message["pid"]))
             elif kind == "load_failed":
                 events.append(WorkerLoadFailed(-1, ErrorInfo(**message["error"])))
             elif kind in ("unforkable", "gone"):
@@ -234,10 +249,10 @@ class LocalBackend:
                 break
         return events
 
-    def _adopt(self, slot: _Slot | None, pid: int) -> None:
-        """Give a forked pid to the slot that asked for it. The fork server answers requests in the
-        order they were sent, so the answer is matched by order, not by worker index: a slot retired
-        and relaunched under the same index must not take its predecessor's pid."""
+    def _adopt(self, request: int, pid: int) -> None:
+        """Give a forked pid to the slot that asked for it, matched by request number, not by worker index:
+        a slot retired and relaunched under the same index must not take its predecessor's pid."""
+        slot = self._forking.pop(request, None)
         if slot is not None and self._slots.get(slot.index) is slot:
             slot.pid = pid  # its own "ready" may have named it already
         else:
@@ -253,14 +268,17 @@ class LocalBackend:
             except BlockingIOError:
                 break
             if not data:
-                events.append(WorkerDied(slot.index, self._death_reason(slot)))
-                self._retire(slot)
-                self._launch(slot.index)
+                self._ending(slot)
                 return events
             events.extend(self._event(slot, message) for message in slot.buffer.feed(data))
         if any(isinstance(event, InvocationDone) for event in events):
             self._recycle_if_due(slot)
         return events
+
+    def _ending(self, slot: _Slot) -> None:
+        """The worker closed its pipe: it is exiting. Its death is reported by :meth:`_settle_ended`."""
+        slot.closed_at = time.monotonic()
+        self._unregister(slot)
 
     def _event(self, slot: _Slot, message: dict[str, Any]) -> WorkerEvent:
         kind = message["type"]
@@ -289,7 +307,7 @@ class LocalBackend:
             return []
         self._last_memory_check = now
         events: list[WorkerEvent] = []
-        busy = [(slot.index, slot.pid) for slot in self._slots.values() if slot.busy and slot.pid]
+        busy = [(slot.index, slot.pid) for slot in self._slots.values() if slot.busy and slot.pid and slot.closed_at is None]
         for index, pid in busy:
             used = tree_rss_mb(pid)
             if used > limit:
@@ -308,30 +326,42 @@ class LocalBackend:
 
     # --- ending workers --------------------------------------------------------------------
 
-    def _death_reason(self, slot: _Slot) -> str:
-        code = self._exit_code(slot)
-        if code is None:
-            return "the worker closed its pipe but did not exit"
-        if code < 0:
-            return f"the worker was killed by {signal.Signals(-code).name}"
-        return f"the worker exited with code {code}"
+    def _settle_ended(self) -> list[WorkerEvent]:
+        """Report each ending worker whose exit status is now known (or will never be), and replace it."""
+        events: list[WorkerEvent] = []
+        for slot in list(self._slots.values()):
+            if slot.closed_at is None:
+                continue
+            code, knowable = self._exit_code(slot), self._exit_knowable(slot)
+            if code is None and knowable and time.monotonic() - slot.closed_at < EXIT_WAIT_S:
+                continue
+            events.append(WorkerDied(slot.index, _death_reason(code) if knowable else "the worker ended with its fork server"))
+            self._retire(slot)
+            self._launch(slot.index)
+        return events
 
     def _exit_code(self, slot: _Slot) -> int | None:
         if slot.process is not None:
-            try:
-                return slot.process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                return None
-        if self._zygote is not None and slot.pid is not None:
-            return self._zygote.exit_code(slot.pid)
+            return slot.process.poll()
+        if self._zygote is not None and slot.request is not None:
+            return self._zygote.exit_code(slot.request)
         return None
 
-    def _retire(self, slot: _Slot) -> None:
-        self._slots.pop(slot.index, None)
+    def _exit_knowable(self, slot: _Slot) -> bool:
+        """Whether anyone will tell this worker's exit status: its process handle, or the fork server that made it."""
+        return slot.process is not None or (self._zygote is not None and slot.request is not None)
+
+    def _unregister(self, slot: _Slot) -> None:
         try:
             self._selector.unregister(slot.from_worker)
         except (KeyError, ValueError):
             pass
+
+    def _retire(self, slot: _Slot) -> None:
+        self._slots.pop(slot.index, None)
+        self._unregister(slot)
+        if slot.request is not None and self._zygote is not None:
+            self._zygote.forget(slot.request)
         if slot.pid is not None:
             _kill_group(slot.pid)
         if slot.process is not None:
@@ -357,6 +387,14 @@ class LocalBackend:
         path = [os.getcwd(), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
         env["PYTHONPATH"] = os.pathsep.join(path)
         return env
+
+
+def _death_reason(code: int | None) -> str:
+    if code is None:
+        return "the worker closed its pipe but did not exit"
+    if code < 0:
+        return f"the worker was killed by {signal.Signals(-code).name}"
+    return f"the worker exited with code {code}"
 
 
 def gpu_for(worker: int, gpus: int, visible: str | None) -> str:

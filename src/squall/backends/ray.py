@@ -36,8 +36,6 @@ from squall.runtime.task import InvocationReport, JobTask
 from squall.spec import JobSpec
 
 
-PLACEMENT_WAIT_S = 600.0
-
 
 @dataclass
 class _Actor:
@@ -59,12 +57,14 @@ class RayBackend:
         batch_format: str = "pandas",
         recycling: WorkerRecycling | None = None,
         max_workers: int | None = None,
+        placement_timeout: float = 600.0,
     ) -> None:
         self._address = address
         self._resources = resources
         self._batch_format = batch_format
         self._recycling = recycling or WorkerRecycling()
         self._max_workers = max_workers
+        self._placement_timeout = placement_timeout
         self._runtime: RayRuntime | None = None
         self._remote: Any = None
         self._model: ModelRef | None = None
@@ -81,7 +81,7 @@ class RayBackend:
     def for_spec(cls, spec: JobSpec, recycling: WorkerRecycling) -> RayBackend:
         """The backend ``spec``'s ``ray_*`` fields describe."""
         resources = ActorResources(spec.ray_num_cpus, spec.ray_num_gpus, spec.ray_memory or spec.memory, spec.ray_runtime_env)
-        return cls(spec.ray_address, resources, spec.batch_format, recycling, spec.ray_max_workers)
+        return cls(spec.ray_address, resources, spec.batch_format, recycling, spec.ray_max_workers, spec.ray_placement_timeout)
 
     def start(self, model: ModelRef, workers: int) -> None:
         import ray
@@ -128,10 +128,11 @@ class RayBackend:
     def wait(self, timeout: float) -> list[WorkerEvent]:
         import ray
 
-        if not self._ever_ready and time.monotonic() - self._started_at > PLACEMENT_WAIT_S:
+        if not self._ever_ready and time.monotonic() - self._started_at > self._placement_timeout:
             raise UsageError(
-                f"no Ray worker asking for {self._resources.describe()} was placed in {PLACEMENT_WAIT_S:g} s; "
-                "add a node that has them (`ray status` shows what the cluster has), or lower the `ray_` fields"
+                f"no Ray worker asking for {self._resources.describe()} was placed in {self._placement_timeout:g} s "
+                "(ray_placement_timeout); add a node that has them (`ray status` shows what the cluster has), "
+                "or lower the `ray_` fields"
             )
         if not self._calls:
             time.sleep(max(0.0, timeout))

@@ -34,5 +34,8 @@ class JobListener:
     def invocation_closed(self, record: InvocationRecord) -> None:
         """An invocation ended, however it ended (reported, killed or lost), as the store recorded it; the REPORT line."""
 
+    def job_finalizing(self, job_id: str) -> None:
+        """Every chunk is done or dead: the job's manifest and final state are being written."""
+
     def job_finished(self, result: JobResult) -> None:
         """The job reached a final state (or stopped)."""

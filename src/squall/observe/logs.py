@@ -7,7 +7,7 @@ Records are JSON objects (``log_format = "json"``), one a line, or text lines
     Billed Duration: 813 ms Memory Size: 1769 MB Max Memory Used: 312 MB Init Duration: 1500.12 ms rows=1000/1000/0
 
 Every record has ``time``, ``level`` and ``type`` (``START``, ``WORKER``,
-``REPORT``, ``RETRY``, ``DEAD``, ``END``) and the job id. A log file squall
+``REPORT``, ``RETRY``, ``DEAD``, ``FINALIZE``, ``END``) and the job id. A log file squall
 creates is the owner's alone (0600), and URL passwords in it read ``***``.
 """
 
@@ -85,6 +85,9 @@ class JobLog(JobListener):
     def chunk_failed(self, job_id: str, chunk_id: int, attempt: int, outcome: str, error: str, dead: bool) -> None:
         kind, level = ("DEAD", "ERROR") if dead else ("RETRY", "WARNING")
         self._write(level, kind, job=job_id, chunk=chunk_id, attempt=attempt, outcome=outcome, error=error)
+
+    def job_finalizing(self, job_id: str) -> None:
+        self._write("INFO", "FINALIZE", job=job_id)
 
     def job_finished(self, result: JobResult) -> None:
         fields: dict[str, Any] = {

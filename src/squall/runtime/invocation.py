@@ -14,7 +14,7 @@ import json
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import psutil
@@ -168,7 +168,7 @@ def _read_and_predict(run: _Invocation) -> None:
     fmt = get_format(run.chunk.format)
     for piece in run.chunk.pieces:
         bad: list[BadRecord] = []
-        for batch in fmt.read(piece, run.task.read_options, run.steps.sizer.read_rows, bad):
+        for batch in _still_there(fmt.read(piece, run.task.read_options, run.steps.sizer.read_rows, bad), piece.uri):
             batch = _only_listed(batch, piece.offsets)
             run.rows_in += batch.num_rows
             for model_batch in run.steps.sizer.slices(batch):
@@ -178,6 +178,14 @@ def _read_and_predict(run: _Invocation) -> None:
             bad = [record for record in bad if record.offset in wanted]
         run.rows_in += len(bad)
         _write_bad_records(run, piece.uri, bad)
+
+
+def _still_there(batches: Iterator[pa.RecordBatch], uri: str) -> Iterator[pa.RecordBatch]:
+    """``batches``; an input file removed since the job was planned is an :class:`InputError` (retrying cannot help)."""
+    try:
+        yield from batches
+    except FileNotFoundError:
+        raise InputError(f"{uri}: the input file was removed after the job was planned; restore it and redrive") from None
 
 
 def _timed_predict(run: _Invocation, batch: pa.RecordBatch, source: str) -> None:

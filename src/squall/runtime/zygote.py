@@ -13,9 +13,10 @@ the backend falls back to starting each worker from scratch.
 
 Protocol (SOCK_SEQPACKET, one JSON document per message): the coordinator
 sends ``init`` {model, batch_format, spawned_at}, then ``fork`` {worker,
-sent_at} with the child's two pipe ends attached; the zygote answers
+request, sent_at} with the child's two pipe ends attached; the zygote answers
 ``ready`` {init_s} | ``load_failed`` {error} | ``unforkable`` {threads},
-then ``forked`` {worker, pid} and ``exited`` {pid, status}.
+then ``forked`` {worker, request, pid} and ``exited`` {request, pid, status},
+where ``request`` is the number the coordinator gave the fork request.
 Run as ``python -m squall.runtime.zygote SOCKET_FD``.
 """
 
@@ -58,9 +59,10 @@ def main(sock_fd: int) -> int:
 
 
 def _serve_forks(channel: socket.socket, model: LoadedModel) -> None:
+    requests: dict[int, int] = {}  # pid of a live child -> the fork request it answered
     while True:
         readable, _, _ = select.select([channel], [], [], _REAP_EVERY_S)
-        _report_exits(channel)
+        _report_exits(channel, requests)
         if not readable:
             continue
         message, fds, _, _ = socket.recv_fds(channel, _MAX_MESSAGE, 2)
@@ -77,7 +79,8 @@ def _serve_forks(channel: socket.socket, model: LoadedModel) -> None:
         _own_group(pid)
         for fd in fds:
             os.close(fd)
-        _send(channel, {"type": "forked", "worker": request["worker"], "pid": pid})
+        requests[pid] = int(request["request"])
+        _send(channel, {"type": "forked", "worker": request["worker"], "request": requests[pid], "pid": pid})
 
 
 def _child(fds: list[int], request: dict[str, Any], model: LoadedModel, zygote: int) -> int:
@@ -102,7 +105,7 @@ def _own_group(pid: int) -> None:
         pass
 
 
-def _report_exits(channel: socket.socket) -> None:
+def _report_exits(channel: socket.socket, requests: dict[int, int]) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -110,7 +113,8 @@ def _report_exits(channel: socket.socket) -> None:
             return
         if pid == 0:
             return
-        _send(channel, {"type": "exited", "pid": pid, "status": os.waitstatus_to_exitcode(status)})
+        request = requests.pop(pid, None)
+        _send(channel, {"type": "exited", "request": request, "pid": pid, "status": os.waitstatus_to_exitcode(status)})
 
 
 def _thread_count() -> int:
