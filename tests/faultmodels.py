@@ -110,6 +110,18 @@ def visible_gpu(frame):
     return np.full(len(frame), float(os.environ.get("CUDA_VISIBLE_DEVICES", "-1")))
 
 
+def visible_gpu_once_all_run(frame):
+    """Like `visible_gpu`, but each worker first names its GPU in FAULT_DIR and waits (up to 60 s) until
+    FAULT_WORKERS workers have named theirs: every worker runs a chunk, however fast one alone would finish."""
+    seen = Path(os.environ["FAULT_DIR"])
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "-1")
+    (seen / f"gpu-{gpu}-pid-{os.getpid()}").write_text(gpu)
+    deadline = time.monotonic() + 60
+    while len(list(seen.glob("gpu-*"))) < int(os.environ["FAULT_WORKERS"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return np.full(len(frame), float(gpu))
+
+
 def exit_on_row(frame):
     """Calls sys.exit on one row: what ends a worker process."""
     if (_ids(frame) == _bad()).any():

@@ -219,9 +219,15 @@ def test_the_pool_grows_by_one_actor_at_a_time_and_gives_idle_actors_back_down_t
 
 def test_ray_num_gpus_gives_each_actor_its_own_gpu_and_places_the_model_on_it(tmp_path):
     ids_dataset(tmp_path / "in", 4_000, row_group_size=500)
-    spec = ids_spec(tmp_path, "visible_gpu", workers=2, chunk_rows=500, backend="ray", ray_num_gpus=1, ray_num_cpus=0.5)
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    spec = ids_spec(tmp_path, "visible_gpu_once_all_run", workers=2, chunk_rows=500, ray_num_gpus=1, ray_num_cpus=0.5)
+    spec = on_ray(spec, FAULT_DIR=str(seen), FAULT_WORKERS="2")
     result = squall.run(spec)
     assert result.state == "SUCCEEDED"
+    # Two actor processes ran, each seeing a GPU of its own.
+    seen_by = {name.name.split("-pid-")[1]: name.read_text() for name in seen.glob("gpu-*")}
+    assert len(seen_by) == 2 and sorted(seen_by.values()) == ["0", "1"]
     assert set(read_output(tmp_path / "out")["prediction"]) == {0.0, 1.0}
     assert json.loads(api.report(result.job_id).job.task)["model"]["device"] == "cuda:0"
 
