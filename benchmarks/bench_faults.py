@@ -37,7 +37,7 @@ def worker_pids(root: int) -> list[int]:
         for process in psutil.Process(root).children(recursive=True):
             command = " ".join(process.cmdline())
             parent = process.parent()
-            if "squall.runtime.worker" in command or (parent and "squall.runtime.zygote" in " ".join(parent.cmdline())):
+            if "squall.backends.local.worker" in command or (parent and "squall.backends.local.zygote" in " ".join(parent.cmdline())):
                 found.append(process.pid)
     except psutil.Error:
         pass

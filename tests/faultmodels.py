@@ -165,7 +165,7 @@ def abort_on_row_stopping_fork_server(frame):
     if (_ids(frame) == _bad()).any():
         flag = Path(os.environ["FAULT_FLAG"])
         parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
-        if not flag.exists() and b"squall.runtime.zygote" in parent:
+        if not flag.exists() and b"squall.backends.local.zygote" in parent:
             flag.write_text(str(os.getppid()))
             os.kill(os.getppid(), signal.SIGSTOP)
         os.abort()

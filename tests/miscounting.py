@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import squall.runtime.worker as worker
+import squall.runtime.instance as worker
 
 _invoke = worker.invoke
 

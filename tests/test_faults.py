@@ -60,7 +60,7 @@ def worker_pids(coordinator_pid: int) -> list[int]:
             parent = " ".join(process.parent().cmdline()) if process.parent() else ""
         except psutil.Error:
             continue
-        if "squall.runtime.worker" in command or "squall.runtime.zygote" in parent:
+        if "squall.backends.local.worker" in command or "squall.backends.local.zygote" in parent:
             pids.append(process.pid)
     return pids
 
@@ -332,7 +332,7 @@ def test_sigstopped_worker_past_its_deadline_is_killed_and_its_late_attempt_neve
 def fork_server_of(coordinator_pid: int) -> psutil.Process:
     """The fork server (zygote) process of a coordinator."""
     for process in psutil.Process(coordinator_pid).children():
-        if "squall.runtime.zygote" in " ".join(process.cmdline()):
+        if "squall.backends.local.zygote" in " ".join(process.cmdline()):
             return process
     raise AssertionError("no fork server is running")
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import squall
-from squall.backends.local import gpu_for
+from squall.backends.local.backend import gpu_for
 from squall.errors import ModelLoadError
 from squall.models.artifact import is_remote, tree_sha256
 from squall.models.base import ModelRef

@@ -15,13 +15,13 @@ def recycling_of(spec: JobSpec) -> WorkerRecycling:
 
 
 def _local(spec: JobSpec, log_dir: Path) -> Backend:
-    from squall.backends.local import LocalBackend
+    from squall.backends.local.backend import LocalBackend
 
     return LocalBackend(log_dir, spec.resolved_threads(), spec.batch_format, recycling_of(spec), spec.fork, spec.gpus)
 
 
 def _ray(spec: JobSpec, log_dir: Path) -> Backend:
-    from squall.backends.ray import RayBackend
+    from squall.backends.ray.backend import RayBackend
 
     return RayBackend.for_spec(spec, recycling_of(spec))
 

@@ -44,12 +44,22 @@ class JobTask:
     locations: tuple[str, ...] = ()
     """Every location the job reads or writes (inputs, output, model): whose stores get ``storage_options``."""
 
+    def to_dict(self) -> dict[str, Any]:
+        """The task as plain data."""
+        return asdict(self)
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        """The task as a JSON document."""
+        return json.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> JobTask:
-        data = json.loads(text)
+        """Parse a task written by :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobTask:
+        """The task :meth:`to_dict` made ``data`` from."""
         read = data["read_options"]
         return cls(
             **{

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from squall.backends.local import THREAD_VARIABLES
 from squall.errors import InputError, ModelLoadError
 from squall.observe.cost import PriceTable
+from squall.runtime.environment import worker_environment
 from squall.spec import JobSpec, dump_spec_toml
 from squall.tuning.recommend import BatchRun, Objective, Recommendation, recommend
 
@@ -78,9 +78,7 @@ def write_tuned(tuning: Tuning, path: str | Path, source: str | None) -> None:
 
 
 def _probe(request: dict[str, Any]) -> dict[str, Any]:
-    env = {**os.environ, **{name: "1" for name in THREAD_VARIABLES}}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
-    env.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
+    env = worker_environment(threads=1)
     done = subprocess.run(
         [sys.executable, "-m", "squall.tuning.probe"], input=json.dumps(request), capture_output=True, text=True, env=env
     )

@@ -1,7 +1,7 @@
 """The Ray backend: warm workers as Ray actors on a Ray cluster, for when one machine is not enough.
 
 The coordinator and its SQLite store stay on the driver, unchanged; this is
-only another pool of workers. Each actor (:class:`squall.runtime.actor.ActorWorker`)
+only another pool of workers. Each actor (:class:`squall.backends.ray.actor.ActorWorker`)
 loads the model once and then serves invocations as actor calls that carry
 chunk descriptors and return reports: the rows travel between storage and the
 actor, never through the driver. So inputs, model and output must be on
@@ -24,15 +24,16 @@ down to ``workers`` once fewer chunks wait than actors hold none.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from squall.backends.base import InvocationDone, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady, WorkerRecycling
-from squall.backends.ray_cluster import ActorResources, RayRuntime, check_fits, check_reach
+from squall.backends.ray.cluster import ActorResources, RayRuntime, check_fits, check_reach
 from squall.errors import ErrorInfo, SpecError, UsageError
 from squall.models.base import ModelRef
 from squall.plan.chunk import Chunk
-from squall.runtime.task import InvocationReport, JobTask
+from squall.runtime.messages import Configure, Crashed, Invoke, Load, LoadFailed, OverMemory, Ready, Reported, decode, encode
+from squall.runtime.task import JobTask
 from squall.spec import JobSpec
 
 
@@ -86,7 +87,7 @@ class RayBackend:
     def start(self, model: ModelRef, workers: int) -> None:
         import ray
 
-        from squall.runtime.actor import ActorWorker
+        from squall.backends.ray.actor import ActorWorker
 
         self._model = model
         self._min_workers = workers
@@ -100,7 +101,7 @@ class RayBackend:
     def configure(self, task: JobTask) -> None:
         self._task = task
         for actor in self._actors.values():
-            self._call(actor, "configure", actor.handle.configure.remote(task.to_json()))
+            self._call(actor, "configure", actor.handle.configure.remote(encode(Configure(task))))
 
     def check_reach(self, files: Sequence[tuple[str, int | None]], output: str) -> None:
         check_reach(files, output, self._resources)
@@ -111,7 +112,7 @@ class RayBackend:
     def submit(self, worker: int, chunk: Chunk, attempt: int, output_schema: str | None = None) -> None:
         actor = self._actors[worker]
         actor.busy = True
-        call = actor.handle.invoke.remote(chunk.to_json(), attempt, self._recycling.memory_mb, output_schema)
+        call = actor.handle.invoke.remote(encode(Invoke(chunk, attempt, output_schema)), self._recycling.memory_mb)
         self._call(actor, "invoke", call)
 
     def scale(self, waiting: int) -> None:
@@ -181,11 +182,11 @@ class RayBackend:
         actor = _Actor(index, handle)
         self._actors[index] = actor
         self._started += 1
-        init = {"worker": index, "model": asdict(self._model), "batch_format": self._batch_format, "spawned_at": time.time()}
+        load = Load(index, self._model, self._batch_format, time.time())
         self._call(actor, "lifeline", handle.lifeline.options(concurrency_group="lifeline").remote())
-        self._call(actor, "load", handle.load.remote(init))
+        self._call(actor, "load", handle.load.remote(encode(load)))
         if self._task is not None:
-            self._call(actor, "configure", handle.configure.remote(self._task.to_json()))
+            self._call(actor, "configure", handle.configure.remote(encode(Configure(self._task))))
 
     def _refuse_if_unplaceable(self) -> None:
         """On a Ray squall started, refuse workers no node can host (nothing would ever add one); a cluster it
@@ -225,30 +226,32 @@ class RayBackend:
             self.kill(actor.index)
             self._refuse_if_unplaceable()
             return [WorkerDied(actor.index, f"the Ray actor died: {_summary(exc)}")]
-        if answer and "load_failed" in answer:
-            return [WorkerLoadFailed(actor.index, ErrorInfo(**answer["load_failed"]))]
-        if kind == "load":
+        said = None if answer is None else decode(answer)
+        if isinstance(said, LoadFailed):
+            return [WorkerLoadFailed(actor.index, said.error)]
+        if isinstance(said, Ready):
             actor.ready = self._ever_ready = True
-            return [WorkerReady(actor.index, float(answer["ready"]))]
+            return [WorkerReady(actor.index, said.init_s)]
         if kind == "configure":
             actor.configured = True
             return []
-        return self._invoked(actor, answer)
+        assert isinstance(said, (Reported, OverMemory, Crashed)), f"an actor answered {said}"
+        return self._invoked(actor, said)
 
-    def _invoked(self, actor: _Actor, answer: dict[str, Any]) -> list[WorkerEvent]:
+    def _invoked(self, actor: _Actor, answer: Reported | OverMemory | Crashed) -> list[WorkerEvent]:
         actor.busy = False
-        if "memory_mb" in answer:
+        if isinstance(answer, OverMemory):
             limit = self._recycling.memory_mb
             self.kill(actor.index)
-            return [WorkerDied(actor.index, f"the worker used {answer['memory_mb']:.0f} MB, over the {limit} MB memory limit", "memory")]
-        if "report" not in answer:  # what ends a local worker process ends the actor: it is replaced
+            return [WorkerDied(actor.index, f"the worker used {answer.used_mb:.0f} MB, over the {limit} MB memory limit", "memory")]
+        if isinstance(answer, Crashed):  # what ends a local worker process ends the actor: it is replaced
             self.kill(actor.index)
-            return [WorkerDied(actor.index, f"the worker crashed: {ErrorInfo(**answer['crashed'])}")]
+            return [WorkerDied(actor.index, f"the worker crashed: {answer.error}")]
         actor.invocations += 1
-        event = InvocationDone(actor.index, InvocationReport.from_dict(answer["report"]))
+        event = InvocationDone(actor.index, answer.report)
         policy = self._recycling
         if (policy.max_invocations is not None and actor.invocations >= policy.max_invocations) or (
-            policy.rss_mb is not None and float(answer.get("rss_mb", 0.0)) > policy.rss_mb
+            policy.rss_mb is not None and answer.rss_mb > policy.rss_mb
         ):
             self.kill(actor.index)
         return [event]

@@ -1,7 +1,7 @@
 """The local backend: long-lived worker processes on this machine, spoken to over pipes.
 
 Workers are forked warm from a fork server that loaded the model once
-(:mod:`squall.runtime.zygote`); where forking is unsafe (a model that starts
+(:mod:`squall.backends.local.zygote`); where forking is unsafe (a model that starts
 threads when it loads, or ``fork = false``) each worker is started from
 scratch and loads the model itself. Every worker runs in its own process
 group with BLAS/OpenMP threads capped so that workers × threads fits the
@@ -31,23 +31,25 @@ import selectors
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from squall.backends.base import InvocationDone, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady, WorkerRecycling
-from squall.backends.launch import ForkServer, start_process
-from squall.errors import ErrorInfo
+from squall.backends.local import wire
+from squall.backends.local.launch import ForkServer, start_process
 from squall.models.base import ModelRef
 from squall.plan.chunk import Chunk
-from squall.runtime import wire
+from squall.runtime.environment import worker_environment
+from squall.runtime.messages import (
+    Configure, Forked, Gone, Invoke, Load, LoadFailed, Message, Ready, Reported, ToWorker, Unforkable,
+)
 from squall.runtime.peak_memory import tree_rss_mb
-from squall.runtime.task import InvocationReport, JobTask
+from squall.runtime.task import JobTask
 
 MEMORY_CHECK_S = 0.1
 EXIT_WAIT_S = 10.0
 EXIT_POLL_S = 0.05
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 @dataclass
@@ -106,7 +108,7 @@ class LocalBackend:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         if self._fork_wanted:
             self._zygote = ForkServer(self._environment(), self._log_dir / "zygote.log")
-            self._zygote.start(self._init_message(-1))
+            self._zygote.start(self._load_message(-1))
             self._selector.register(self._zygote.fileno(), selectors.EVENT_READ, _ZYGOTE)
             self._model_loads += 1
             return
@@ -116,7 +118,7 @@ class LocalBackend:
     def configure(self, task: JobTask) -> None:
         self._task = task
         for slot in list(self._slots.values()):
-            self._send(slot, {"type": "task", "task": task.to_json()})
+            self._send(slot, Configure(task))
 
     def idle(self) -> list[int]:
         if self._task is None:
@@ -129,7 +131,7 @@ class LocalBackend:
     def submit(self, worker: int, chunk: Chunk, attempt: int, output_schema: str | None = None) -> None:
         slot = self._slots[worker]
         slot.busy = True
-        self._send(slot, {"type": "invoke", "chunk": chunk.to_json(), "attempt": attempt, "output_schema": output_schema})
+        self._send(slot, Invoke(chunk, attempt, output_schema))
 
     def scale(self, waiting: int) -> None:
         """The local pool keeps its size: ``workers`` is what this machine was given."""
@@ -193,7 +195,7 @@ class LocalBackend:
             else:
                 self._use_spawn()
                 slot.process = start_process(
-                    "squall.runtime.worker", (child_read, child_write), self._environment(index),
+                    "squall.backends.local.worker", (child_read, child_write), self._environment(index),
                     self._log_dir / f"worker-{index}.log",
                 )
                 slot.pid = slot.process.pid
@@ -206,14 +208,13 @@ class LocalBackend:
         self._selector.register(parent_read, selectors.EVENT_READ, index)
         self._started += 1
         if slot.process is not None:
-            self._send(slot, self._init_message(index))
+            self._send(slot, self._load_message(index))
         if self._task is not None:
-            self._send(slot, {"type": "task", "task": self._task.to_json()})
+            self._send(slot, Configure(self._task))
 
-    def _init_message(self, index: int) -> dict[str, Any]:
+    def _load_message(self, index: int) -> Load:
         assert self._model is not None
-        return {"type": "init", "worker": index, "model": asdict(self._model), "batch_format": self._batch_format,
-                "spawned_at": time.time()}
+        return Load(index, self._model, self._batch_format, time.time())
 
     def _use_spawn(self) -> None:
         """Give up on the fork server for the rest of the job (it is gone, or forking is unsafe)."""
@@ -231,16 +232,15 @@ class LocalBackend:
         assert self._zygote is not None
         events: list[WorkerEvent] = []
         for message in self._zygote.messages():
-            kind = message["type"]
-            if kind == "ready":
+            if isinstance(message, Ready):
                 self._zygote_ready = True
                 for index in range(self._workers):
                     self._launch(index)
-            elif kind == "forked":
-                self._adopt(int(message["request"]), int(message["pid"]))
-            elif kind == "load_failed":
-                events.append(WorkerLoadFailed(-1, ErrorInfo(**message["error"])))
-            elif kind in ("unforkable", "gone"):
+            elif isinstance(message, Forked):
+                self._adopt(message.request, message.pid)
+            elif isinstance(message, LoadFailed):
+                events.append(WorkerLoadFailed(-1, message.error))
+            elif isinstance(message, (Unforkable, Gone)):
                 was_ready = self._zygote_ready
                 self._use_spawn()
                 missing = [i for i in range(self._workers) if i not in self._slots]
@@ -280,19 +280,19 @@ class LocalBackend:
         slot.closed_at = time.monotonic()
         self._unregister(slot)
 
-    def _event(self, slot: _Slot, message: dict[str, Any]) -> WorkerEvent:
-        kind = message["type"]
-        if kind == "ready":
+    def _event(self, slot: _Slot, message: Message) -> WorkerEvent:
+        if isinstance(message, Ready):
             slot.ready = True
-            slot.pid = slot.pid or int(message["pid"])
-            return WorkerReady(slot.index, float(message["init_s"]))
-        if kind == "load_failed":
-            return WorkerLoadFailed(slot.index, ErrorInfo(**message["error"]))
+            slot.pid = slot.pid or message.pid
+            return WorkerReady(slot.index, message.init_s)
+        if isinstance(message, LoadFailed):
+            return WorkerLoadFailed(slot.index, message.error)
+        assert isinstance(message, Reported), f"a worker sent {message}"
         slot.busy = False
         slot.invocations += 1
-        return InvocationDone(slot.index, InvocationReport.from_dict(message["report"]))
+        return InvocationDone(slot.index, message.report)
 
-    def _send(self, slot: _Slot, message: dict[str, Any]) -> None:
+    def _send(self, slot: _Slot, message: ToWorker) -> None:
         try:
             wire.send(slot.to_worker, message)
         except OSError:
@@ -376,17 +376,10 @@ class LocalBackend:
                 pass
 
     def _environment(self, worker: int | None = None) -> dict[str, str]:
-        env = dict(os.environ)
+        extra = {"SQUALL_PARENT_PID": str(os.getpid())}
         if self._gpus and worker is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpu_for(worker, self._gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
-        for name in THREAD_VARIABLES:
-            env[name] = str(self._threads)
-        # Arrow's jemalloc starts a background thread at import, which would make forking unsafe.
-        env.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
-        env["SQUALL_PARENT_PID"] = str(os.getpid())
-        path = [os.getcwd(), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
-        env["PYTHONPATH"] = os.pathsep.join(path)
-        return env
+            extra["CUDA_VISIBLE_DEVICES"] = gpu_for(worker, self._gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        return worker_environment(self._threads, extra)
 
 
 def _death_reason(code: int | None) -> str:

@@ -11,13 +11,12 @@ Forking is only safe from a single-threaded process: a model whose loading
 started threads (a thread pool in its runtime) is reported ``unforkable`` and
 the backend falls back to starting each worker from scratch.
 
-Protocol (SOCK_SEQPACKET, one JSON document per message): the coordinator
-sends ``init`` {model, batch_format, spawned_at}, then ``fork`` {worker,
-request, sent_at} with the child's two pipe ends attached; the zygote answers
-``ready`` {init_s} | ``load_failed`` {error} | ``unforkable`` {threads},
-then ``forked`` {worker, request, pid} and ``exited`` {request, pid, status},
-where ``request`` is the number the coordinator gave the fork request.
-Run as ``python -m squall.runtime.zygote SOCKET_FD``.
+Protocol (SOCK_SEQPACKET, one :mod:`squall.runtime.messages` record per
+message, as JSON): the coordinator sends :class:`Load`, then :class:`Fork`
+with the child's two pipe ends attached; the zygote answers :class:`Ready` |
+:class:`LoadFailed` | :class:`Unforkable`, then :class:`Forked` and
+:class:`Exited`, which repeat the number the coordinator gave the fork request.
+Run as ``python -m squall.backends.local.zygote SOCKET_FD``.
 """
 
 from __future__ import annotations
@@ -29,11 +28,12 @@ import socket
 import sys
 import time
 import traceback
-from typing import Any
 
+from squall.backends.local.worker import die_with_parent, serve_jobs
 from squall.errors import ErrorInfo
 from squall.models.base import LoadedModel
-from squall.runtime.worker import die_with_parent, load_model, serve_jobs
+from squall.runtime.instance import load_model
+from squall.runtime.messages import Exited, Fork, Forked, Load, LoadFailed, Message, Ready, Stop, Unforkable, decode, encode
 
 _MAX_MESSAGE = 1 << 20
 _REAP_EVERY_S = 0.1
@@ -43,17 +43,18 @@ def main(sock_fd: int) -> int:
     """Load, then serve fork requests until the coordinator goes away; returns the exit code."""
     die_with_parent()
     channel = socket.socket(fileno=sock_fd)
-    init = json.loads(channel.recv(_MAX_MESSAGE))
+    load = decode(json.loads(channel.recv(_MAX_MESSAGE)))
+    assert isinstance(load, Load), f"the fork server's first message is Load, not {load}"
     try:
-        model = load_model(init)
+        model = load_model(load)
     except Exception as exc:
-        _send(channel, {"type": "load_failed", "error": ErrorInfo.from_exception(exc, traceback.format_exc()).__dict__})
+        _send(channel, LoadFailed(ErrorInfo.from_exception(exc, traceback.format_exc())))
         return 3
     threads = _thread_count()
     if threads > 1:
-        _send(channel, {"type": "unforkable", "threads": threads})
+        _send(channel, Unforkable(threads))
         return 0
-    _send(channel, {"type": "ready", "init_s": max(0.0, time.time() - float(init["spawned_at"]))})
+    _send(channel, Ready(os.getpid(), max(0.0, time.time() - load.spawned_at)))
     _serve_forks(channel, model)
     return 0
 
@@ -65,11 +66,11 @@ def _serve_forks(channel: socket.socket, model: LoadedModel) -> None:
         _report_exits(channel, requests)
         if not readable:
             continue
-        message, fds, _, _ = socket.recv_fds(channel, _MAX_MESSAGE, 2)
-        if not message:
+        data, fds, _, _ = socket.recv_fds(channel, _MAX_MESSAGE, 2)
+        if not data:
             return
-        request = json.loads(message)
-        if request["type"] == "stop":
+        request = decode(json.loads(data))
+        if isinstance(request, Stop) or not isinstance(request, Fork):
             return
         zygote = os.getpid()
         pid = os.fork()
@@ -79,15 +80,15 @@ def _serve_forks(channel: socket.socket, model: LoadedModel) -> None:
         _own_group(pid)
         for fd in fds:
             os.close(fd)
-        requests[pid] = int(request["request"])
-        _send(channel, {"type": "forked", "worker": request["worker"], "request": requests[pid], "pid": pid})
+        requests[pid] = request.request
+        _send(channel, Forked(request.worker, request.request, pid))
 
 
-def _child(fds: list[int], request: dict[str, Any], model: LoadedModel, zygote: int) -> int:
+def _child(fds: list[int], request: Fork, model: LoadedModel, zygote: int) -> int:
     try:
         _own_group(0)
         die_with_parent(zygote)
-        return serve_jobs(fds[0], fds[1], int(request["worker"]), model, float(request["sent_at"]))
+        return serve_jobs(fds[0], fds[1], request.worker, model, request.sent_at)
     except BaseException:  # a forked child must never return into the zygote's loop
         traceback.print_exc()
         return 1
@@ -113,8 +114,7 @@ def _report_exits(channel: socket.socket, requests: dict[int, int]) -> None:
             return
         if pid == 0:
             return
-        request = requests.pop(pid, None)
-        _send(channel, {"type": "exited", "request": request, "pid": pid, "status": os.waitstatus_to_exitcode(status)})
+        _send(channel, Exited(requests.pop(pid, None), pid, os.waitstatus_to_exitcode(status)))
 
 
 def _thread_count() -> int:
@@ -124,8 +124,8 @@ def _thread_count() -> int:
         return 2  # cannot tell: do not fork
 
 
-def _send(channel: socket.socket, message: dict[str, Any]) -> None:
-    channel.send(json.dumps(message).encode())
+def _send(channel: socket.socket, message: Message) -> None:
+    channel.send(json.dumps(encode(message)).encode())
 
 
 if __name__ == "__main__":

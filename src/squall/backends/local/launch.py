@@ -2,9 +2,9 @@
 
 Both hand the new worker the two pipe ends it talks over; neither knows
 about invocations. The spawn launcher starts ``python -m
-squall.runtime.worker`` (which loads the model itself: a cold start). The
-fork launcher talks to one ``python -m squall.runtime.zygote`` process that
-loaded the model once and forks a child per request (a warm start).
+squall.backends.local.worker`` (which loads the model itself: a cold start).
+The fork launcher talks to one ``python -m squall.backends.local.zygote``
+process that loaded the model once and forks a child per request (a warm start).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from squall.owner_only import open_private
+from squall.runtime.messages import Exited, Fork, Gone, Load, Message, decode, encode
 
 _SEND_TRIES = 30
 
@@ -40,7 +40,7 @@ def start_process(module: str, fds: tuple[int, ...], env: dict[str, str], log: P
 
 
 class ForkServer:
-    """The coordinator's end of the zygote (see :mod:`squall.runtime.zygote` for the protocol).
+    """The coordinator's end of the zygote (see :mod:`squall.backends.local.zygote` for the protocol).
 
     Each fork request carries a number that its ``forked`` and ``exited``
     answers repeat, so an answer is matched to the worker that asked for it
@@ -58,14 +58,14 @@ class ForkServer:
         self._exits: dict[int, int] = {}
         self._forgotten: set[int] = set()
 
-    def start(self, init: dict[str, Any]) -> None:
+    def start(self, load: Load) -> None:
         """Start the zygote and ask it to load the model; its answer arrives through :meth:`messages`."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._process = start_process("squall.runtime.zygote", (theirs.fileno(),), self._env, self._log)
+        self._process = start_process("squall.backends.local.zygote", (theirs.fileno(),), self._env, self._log)
         theirs.close()
         ours.setblocking(False)
         self._channel = ours
-        ours.send(json.dumps(init).encode())
+        ours.send(json.dumps(encode(load)).encode())
 
     def fileno(self) -> int:
         assert self._channel is not None
@@ -76,7 +76,7 @@ class ForkServer:
         if the zygote is gone."""
         assert self._channel is not None
         request = next(self._requests)
-        message = json.dumps({"type": "fork", "worker": worker, "request": request, "sent_at": time.time()}).encode()
+        message = json.dumps(encode(Fork(worker, request, time.time()))).encode()
         for _ in range(_SEND_TRIES):
             try:
                 socket.send_fds(self._channel, [message], [child_read, child_write])
@@ -87,11 +87,11 @@ class ForkServer:
                 return None
         return None
 
-    def messages(self) -> list[dict[str, Any]]:
-        """Every message the zygote sent since the last call, and ``{"type": "gone"}`` when it has exited.
-        ``exited`` messages are also remembered for :meth:`exit_code`."""
+    def messages(self) -> list[Message]:
+        """Every message the zygote sent since the last call, and :class:`Gone` when it has exited.
+        :class:`Exited` messages are also remembered for :meth:`exit_code`."""
         assert self._channel is not None
-        found: list[dict[str, Any]] = []
+        found: list[Message] = []
         while True:
             try:
                 data = self._channel.recv(1 << 20)
@@ -100,11 +100,11 @@ class ForkServer:
             except OSError:
                 data = b""
             if not data:
-                found.append({"type": "gone"})
+                found.append(Gone())
                 return found
-            message = json.loads(data)
-            if message["type"] == "exited" and message.get("request") is not None:
-                self._remember_exit(int(message["request"]), int(message["status"]))
+            message = decode(json.loads(data))
+            if isinstance(message, Exited) and message.request is not None:
+                self._remember_exit(message.request, message.status)
             found.append(message)
 
     def exit_code(self, request: int) -> int | None:
