@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from typing import TYPE_CHECKING
 
 from squall.backends.base import Backend
 from squall.backends.registry import open_backend
-from squall.errors import InputError, JobStateError, ModelLoadError, SpecError, SquallError
+from squall.errors import EnvironmentFault, InputError, JobStateError, ModelLoadError, OutputUnwritable, SpecError, SquallError, environment_cause
 from squall.io import storage
 from squall.models.base import ModelRef
 from squall.models.artifact import is_remote
@@ -132,7 +133,8 @@ def run(
         task = task_for(spec, job_plan, prefix)
         _refuse_inputs_inside(job_plan, task.output)
         backend.check_reach(_reached_files(job_plan, task), task.output)
-        output.claim(job_id, spec.overwrite, spec.incremental)
+        with _output_writable(output.uri):
+            output.claim(job_id, spec.overwrite, spec.incremental)
         store.lock_job(job_id)
         store.create_job(job_id, spec.to_json(), task.to_json(), task.output, job_plan.chunks, selection.increment.to_json())
         return _drive(store, spec, task, listeners, backend)
@@ -154,7 +156,8 @@ def resume(job_id: str, state_dir: str | Path | None = None, listeners: Sequence
         storage.configure(task.storage_options, task.locations)
         store.clear_cancel(job_id)
         store.release_leases(job_id)
-        open_output(job.output).remove_final_markers()
+        with _output_writable(job.output):
+            open_output(job.output).remove_final_markers()
         backend = _backend(store, spec, job_id)
         try:
             backend.start(task.model, spec.workers)
@@ -333,6 +336,18 @@ def _refuse_busy_owner(store: JobStore, output: Output) -> None:
         raise JobStateError(f"{output.uri} belongs to job {owner}, which is running; wait for it or `squall cancel {owner}`")
 
 
+@contextmanager
+def _output_writable(uri: str) -> Iterator[None]:
+    """Before any work, an output that cannot be written (read-only, full, a file in the way) is a usage
+    error naming it, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputUnwritable(
+            f"cannot create or write the output {uri} ({exc}); make it writable, or choose another --output"
+        ) from None
+
+
 def _refuse_inputs_inside(job_plan: Plan, output: str) -> None:
     inside = [info.file.uri for info in job_plan.files if info.file.uri.startswith(output.rstrip("/") + "/")]
     if inside:
@@ -379,6 +394,10 @@ def _coordinate(
     except ModelLoadError as exc:
         store.set_job_state(task.job_id, "FAILED", str(exc))
         raise
+    except EnvironmentFault as exc:
+        store.release_leases(task.job_id)
+        store.set_job_state(task.job_id, "FAILED", str(exc))
+        raise
     except (KeyboardInterrupt, SquallError) as exc:
         store.release_leases(task.job_id)
         store.clear_cancel(task.job_id)
@@ -389,7 +408,17 @@ def _coordinate(
         store.release_leases(task.job_id)
         store.set_job_state(task.job_id, "FAILED", f"{type(exc).__name__}: {exc}; `squall resume {task.job_id}` retries")
         raise
-    result = finalize_job(store, task.job_id, limits, coordinator.invocations)
+    try:
+        result = finalize_job(store, task.job_id, limits, coordinator.invocations)
+    except OSError as exc:
+        if environment_cause(exc) is None:
+            raise
+        fault = EnvironmentFault(
+            f"cannot finish the output {task.output} ({exc}); every part is committed. "
+            f"Free space or make the output writable, then `squall resume {task.job_id}`"
+        )
+        store.set_job_state(task.job_id, "FAILED", str(fault))
+        raise fault from None
     cost = measured_cost(store.invocations(task.job_id), memory_size_mb(spec), PriceTable.of(spec))
     result = replace(result, cost=cost, batch_sizes=batch_sizes.sizes())
     for listener in listeners:

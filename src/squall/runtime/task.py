@@ -90,6 +90,8 @@ class InvocationReport:
     batch_size: int = 0
     error: ErrorInfo | None = None
     retryable: bool = True
+    environment_fault: bool = False
+    """The error blames the environment (a full or read-only output), not the chunk: the job stops, no retry."""
     version: int = REPORT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
