@@ -145,3 +145,40 @@ def test_a_duplicate_job_id_and_cancelling_a_finished_job_are_usage_errors(datas
     assert again.returncode == 2 and "a job named 'once' already exists" in again.stderr
     cancelled = run_cli("cancel", "once")
     assert cancelled.returncode == 2 and "is SUCCEEDED, not running" in cancelled.stderr
+
+
+def test_a_header_only_csv_without_a_final_line_break_contributes_no_rows(linear_model, tmp_path):
+    folder = tmp_path / "in"
+    frame = make_frame(300)
+    write_frame(frame, folder / "a.csv", "csv")
+    (folder / "b.csv").write_text("id," + ",".join(FEATURES))  # no line break after the header
+    (folder / "c.csv").write_bytes(b"\xef\xbb\xbf\r\n")  # a byte-order mark and a blank line: no data either
+    done = run_cli(*run_args(linear_model, str(folder), tmp_path / "out"))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith("SUCCEEDED 300 rows")
+    got = read_output(tmp_path / "out").set_index("id").sort_index()
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), joblib.load(linear_model).predict(frame[FEATURES]))
+    alone = run_cli(*run_args(linear_model, str(folder / "b.csv"), tmp_path / "alone", "--features", ",".join(FEATURES)))
+    assert alone.returncode == 0 and "Traceback" not in alone.stderr, alone.stderr
+    assert alone.stdout.strip().splitlines()[-1].startswith("SUCCEEDED 0 rows")
+    assert (tmp_path / "alone" / "_SUCCESS").exists()
+
+
+@pytest.mark.parametrize("content", [b"Read me first.\nThese files hold the churn data.\n", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 12], ids=["text", "binary"])
+def test_a_folder_holding_one_non_data_file_read_as_csv_is_a_clear_usage_error(content, linear_model, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "README").write_bytes(content)
+    listed = run_cli(*run_args(linear_model, str(folder), tmp_path / "a", "--format", "csv"))
+    assert listed.returncode == 2 and "Traceback" not in listed.stderr, listed.stderr
+    assert f"{folder}: the directory holds no .parquet, .csv or .jsonl files (it holds README)" in listed.stderr
+    assert "set `format`" in listed.stderr
+    globbed = run_cli(*run_args(linear_model, str(folder / "*"), tmp_path / "b", "--format", "csv"))
+    assert globbed.returncode == 2 and "Traceback" not in globbed.stderr, globbed.stderr
+    reason = "missing key column(s) ['id']" if content.isascii() else "the first line is not UTF-8 text; is this a CSV file?"
+    assert f"{folder / 'README'}: {reason}" in globbed.stderr.replace("\n", "")
+    (folder / "README").rename(folder / "notes.csv")
+    named = run_cli(*run_args(linear_model, str(folder), tmp_path / "c"))
+    assert named.returncode == 2 and "Traceback" not in named.stderr, named.stderr
+    assert f"{folder / 'notes.csv'}: {reason}" in named.stderr.replace("\n", "")
+    assert not any((tmp_path / name).exists() for name in "abc")

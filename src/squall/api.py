@@ -6,16 +6,17 @@ import logging
 import os
 import secrets
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from typing import TYPE_CHECKING
 
 from squall import secrets as job_secrets
 from squall.backends.base import Backend
 from squall.backends.registry import open_backend
-from squall.errors import InputError, JobStateError, ModelLoadError, SpecError, SquallError
+from squall.errors import EnvironmentFault, InputError, JobStateError, ModelLoadError, OutputUnwritable, SpecError, SquallError, environment_cause
 from squall.io import storage
 from squall.models.base import ModelRef
 from squall.models.artifact import is_remote
@@ -117,7 +118,9 @@ def run(
     """
     job_id = job_id or spec.job_id or new_job_id()
     job_secrets.remember(spec.model_dump())
-    spec = JobSpec.model_validate(job_secrets.restore(spec.model_dump(), whose=f"job {job_id}"))
+    # Only the fields the caller set: a default must stay a default (a .tsv input is tab-separated unless
+    # `delimiter` was given).
+    spec = JobSpec.model_validate(job_secrets.restore(spec.model_dump(exclude_unset=True), whose=f"job {job_id}"))
     store = JobStore(spec.resolved_state_dir())
     backend = backend or _backend(store, spec, job_id)
     try:
@@ -143,7 +146,8 @@ def run(
         task = task_for(spec, job_plan, prefix)
         _refuse_inputs_inside(job_plan, task.output)
         backend.check_reach(_reached_files(job_plan, task), task.output)
-        output.claim(job_id, spec.overwrite, spec.incremental)
+        with _output_writable(output.uri):
+            output.claim(job_id, spec.overwrite, spec.incremental)
         store.lock_job(job_id)
         store.create_job(job_id, spec.to_json(), task.to_json(), task.output, job_plan.chunks, selection.increment.to_json())
         return _drive(store, spec, task, listeners, backend)
@@ -175,7 +179,8 @@ def resume(
         storage.configure(task.storage_options, task.locations)
         store.clear_cancel(job_id)
         store.release_leases(job_id)
-        open_output(task.output).remove_final_markers()
+        with _output_writable(task.output):
+            open_output(task.output).remove_final_markers()
         backend = _backend(store, spec, job_id)
         try:
             backend.start(task.model, spec.workers)
@@ -370,6 +375,18 @@ def _refuse_busy_owner(store: JobStore, output: Output) -> None:
         raise JobStateError(f"{output.uri} belongs to job {owner}, which is running; wait for it or `squall cancel {owner}`")
 
 
+@contextmanager
+def _output_writable(uri: str) -> Iterator[None]:
+    """Before any work, an output that cannot be written (read-only, full, a file in the way) is a usage
+    error naming it, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputUnwritable(
+            f"cannot create or write the output {uri} ({exc}); make it writable, or choose another --output"
+        ) from None
+
+
 def _refuse_inputs_inside(job_plan: Plan, output: str) -> None:
     inside = [info.file.uri for info in job_plan.files if info.file.uri.startswith(output.rstrip("/") + "/")]
     if inside:
@@ -460,7 +477,6 @@ def _coordinate(
     store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener], backend: Backend
 ) -> JobResult:
     from squall.coordinator import Coordinator, JobCancelled
-    from squall.finalize import finalize_job
 
     limits = limits_of(spec)
     backend.configure(task)
@@ -470,7 +486,7 @@ def _coordinate(
         coordinator.drive()
         for listener in listeners:
             listener.job_finalizing(task.job_id)
-        result = finalize_job(store, task.job_id, limits, coordinator.invocations)
+        result = _finalize(store, task, limits, coordinator.invocations)
     except (KeyboardInterrupt, JobCancelled) as exc:
         _record_stop(store, task.job_id, "CANCELLED", "cancelled", exc)
         raise
@@ -487,6 +503,21 @@ def _coordinate(
     return result
 
 
+def _finalize(store: JobStore, task: JobTask, limits: JobLimits, invocations: int) -> JobResult:
+    """Finalize the job; an output that fills up or turns read-only meanwhile stops it with that reason."""
+    from squall.finalize import finalize_job
+
+    try:
+        return finalize_job(store, task.job_id, limits, invocations)
+    except OSError as exc:
+        if environment_cause(exc) is None:
+            raise
+        raise EnvironmentFault(
+            f"cannot finish the output {task.output} ({exc}); every part is committed. "
+            f"Free space or make the output writable, then `squall resume {task.job_id}`"
+        ) from None
+
+
 def _record_stop(store: JobStore, job_id: str, state: str, reason: str, cause: BaseException) -> None:
     """Record why a job stopped before it was finalized: ``CANCELLED`` for a cancel (``squall cancel``,
     Ctrl-C, SIGTERM), ``FAILED`` with the reason for anything else. Leased chunks go back to pending, and
@@ -498,10 +529,14 @@ def _record_stop(store: JobStore, job_id: str, state: str, reason: str, cause: B
         job = store.job(job_id)
         if job.state not in ACTIVE_STATES:
             return
-        open_output(job.output).remove_final_markers()
+        try:
+            open_output(job.output).remove_final_markers()
+        except OSError:
+            pass  # a full or read-only output keeps no _SUCCESS of this run: finalize could not have written it
         store.release_leases(job_id)
         store.clear_cancel(job_id)
-        store.set_job_state(job_id, state, f"{reason}; committed parts are kept; `squall resume {job_id}` finishes it")
+        advice = "" if "squall resume" in reason else f"; committed parts are kept; `squall resume {job_id}` finishes it"
+        store.set_job_state(job_id, state, reason + advice)
     except Exception as exc:  # the store itself may be what failed: say so, and let ``cause`` propagate
         logging.getLogger("squall").error("could not record job %s as %s (%s: %s) after: %s", job_id, state,
                                           type(exc).__name__, exc, cause)

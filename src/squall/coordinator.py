@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from squall.backends.base import Backend, InvocationDone, WorkerDied, WorkerLoadFailed, WorkerReady
-from squall.errors import ModelLoadError, SquallError
+from squall.errors import EnvironmentFault, ModelLoadError, SquallError, environment_cause
 from squall.io.output import open_output
 from squall.io.parts import EXTENSIONS, schema_from_text
 from squall.observe.cost import CostEstimate
@@ -145,6 +145,10 @@ class Coordinator:
                 for event in self._backend.wait(self._wait_time()):
                     self._handle(event)
                 self._enforce_deadlines()
+        except OSError as exc:  # committing or discarding on a full or read-only output
+            if environment_cause(exc) is None:
+                raise
+            raise self._environment_stop(f"{exc} (output {self._task.output})") from exc
         finally:
             self._store.add_starts(job_id, self._backend.cold_starts(), self._backend.worker_starts())
 
@@ -205,14 +209,17 @@ class Coordinator:
             self._notify(report, committed=False)
             return
         del self._leases[worker]
+        if report.environment_fault:
+            self._stop_for_environment(lease, report)
         mismatch = self._schema_mismatch(report) if report.outcome == "ok" else None
         if report.outcome == "ok" and mismatch is None:
             self._commit(report)
             self._notify(report, committed=True)
-        elif mismatch is not None:  # two first parts raced; the retry is sent the job's schema
+        elif mismatch is not None:  # two first parts raced: no chunk's fault; the retry is sent the job's schema
             self._discard(report)
             self._notify(report, committed=False)
-            self._fail(lease, "error", mismatch, True, report)
+            self._store.release_attempt(self._task.job_id, lease.chunk.chunk_id, lease.attempt, mismatch, report)
+            self._notify_failed(lease, "error", mismatch, dead=False)
         else:
             self._discard(report)
             self._notify(report, committed=False)
@@ -230,6 +237,21 @@ class Coordinator:
             return None
         shown = [schema.to_string().replace("\n", ", ") for schema in (part, job)]
         return f"the part's schema ({shown[0]}) is not the job's output schema ({shown[1]}); retried in the job's schema"
+
+    def _stop_for_environment(self, lease: _Lease, report: InvocationReport) -> None:
+        """A full or read-only output is no chunk's fault: put the chunk back at no cost and stop the job."""
+        error = report.error.message if report.error else "the output refused a write"
+        self._store.release_attempt(self._task.job_id, lease.chunk.chunk_id, lease.attempt, error, report)
+        self._notify(report, committed=False)
+        self._notify_closed(lease)
+        self._discard_attempt(lease)
+        raise self._environment_stop(error)
+
+    def _environment_stop(self, error: str) -> EnvironmentFault:
+        return EnvironmentFault(
+            f"{error}; the job stopped without blaming any chunk, and its committed parts are kept. "
+            f"Free space or make the output writable, then `squall resume {self._task.job_id}`"
+        )
 
     def _leased(self, chunk_id: int, attempt: int) -> bool:
         return any(l.chunk.chunk_id == chunk_id and l.attempt == attempt for l in self._leases.values())

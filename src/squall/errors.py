@@ -7,6 +7,7 @@ as pickled exceptions.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 
@@ -44,6 +45,37 @@ class JobNotFoundError(UsageError):
 
 class JobStateError(UsageError):
     """The job is not in a state that allows this (a duplicate id, nothing to redrive, not running)."""
+
+
+class OutputUnwritable(UsageError):
+    """The output location cannot be created or written before any work starts (a read-only or full
+    filesystem, a file in the way); the message names it."""
+
+
+class EnvironmentFault(SquallError):
+    """The machine, not the data, failed the job: the output's disk is full, over its quota or read-only.
+
+    No chunk is blamed (nothing is split, retried or dead-lettered): the job stops at once with the
+    reason, keeping every committed part, and ``squall resume JOB`` finishes it once the cause is fixed.
+    """
+
+
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+"""Errors that say a location refuses writes (full, over quota, read-only, not permitted): retrying or
+splitting the chunk cannot help."""
+
+
+def environment_cause(exc: BaseException) -> OSError | None:
+    """The error in ``exc``'s chain that blames the environment (an ``OSError`` with one of
+    :data:`ENVIRONMENT_ERRNOS`), or ``None`` when the data or the model may be at fault."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in ENVIRONMENT_ERRNOS:
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class StoreError(SquallError):

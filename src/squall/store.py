@@ -411,6 +411,18 @@ class JobStore:
              job_id, chunk_id, attempt),
         )
 
+    def release_attempt(self, job_id: str, chunk_id: int, attempt: int, error: str, report: InvocationReport) -> None:
+        """Close an attempt that failed through no fault of its chunk (a full disk, a part that raced another
+        to fix the job's schema) as an ``error``: the chunk goes back to pending, and the attempt costs it
+        nothing (no attempt, no kill counted)."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE chunks SET state='pending', worker=NULL, not_before=0, attempt_base=attempt_base+1 "
+                "WHERE job_id=? AND chunk_id=?",
+                (job_id, chunk_id),
+            )
+            self._close_attempt(job_id, chunk_id, attempt, "error", error, report)
+
     def split(self, job_id: str, chunk_id: int, attempt: int, error: str, children: Sequence[Chunk]) -> None:
         """Close a killed attempt and replace the chunk by ``children`` (pending), which cover the same rows."""
         with self._transaction():

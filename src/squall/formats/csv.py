@@ -37,6 +37,7 @@ from squall.formats.table import attach_offsets, convert_leniently, majority_sch
 from squall.plan.chunk import Piece
 
 _HEAD_BYTES = 1 << 20
+_BOM = b"\xef\xbb\xbf"
 
 
 class CsvFormat:
@@ -48,6 +49,8 @@ class CsvFormat:
         if file.size == 0:
             return FileInfo(file=file, schema=pa.schema([]), rows=0)
         head = read_head(file.uri, _HEAD_BYTES)
+        if len(head) < _HEAD_BYTES and not head.removeprefix(_BOM).strip():
+            return FileInfo(file=file, schema=pa.schema([]), rows=0)  # blank lines only: an empty file
         compressed = compression_of(file.uri) is not None
         data_start = _header_end(head, file) if options.header else 0
         sample = _whole_lines(head[data_start:], at_eof=len(head) < _HEAD_BYTES if compressed else len(head) == file.size)
@@ -112,16 +115,25 @@ def _whole_lines(data: bytes, at_eof: bool) -> bytes:
 
 
 def _column_names(head: bytes, data_start: int, file: SourceFile, options: ReadOptions) -> list[str]:
-    if options.header:
-        parsed = pacsv.read_csv(
-            io.BytesIO(head[:data_start]),
-            read_options=pacsv.ReadOptions(use_threads=False),
+    """The header's names (or ``column0``… for a file without one); a first line that is not CSV text is an
+    :class:`InputError` naming the file."""
+    first = head[:data_start] if options.header else head.split(b"\n", 1)[0]
+    if not first.endswith(b"\n"):
+        first += b"\n"  # Arrow cannot tell the columns of a last line that has no line break
+    try:
+        names = pacsv.read_csv(
+            io.BytesIO(first),
+            read_options=pacsv.ReadOptions(use_threads=False, autogenerate_column_names=not options.header),
             parse_options=_parse_options(options),
-        )
-        return parsed.column_names
-    first = head.split(b"\n", 1)[0]
-    width = len(pacsv.read_csv(io.BytesIO(first), read_options=pacsv.ReadOptions(autogenerate_column_names=True)).column_names)
-    return [f"column{i}" for i in range(width)]
+        ).column_names
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        reason = "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"is not CSV ({exc})"
+        reason = "is empty" if not first.removeprefix(_BOM).strip() else reason
+        raise InputError(
+            f"{file.uri}: the first line {reason}; is this a CSV file? Leave it out of the input "
+            "(name the data files, e.g. with a glob such as `DIR/*.csv`) or set `format` to what it holds"
+        ) from None
+    return names if options.header else [f"column{i}" for i in range(len(names))]
 
 
 def _estimate_rows(data_bytes: int, sample_bytes: int, sample_rows: int) -> int:

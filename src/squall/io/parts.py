@@ -12,6 +12,7 @@ Schemas travel and are stored as :func:`schema_text`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -211,7 +212,12 @@ class PartFile:
         return self.uri
 
     def abandon(self) -> None:
-        """Close without caring whether the file is complete (it will be deleted)."""
+        """Close without caring whether the file is complete (it will be deleted). Never raises: the error
+        that made the attempt give up is the one to report, and closing a file on a full disk fails again."""
+        closers = [self._writer.close] if self._writer is not None else []
         if self._opened is not None:
-            self._opened.__exit__(None, None, None)
+            closers += [handle.close for handle in reversed(self._opened.fobjects)]  # each, even if one fails
+        for close in closers:
+            with contextlib.suppress(Exception):
+                close()
 

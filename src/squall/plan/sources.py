@@ -38,14 +38,25 @@ def _expand(pattern: str, storage_options: dict[str, Any]) -> list[SourceFile]:
         if not entries:
             raise InputError(f"{pattern}: the glob matched no files; check the pattern and the current directory")
     elif fs.isdir(path):
-        entries = [e for e in fs.find(path, detail=True).values() if _is_input_name(e["name"])]
+        found = fs.find(path, detail=True)
+        entries = [e for e in found.values() if _is_input_name(e["name"])]
         if not entries:
-            raise InputError(f"{pattern}: the directory holds no .parquet, .csv or .jsonl files")
+            raise InputError(_no_input_files(pattern, sorted(found)))
     elif fs.isfile(path):
         entries = [fs.info(path)]
     else:
         raise InputError(f"{pattern}: no such file or directory")
     return [SourceFile(uri=_uri(fs, e["name"]), size=int(e["size"] or 0), version=_version(e)) for e in entries]
+
+
+def _no_input_files(pattern: str, held: list[str]) -> str:
+    """Why a directory gave no input: what it holds instead, and how to read those files anyway."""
+    names = [name.rsplit("/", 1)[-1] for name in held]
+    what = f"it holds {', '.join(names[:3])}{' and more' if len(names) > 3 else ''}" if names else "it is empty"
+    return (
+        f"{pattern}: the directory holds no .parquet, .csv or .jsonl files ({what}); to read other files, "
+        f"name them (e.g. `{pattern.rstrip('/')}/*`) and set `format` (--format)"
+    )
 
 
 def _version(entry: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from squall.errors import ErrorInfo, InputError, SquallError
+from squall.errors import EnvironmentFault, ErrorInfo, InputError, SquallError, environment_cause
 from squall.formats.base import OFFSET_COLUMN, SOURCE_COLUMN, BadRecord
 from squall.formats.registry import get_format
 from squall.io.output import PartSink, open_output
@@ -132,6 +132,8 @@ def invoke(
     except Exception as exc:  # the report carries it; an invocation must never take its worker down
         run.part.abandon()
         run.errors.abandon()
+        cause = environment_cause(exc)
+        reported = EnvironmentFault(f"{cause} (chunk {chunk.chunk_id}, output {task.output})") if cause else exc
         return InvocationReport(
             job_id=task.job_id,
             chunk_id=chunk.chunk_id,
@@ -142,8 +144,9 @@ def invoke(
             rows_in=run.rows_in,
             duration_s=time.perf_counter() - clock,
             max_rss_mb=peak_mb(),
-            error=ErrorInfo.from_exception(exc, traceback.format_exc()),
-            retryable=not isinstance(exc, InputError),
+            error=ErrorInfo.from_exception(reported, traceback.format_exc()),
+            retryable=not isinstance(exc, InputError) and cause is None,
+            environment_fault=cause is not None,
         )
     return InvocationReport(
         job_id=task.job_id,

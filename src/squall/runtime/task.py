@@ -102,6 +102,8 @@ class InvocationReport:
     retryable: bool = True
     part_schema: str | None = None
     """The schema the part was written in (:func:`squall.io.parts.schema_text`), when there is a part."""
+    environment_fault: bool = False
+    """The error blames the environment (a full or read-only output), not the chunk: the job stops, no retry."""
     version: int = REPORT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
