@@ -19,10 +19,9 @@ from conftest import make_frame, run_cli, write_frame
 from squall.cli import main
 from squall.coordinator import JobCancelled, JobResult
 from squall.errors import SquallError, UsageError
-from squall.formats.registry import _EXTENSIONS, format_names
+from squall.formats.registry import FORMATS, format_names
 from squall.io import layout
-from squall.models.registry import _EXTENSIONS as MODEL_EXTENSIONS
-from squall.models.registry import flavor_names
+from squall.models.registry import FLAVORS, flavor_names
 from squall.spec import JobSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,12 +193,12 @@ def test_the_docs_list_every_input_format_extension_and_model_flavor():
     inputs = section(page("inputs.md"), "Inputs")
     for name in format_names():
         assert f"`{name}`" in inputs
-    for extension in _EXTENSIONS:
+    for extension in FORMATS.extensions():
         assert f"`{extension}`" in inputs, f"input extension {extension} is not documented"
     models = section(page("models.md"), "Models")
     for name in flavor_names():
         assert f"`{name}`" in models, f"model flavor {name} is not documented"
-    for extension in MODEL_EXTENSIONS:
+    for extension in FLAVORS.extensions():
         assert f"`{extension}`" in models
 
 

@@ -1,13 +1,13 @@
 """Model flavors by name, imported on first use, how a flavor is recognised, and the per-process warm cache.
 
 Adding a flavor is one module with a class implementing
-:class:`squall.models.base.Flavor` and one line in ``_FLAVORS`` (plus, if it
-can be recognised from a file name, one in ``_EXTENSIONS``).
+:class:`squall.models.base.Flavor` and one :class:`~squall.registry.Plugin`
+line in ``FLAVORS`` (with the extensions, directory markers or file heads that
+name it), or, from another package, an entry point in ``squall.flavors``.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import replace
 from typing import Any
@@ -18,74 +18,57 @@ from squall.errors import ModelLoadError
 from squall.models.artifact import check_trust, fetch
 from squall.models.base import Flavor, LoadedModel, ModelRef
 from squall.models.code import is_code_ref
+from squall.registry import Plugin, Registry
 
-_FLAVORS = {
-    "joblib": "squall.models.pickled:JoblibFlavor",
-    "pickle": "squall.models.pickled:PickleFlavor",
-    "callable": "squall.models.code:CodeFlavor",
-    "onnx": "squall.models.onnx_model:OnnxFlavor",
-    "torch": "squall.models.torch_model:TorchFlavor",
-    "sentence-transformers": "squall.models.sentence_model:SentenceTransformersFlavor",
-    "xgboost": "squall.models.xgboost_model:XGBoostFlavor",
-    "lightgbm": "squall.models.lightgbm_model:LightGBMFlavor",
-    "mlflow": "squall.models.mlflow_model:MLflowFlavor",
-}
-
-_EXTENSIONS = {
-    ".joblib": "joblib",
-    ".pkl": "pickle",
-    ".pickle": "pickle",
-    ".onnx": "onnx",
-    ".pt": "torch",
-    ".torchscript": "torch",
-    ".ptl": "torch",
-    ".ubj": "xgboost",
-}
-
-# Extensions that many formats share: the first bytes of the file decide.
-_SNIFFED = {".json": ("xgboost", b'"learner"'), ".txt": ("lightgbm", b"tree\n")}
-
-_DIRECTORY_MARKERS = (("MLmodel", "mlflow"), ("modules.json", "sentence-transformers"),
-                      ("config_sentence_transformers.json", "sentence-transformers"))
-
-_MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
+FLAVORS: Registry[type[Flavor]] = Registry("model flavor", "squall.flavors", (
+    Plugin("joblib", "squall.models.pickled:JoblibFlavor", "sklearn", extensions=(".joblib",)),
+    Plugin("pickle", "squall.models.pickled:PickleFlavor", extensions=(".pkl", ".pickle")),
+    Plugin("callable", "squall.models.code:CodeFlavor"),
+    Plugin("onnx", "squall.models.onnx_model:OnnxFlavor", "onnx", extensions=(".onnx",)),
+    Plugin("torch", "squall.models.torch_model:TorchFlavor", "torch", extensions=(".pt", ".torchscript", ".ptl")),
+    Plugin("sentence-transformers", "squall.models.sentence_model:SentenceTransformersFlavor", "text",
+           markers=("modules.json", "config_sentence_transformers.json")),
+    Plugin("xgboost", "squall.models.xgboost_model:XGBoostFlavor", "xgboost", extensions=(".ubj",),
+           sniff=((".json", b'"learner"'),)),
+    Plugin("lightgbm", "squall.models.lightgbm_model:LightGBMFlavor", "lightgbm", sniff=((".txt", b"tree\n"),)),
+    Plugin("mlflow", "squall.models.mlflow_model:MLflowFlavor", "mlflow", markers=("MLmodel",),
+           schemes=("runs", "models", "mlflow-artifacts")),
+), error=ModelLoadError)
 
 _warm: dict[tuple[Any, ...], LoadedModel] = {}
 
 
 def flavor_names() -> list[str]:
     """Every registered flavor."""
-    return list(_FLAVORS)
+    return FLAVORS.names()
 
 
 def detect_flavor(uri: str, state_dict: str | None = None) -> str:
-    """The flavor ``uri`` names: user code, a known model directory, or a file recognised by its extension."""
+    """The flavor ``uri`` names: user code, a scheme a flavor serves, a model directory holding a flavor's
+    marker file, or a file recognised by its extension (or, for an extension many share, by its first bytes)."""
     if is_code_ref(uri):
         return "torch" if state_dict else "callable"
-    if uri.startswith(_MLFLOW_SCHEMES):
-        return "mlflow"
+    scheme = uri.split(":/", 1)[0] if ":/" in uri else ""
+    by_scheme = next((p.name for p in FLAVORS.plugins() if scheme and scheme in p.schemes), None)
+    if by_scheme:
+        return by_scheme
     if os.path.isdir(uri):
-        for marker, name in _DIRECTORY_MARKERS:
-            if os.path.exists(os.path.join(uri, marker)):
-                return name
+        for plugin in FLAVORS.plugins():
+            if any(os.path.exists(os.path.join(uri, marker)) for marker in plugin.markers):
+                return plugin.name
+    found = FLAVORS.by_extension(uri)
+    if found:
+        return found
     lowered = uri.lower()
-    for ext, name in _EXTENSIONS.items():
-        if lowered.endswith(ext):
-            return name
-    for ext, (name, signature) in _SNIFFED.items():
-        if lowered.endswith(ext) and signature in _head(uri):
-            return name
-    raise ModelLoadError(f"{uri}: cannot tell how to load this model; set `flavor` to one of {', '.join(_FLAVORS)}")
+    for plugin in FLAVORS.plugins():
+        if any(lowered.endswith(ext) and signature in _head(uri) for ext, signature in plugin.sniff):
+            return plugin.name
+    raise ModelLoadError(f"{uri}: cannot tell how to load this model; set `flavor` to one of {', '.join(FLAVORS.names())}")
 
 
 def get_flavor(name: str) -> Flavor:
     """The flavor registered as ``name``."""
-    try:
-        module_name, class_name = _FLAVORS[name].split(":")
-    except KeyError:
-        raise ModelLoadError(f"unknown model flavor {name!r}; use one of {', '.join(_FLAVORS)}") from None
-    flavor: Flavor = getattr(importlib.import_module(module_name), class_name)()
-    return flavor
+    return FLAVORS.load(name)()
 
 
 def resolved(ref: ModelRef) -> ModelRef:
