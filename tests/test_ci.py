@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from conftest import CI_ALLOWED_SKIPS, TESTS_DIR
 

@@ -19,7 +19,7 @@ from squall.coordinator import Coordinator, JobLimits
 from squall.finalize import finalize_job
 from squall.formats.options import ReadOptions
 from squall.io import layout
-from squall.io.parts import schema_from_text, schema_text
+from squall.io.output_schema import schema_from_text, schema_text
 from squall.models.base import ModelRef
 from squall.plan.chunk import Chunk, Piece
 from squall.retry import RetryPolicy

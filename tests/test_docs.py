@@ -17,8 +17,8 @@ import pytest
 
 from conftest import make_frame, run_cli, write_frame
 from squall.cli import main
-from squall.coordinator import JobCancelled, JobResult
-from squall.errors import SquallError, UsageError
+from squall.coordinator import JobResult
+from squall.errors import JobCancelled, SquallError, UsageError
 from squall.formats.registry import FORMATS, format_names
 from squall.io import layout
 from squall.models.registry import FLAVORS, flavor_names

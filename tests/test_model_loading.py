@@ -15,7 +15,7 @@ import pytest
 
 import squall
 from squall.backends.local.backend import gpu_for
-from squall.errors import ModelLoadError
+from squall.errors import BatchShapeError, ModelLoadError
 from squall.models.artifact import is_remote, tree_sha256
 from squall.models.base import ModelRef
 from squall.models.registry import detect_flavor, load_warm, resolved
@@ -222,7 +222,7 @@ def test_a_model_named_by_a_file_url_loads_like_its_path(dataset, linear_model, 
 
 
 def test_a_model_taking_integers_refuses_nulls_and_fractions_rather_than_inventing_numbers():
-    from squall.models.matrix import BatchShapeError, as_matrix
+    from squall.models.matrix import as_matrix
 
     for batch in (pa.record_batch({"a": [1, None, 3]}), pa.record_batch({"a": [1.7, 2.0, 3.0]})):
         with pytest.raises(BatchShapeError):

@@ -23,7 +23,7 @@ import pytest
 
 import faultmodels
 import squall
-from squall.io.parts import schema_from_text
+from squall.io.output_schema import schema_from_text
 from squall.store import SCHEMA_VERSION, JobStore
 from conftest import ids_dataset, run_cli
 from test_faults import ids_spec

@@ -12,9 +12,7 @@ import time
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -22,7 +20,7 @@ import pytest
 from conftest import SQUALL, make_frame, read_output, run_cli, write_frame
 from squall.errors import JobStateError, UsageError
 from squall.spec import JobSpec
-from squall.triggers import ScheduleRule, WatchRule, start_triggers
+from squall.triggers import start_triggers
 from squall.triggers.rules import schedule_rule, watch_rule
 from squall.triggers.schedule import ScheduleTrigger
 from squall.triggers.seen import SeenRecord

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from squall import secrets as job_secrets
 from squall.backends.base import Backend
 from squall.backends.registry import open_backend
-from squall.errors import EnvironmentFault, InputError, JobStateError, ModelLoadError, OutputUnwritable, SpecError, SquallError, environment_cause
+from squall.errors import EnvironmentFault, InputError, JobCancelled, JobStateError, ModelLoadError, OutputUnwritable, SpecError, SquallError, environment_cause
 from squall.io import storage
 from squall.models.base import ModelRef
 from squall.models.artifact import is_remote
@@ -307,7 +307,6 @@ def _redriven_spec(stored: dict[str, Any], overrides: dict[str, object]) -> JobS
 
 def report(job_id: str, state_dir: str | Path | None = None) -> JobReport:
     """The report of ``job_id``: summary, every invocation, throughput, durations, failures and cost."""
-    from squall.observe.forecast import Forecast
     from squall.observe.report import JobReport
 
     store = JobStore(default_state_dir(str(state_dir) if state_dir else None))
@@ -476,7 +475,7 @@ def job_log_path(state_dir: Path, job_id: str) -> Path:
 def _coordinate(
     store: JobStore, spec: JobSpec, task: JobTask, listeners: Sequence[JobListener], backend: Backend
 ) -> JobResult:
-    from squall.coordinator import Coordinator, JobCancelled
+    from squall.coordinator import Coordinator
 
     limits = limits_of(spec)
     backend.configure(task)

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from squall.backends.base import Backend, InvocationDone, WorkerDied, WorkerLoadFailed, WorkerReady
-from squall.errors import EnvironmentFault, ModelLoadError, SquallError, environment_cause
+from squall.errors import EnvironmentFault, JobCancelled, ModelLoadError, environment_cause
 from squall.io.output import open_output
-from squall.io.parts import EXTENSIONS, schema_from_text
+from squall.io.output_schema import schema_from_text
+from squall.io.part_formats import extension_of
 from squall.observe.cost import CostEstimate
 from squall.observe.events import JobListener
 from squall.plan.chunk import Chunk
@@ -46,12 +47,6 @@ class JobLimits:
         if lane == "batch":
             return now + self.batch_lane_timeout if self.batch_lane_timeout else float("inf")
         return now + self.timeout
-
-
-class JobCancelled(SquallError):
-    """The job was asked to stop (``squall cancel``, Ctrl-C or SIGTERM); what was committed is kept."""
-
-    exit_code = 130
 
 
 @dataclass(frozen=True)
@@ -257,7 +252,7 @@ class Coordinator:
         return any(l.chunk.chunk_id == chunk_id and l.attempt == attempt for l in self._leases.values())
 
     def _commit(self, report: InvocationReport) -> None:
-        ext = EXTENSIONS[self._task.output_format]
+        ext = extension_of(self._task.output_format)
         part = error_part = None
         if report.part:
             final = self._output.committed_part(report.chunk_id, ext, self._task.part_prefix)
@@ -330,7 +325,7 @@ class Coordinator:
         self._notify_failed(lease, "split", f"{error}; split into chunks {first} and {first + 1}", dead=False)
 
     def _discard_attempt(self, lease: _Lease) -> None:
-        ext = EXTENSIONS[self._task.output_format]
+        ext = extension_of(self._task.output_format)
         chunk_id, prefix = lease.chunk.chunk_id, self._task.part_prefix
         self._output.discard(self._output.attempt_part(chunk_id, lease.attempt, ext, prefix))
         self._output.discard(self._output.attempt_errors(chunk_id, lease.attempt, prefix))

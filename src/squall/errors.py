@@ -1,8 +1,34 @@
-"""The exceptions squall raises. Catch :class:`SquallError` to catch them all.
+"""Every exception squall raises on purpose. Catch :class:`SquallError` to catch them all.
 
-Each message says what went wrong *and* what to change. Errors that happen in
-a worker cross the process boundary as :class:`ErrorInfo` (plain data), never
-as pickled exceptions.
+Each message says what went wrong *and* what to change. The tree::
+
+    SquallError                   exit code 1
+    ├── UsageError                exit code 2: the request cannot run as given; nothing was done
+    │   ├── SpecError             a spec field; the message names it
+    │   │   └── SpecRejected      a spec submitted over HTTP; ``fields`` names the fields at fault
+    │   ├── InputError            an input cannot be listed or read (also NotRetryable in a worker)
+    │   ├── ModelLoadError        the model cannot be loaded
+    │   ├── OutputExistsError     the output holds another job's results
+    │   ├── OutputUnwritable      the output cannot be created or written
+    │   ├── JobNotFoundError, JobStateError
+    │   ├── PathNotAllowed        a location outside the service's allowed roots
+    │   ├── SecretsMissing        a stored job's secrets are found nowhere
+    │   └── MissingDependency     a plugin, storage protocol or database driver is not installed
+    │       └── UnknownPlugin     a name no registry holds
+    ├── JobCancelled              exit code 130: a real cancel (squall cancel, Ctrl-C, SIGTERM)
+    ├── EnvironmentFault          the machine, not the data: a full or read-only output
+    ├── StoreError                the job store is unusable
+    ├── OutputUnreachable         the output cannot be reached to commit
+    └── InvocationError           raised inside an invocation; it becomes the invocation's report
+        ├── OutputShapeError      the model's output is not one row per input row
+        ├── BatchShapeError       a batch cannot become the model's matrix
+        └── ErrorBudgetExceeded   too many rows of one chunk fail: the model, not the data
+
+Whether a failed invocation is tried again is explicit: an error that is
+:class:`NotRetryable` (an input gone since planning) is not; anything else a
+model or a reader raises is (``no_retry_on`` adds names). Errors that happen
+in a worker cross the process boundary as :class:`ErrorInfo` (plain data),
+never as pickled exceptions.
 """
 
 from __future__ import annotations
@@ -17,6 +43,15 @@ class SquallError(Exception):
     exit_code = 1
 
 
+class NotRetryable:
+    """Marks an error that another attempt at the same chunk cannot fix: its chunk is dead-lettered at once."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether an invocation that failed with ``exc`` is worth another attempt."""
+    return not isinstance(exc, NotRetryable)
+
+
 class UsageError(SquallError):
     """The request cannot be run as given (bad spec, input, model, output); nothing was done."""
 
@@ -27,8 +62,17 @@ class SpecError(UsageError):
     """A spec field is missing or invalid; the message names the field."""
 
 
-class InputError(UsageError):
-    """An input cannot be listed or read; the message names the file."""
+class SpecRejected(SpecError):
+    """A spec submitted to the service is invalid; ``fields`` names the fields at fault."""
+
+    def __init__(self, message: str, fields: list[str]) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+class InputError(UsageError, NotRetryable):
+    """An input cannot be listed or read; the message names the file. Raised in a worker (a file removed
+    after planning), it is not retried."""
 
 
 class ModelLoadError(UsageError):
@@ -39,6 +83,11 @@ class OutputExistsError(UsageError):
     """The output location holds another job's results; pass ``--overwrite`` to replace them."""
 
 
+class OutputUnwritable(UsageError):
+    """The output location cannot be created or written before any work starts (a read-only or full
+    filesystem, a file in the way); the message names it."""
+
+
 class JobNotFoundError(UsageError):
     """No job with that id exists in the state directory."""
 
@@ -47,9 +96,27 @@ class JobStateError(UsageError):
     """The job is not in a state that allows this (a duplicate id, nothing to redrive, not running)."""
 
 
-class OutputUnwritable(UsageError):
-    """The output location cannot be created or written before any work starts (a read-only or full
-    filesystem, a file in the way); the message names it."""
+class PathNotAllowed(UsageError):
+    """A location in a request lies outside the service's ``allowed_roots``."""
+
+
+class SecretsMissing(UsageError):
+    """A stored job needs secrets that were not stored with it and cannot be found again; the message names each."""
+
+
+class MissingDependency(UsageError):
+    """What a job needs is not installed (a flavor's library, a storage protocol's package, a database
+    driver); the message says what to install."""
+
+
+class UnknownPlugin(MissingDependency):
+    """A name no registry entry or installed package provides; the message lists the names there are."""
+
+
+class JobCancelled(SquallError):
+    """The job was asked to stop (``squall cancel``, Ctrl-C or SIGTERM); what was committed is kept."""
+
+    exit_code = 130
 
 
 class EnvironmentFault(SquallError):
@@ -85,6 +152,22 @@ class StoreError(SquallError):
 class OutputUnreachable(SquallError):
     """The output cannot be reached to commit a chunk (its database connection keeps failing); nothing
     committed is lost, and ``squall resume`` finishes the job once the output answers again."""
+
+
+class InvocationError(SquallError):
+    """Raised inside an invocation; the invocation reports it (an error row, or a failed attempt)."""
+
+
+class OutputShapeError(InvocationError):
+    """The model returned something squall cannot turn into one row per input row."""
+
+
+class BatchShapeError(InvocationError):
+    """A batch cannot be turned into the numeric matrix the model takes."""
+
+
+class ErrorBudgetExceeded(InvocationError):
+    """So many rows of one chunk raise that the model, not the data, is at fault (retried like any failure)."""
 
 
 @dataclass(frozen=True)

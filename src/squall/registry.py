@@ -27,7 +27,7 @@ from functools import cached_property
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from squall.errors import SquallError, UsageError
+from squall.errors import SquallError, UnknownPlugin
 
 T = TypeVar("T")
 
@@ -46,10 +46,6 @@ class Plugin:
     sniff: tuple[tuple[str, bytes], ...] = ()
     markers: tuple[str, ...] = ()
     schemes: tuple[str, ...] = ()
-
-
-class UnknownPlugin(UsageError):
-    """A name no registry entry or installed package provides; the message lists the names there are."""
 
 
 class Registry(Generic[T]):

@@ -39,7 +39,7 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
-from squall.errors import UsageError
+from squall.errors import SecretsMissing
 
 MARK = "***"
 OPTION_FIELDS = frozenset({"storage_options", "ray_runtime_env"})
@@ -65,10 +65,6 @@ _AWS_FALLBACK = {
 
 _remembered: dict[tuple[str, ...], str] = {}
 _lock = threading.Lock()
-
-
-class SecretsMissing(UsageError):
-    """A stored job needs secrets that were not stored with it and cannot be found again; the message names each."""
 
 
 def is_secret_name(name: str) -> bool:

@@ -25,7 +25,7 @@ that caused it (``timeout:``, ``memory:``, ``lost:``).
 rows of error parts, which are then ``errors_superseded``). ``jobs.ledger`` holds
 the run's ledger record (:class:`squall.ledger.Increment`) until finalize.
 ``jobs.output_schema`` is the schema every part of the job is written in
-(:func:`squall.io.parts.schema_text`), set with the first committed part.
+(:func:`squall.io.output_schema.schema_text`), set with the first committed part.
 A coordinator that dies leaves chunks ``leased``; ``resume`` returns them
 to ``pending``. Only one coordinator may run a job at a time: it holds an
 exclusive lock on ``locks/JOB.lock`` for as long as it runs.

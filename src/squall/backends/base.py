@@ -81,7 +81,7 @@ class Backend(Protocol):
 
     def submit(self, worker: int, chunk: Chunk, attempt: int, output_schema: str | None = None) -> None:
         """Hand ``chunk`` (attempt number ``attempt``) to an idle ``worker``, with the job's output schema
-        (:func:`squall.io.parts.schema_text`) once the job has one: the worker casts its part to it."""
+        (:func:`squall.io.output_schema.schema_text`) once the job has one: the worker casts its part to it."""
 
     def scale(self, waiting: int) -> None:
         """``waiting`` chunks wait for a worker: a pool that can grow or shrink may do so now (the local pool cannot)."""

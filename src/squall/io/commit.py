@@ -20,7 +20,8 @@ from fsspec.core import url_to_fs
 from squall.errors import OutputExistsError
 from squall.io import layout
 from squall.io.output import Committed
-from squall.io.parts import PartFile, count_rows
+from squall.io.part_formats import count_rows
+from squall.io.parts import PartFile
 
 
 class OutputDir:

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 import fsspec
 from fsspec.core import split_protocol, url_to_fs
 
-from squall.errors import UsageError
+from squall.errors import MissingDependency
 
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
 _INSTALL_HINTS = {
@@ -33,10 +33,6 @@ _INSTALL_HINTS = {
     "abfs": "pip install adlfs",
     "abfss": "pip install adlfs",
 }
-
-
-class StorageUnavailable(UsageError):
-    """The package that reaches a storage protocol is not installed."""
 
 
 
@@ -83,7 +79,7 @@ def _require(name: str) -> None:
         fsspec.get_filesystem_class(name)
     except (ImportError, ValueError) as exc:
         hint = _INSTALL_HINTS.get(name, "install the fsspec implementation for it")
-        raise StorageUnavailable(f"cannot reach {name}:// URLs ({exc}); {hint}") from None
+        raise MissingDependency(f"cannot reach {name}:// URLs ({exc}); {hint}") from None
 
 
 def open_ranged(uri: str) -> Any:

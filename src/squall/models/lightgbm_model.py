@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from squall.errors import ModelLoadError
+from squall.errors import BatchShapeError, ModelLoadError
 from squall.models.base import ModelArtifact, ModelRef
 from squall.models.device import require_cpu
-from squall.models.matrix import BatchShapeError
 from squall.models.requirement import require
 
 

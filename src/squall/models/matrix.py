@@ -14,11 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from squall.errors import SquallError
-
-
-class BatchShapeError(SquallError):
-    """A batch cannot be turned into the numeric matrix the model takes."""
+from squall.errors import BatchShapeError
 
 
 def as_matrix(batch: Any, dtype: Any) -> np.ndarray:

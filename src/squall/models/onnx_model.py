@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from squall.errors import ModelLoadError
+from squall.errors import BatchShapeError, ModelLoadError
 from squall.models.base import ModelArtifact, ModelRef
 from squall.models.device import on_gpu
-from squall.models.matrix import BatchShapeError, as_matrix
+from squall.models.matrix import as_matrix
 from squall.models.requirement import require
 
 _ELEMENT_TYPES = {

@@ -21,11 +21,12 @@ import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from squall.errors import EnvironmentFault, ErrorInfo, InputError, SquallError, environment_cause
+from squall.errors import EnvironmentFault, ErrorBudgetExceeded, ErrorInfo, InputError, SquallError, environment_cause, is_retryable
 from squall.formats.base import OFFSET_COLUMN, SOURCE_COLUMN, BadRecord
 from squall.formats.registry import get_format
 from squall.io.output import PartSink, open_output
-from squall.io.parts import EXTENSIONS, Uncastable, conform, schema_from_text, schema_text
+from squall.io.output_schema import Uncastable, conform, schema_from_text, schema_text
+from squall.io.part_formats import extension_of
 from squall.models.base import LoadedModel
 from squall.models.code import resolve
 from squall.plan.chunk import Chunk
@@ -47,10 +48,6 @@ ERROR_SCHEMA = pa.schema(
         ("tries", pa.int64()),
     ]
 )
-
-
-class ErrorBudgetExceeded(SquallError):
-    """So many rows of one batch raise that the model, not the data, is at fault."""
 
 
 class _StepFailed(Exception):
@@ -106,7 +103,7 @@ class _Invocation:
     @classmethod
     def open(cls, task: JobTask, chunk: Chunk, attempt: int, steps: Steps, schema: pa.Schema | None) -> _Invocation:
         """An invocation whose part and error files are named for this attempt (opened on first write)."""
-        ext = EXTENSIONS[task.output_format]
+        ext = extension_of(task.output_format)
         output = open_output(task.output)
         part = output.attempt_part(chunk.chunk_id, attempt, ext, task.part_prefix)
         errors = output.attempt_errors(chunk.chunk_id, attempt, task.part_prefix)
@@ -121,7 +118,7 @@ def invoke(
 ) -> InvocationReport:
     """Run one chunk and report; the part is written under its attempt name, never committed here.
 
-    ``output_schema`` (:func:`squall.io.parts.schema_text`) is the job's, once its first part is committed;
+    ``output_schema`` (:func:`squall.io.output_schema.schema_text`) is the job's, once its first part is committed;
     the report names the schema the part was written in."""
     reset_peak()
     started, clock = time.time(), time.perf_counter()
@@ -145,7 +142,7 @@ def invoke(
             duration_s=time.perf_counter() - clock,
             max_rss_mb=peak_mb(),
             error=ErrorInfo.from_exception(reported, traceback.format_exc()),
-            retryable=not isinstance(exc, InputError) and cause is None,
+            retryable=is_retryable(exc) and cause is None,
             environment_fault=cause is not None,
         )
     return InvocationReport(

@@ -7,12 +7,8 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from squall.errors import SquallError
+from squall.errors import OutputShapeError
 from squall.runtime.task import OutputNaming
-
-
-class OutputShapeError(SquallError):
-    """The model returned something squall cannot turn into one row per input row."""
 
 
 def to_model_input(batch: pa.RecordBatch, features: Sequence[str], batch_format: str) -> Any:

@@ -101,7 +101,7 @@ class InvocationReport:
     error: ErrorInfo | None = None
     retryable: bool = True
     part_schema: str | None = None
-    """The schema the part was written in (:func:`squall.io.parts.schema_text`), when there is a part."""
+    """The schema the part was written in (:func:`squall.io.output_schema.schema_text`), when there is a part."""
     environment_fault: bool = False
     """The error blames the environment (a full or read-only output), not the chunk: the job stops, no retry."""
     version: int = REPORT_VERSION

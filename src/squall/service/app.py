@@ -40,13 +40,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
 from squall import api
-from squall.errors import JobNotFoundError, JobStateError, SpecError, UsageError
+from squall.errors import JobNotFoundError, JobStateError, PathNotAllowed, SpecError, SpecRejected, UsageError
 from squall.service.auth import COOKIE, TokenCheck
 from squall.service.config import ServeConfig
 from squall.service.dashboard import page
 from squall.service.hosts import LoopbackHostsOnly
 from squall.service.metrics import ServiceMetrics
-from squall.service.roots import AllowedRoots, PathNotAllowed
+from squall.service.roots import AllowedRoots
 from squall.service.scheduler import Scheduler
 from squall.triggers.service import start_triggers
 from squall.service.views import JobViews
@@ -55,14 +55,6 @@ from squall.store import JobStore
 
 _JOB_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _bearer = HTTPBearer(auto_error=False, description="The service token (SQUALL_TOKEN)")
-
-
-class SpecRejected(SpecError):
-    """A submitted spec is invalid; ``fields`` names the fields at fault."""
-
-    def __init__(self, message: str, fields: list[str]) -> None:
-        super().__init__(message)
-        self.fields = fields
 
 
 def parse_spec(body: dict[str, Any]) -> JobSpec:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from squall.errors import SpecError, UsageError
+from squall.errors import PathNotAllowed, SpecError
 from squall.io.storage import LOCAL_PROTOCOLS, protocol
 from squall.models.code import is_code_ref
 from squall.spec import JobSpec
@@ -23,10 +23,6 @@ from squall.spec import JobSpec
 _GLOB_CHARS = "*?["
 _MAX_LISTED = 100_000
 _SHOWN = 80  # characters of a refused location quoted back (a data: URL can be megabytes)
-
-
-class PathNotAllowed(UsageError):
-    """A location in a request lies outside the service's ``allowed_roots``."""
 
 
 class AllowedRoots:

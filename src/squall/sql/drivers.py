@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from squall.errors import UsageError
+from squall.errors import MissingDependency
 from squall.secrets import for_connection, redact_url
 
 _DRIVERS = {
@@ -34,10 +34,6 @@ _LIST_TABLES = {
 
 
 _IDENTIFIER_BYTES = {"postgresql": 63, "postgres": 63}  # NAMEDATALEN - 1; longer names are cut, silently
-
-
-class DriverUnavailable(UsageError):
-    """The ADBC driver for a database URL is not installed."""
 
 
 def scheme(url: str) -> str:
@@ -60,7 +56,7 @@ def connect(url: str, autocommit: bool = False) -> Any:
     try:
         module = importlib.import_module(_DRIVERS[name])
     except ImportError:
-        raise DriverUnavailable(f"{url}: the {name} driver is not installed; pip install 'squall[sql]'") from None
+        raise MissingDependency(f"{url}: the {name} driver is not installed; pip install 'squall[sql]'") from None
     if name != "sqlite":
         return module.connect("postgresql://" + url.split("://", 1)[1], autocommit=autocommit)
     connection = module.connect(_sqlite_path(url), autocommit=autocommit)

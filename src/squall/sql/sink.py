@@ -37,10 +37,9 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import pyarrow as pa
 
-from squall.errors import OutputExistsError, OutputUnreachable, SpecError
+from squall.errors import OutputExistsError, OutputShapeError, OutputUnreachable, SpecError
 from squall.io import layout
 from squall.io.output import Committed
-from squall.runtime.predictions import OutputShapeError
 from squall.sql.drivers import (
     close_quietly,
     connect,

@@ -14,8 +14,8 @@ from typing import Any
 
 from fsspec.core import url_to_fs
 
-from squall.errors import InputError
-from squall.io.storage import StorageUnavailable, connection_options, protocol
+from squall.errors import InputError, MissingDependency
+from squall.io.storage import connection_options, protocol
 from squall.triggers.file_arrival import Listed, counts
 from squall.triggers.rules import WatchRule
 
@@ -30,7 +30,7 @@ class PrefixLister:
         try:  # its own filesystem instance: fsspec's process-wide configuration belongs to the jobs
             self.fs, self.prefix = url_to_fs(rule.location, skip_instance_cache=True, use_listings_cache=False, **options)
         except ImportError as exc:
-            raise StorageUnavailable(f"cannot watch {rule.location}: {exc}; install the package for {self.protocol}:// "
+            raise MissingDependency(f"cannot watch {rule.location}: {exc}; install the package for {self.protocol}:// "
                                      "(pip install 'squall[s3]' for s3://)") from None
         self.prefix = self.prefix.rstrip("/")
 

@@ -9,6 +9,7 @@ from squall.spec import JobSpec, default_state_dir
 from squall.store import ACTIVE_STATES, JobStore
 from squall.triggers.rules import WatchRule
 from squall.triggers.seen import SeenRecord
+from squall.errors import JobCancelled
 
 Done = Callable[[str, str, str | None, int | None], None]
 """Told (file, job id, end state, rows read) after each file's job."""
@@ -25,7 +26,6 @@ def run_in_process(spec: JobSpec) -> tuple[str, int]:
     resumed behind the user's back.
     """
     from squall import api
-    from squall.coordinator import JobCancelled
 
     assert spec.job_id is not None
     store = JobStore(spec.resolved_state_dir())
