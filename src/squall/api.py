@@ -30,7 +30,8 @@ from squall.retry import RetryPolicy
 from squall.runtime.task import JobTask, OutputNaming
 from squall.spec import JobSpec, default_state_dir
 from squall.sql.drivers import is_database_url
-from squall.store import ACTIVE_STATES, ChunkCounts, JobRecord, JobStore
+from squall.store import ChunkCounts, JobRecord, JobStore
+from squall.states import ChunkState, JobState
 
 if TYPE_CHECKING:
     from squall.coordinator import JobLimits, JobResult
@@ -215,7 +216,7 @@ def redrive(
         _restored_spec(job, storage_options)  # a secret found nowhere stops the redrive before it changes anything
         spec = _redriven_spec(job.spec, overrides or {})
         store.lock_job(job_id)
-        dead = {chunk.chunk_id for chunk in store.chunks_in_state(job_id, "dead")}
+        dead = {chunk.chunk_id for chunk in store.chunks_in_state(job_id, ChunkState.DEAD)}
         if not (dead if chunks is None else dead & set(chunks)):
             raise JobStateError(f"job {job_id} has no dead chunks{'' if chunks is None else f' among {list(chunks)}'} to redrive")
         store.update_spec(job_id, spec.to_json())
@@ -284,7 +285,7 @@ def dead_letters(job_id: str, state_dir: str | Path | None = None) -> list[DeadC
         store.job(job_id)
         return [
             DeadChunk(c.chunk_id, c.est_rows, [dict(p.__dict__) for p in c.pieces], store.attempts(job_id, c.chunk_id))
-            for c in store.chunks_in_state(job_id, "dead")
+            for c in store.chunks_in_state(job_id, ChunkState.DEAD)
         ]
     finally:
         store.close()
@@ -358,7 +359,7 @@ def _reached_files(job_plan: Plan, task: JobTask) -> list[tuple[str, int | None]
 
 def _files_left(store: JobStore, job_id: str, task: JobTask) -> list[tuple[str, int | None]]:
     """What the workers of a resumed job must still read: the inputs of its pending chunks, and the model's files."""
-    uris = {piece.uri for chunk in store.chunks_in_state(job_id, "pending") for piece in chunk.pieces}
+    uris = {piece.uri for chunk in store.chunks_in_state(job_id, ChunkState.PENDING) for piece in chunk.pieces}
     files: list[tuple[str, int | None]] = [(uri, None) for uri in sorted(uris) if not is_database_url(uri)]
     return files + _model_files(task.model)
 
@@ -487,13 +488,13 @@ def _coordinate(
             listener.job_finalizing(task.job_id)
         result = _finalize(store, task, limits, coordinator.invocations)
     except (KeyboardInterrupt, JobCancelled) as exc:
-        _record_stop(store, task.job_id, "CANCELLED", "cancelled", exc)
+        _record_stop(store, task.job_id, JobState.CANCELLED, "cancelled", exc)
         raise
     except SquallError as exc:
-        _record_stop(store, task.job_id, "FAILED", str(exc), exc)
+        _record_stop(store, task.job_id, JobState.FAILED, str(exc), exc)
         raise
     except Exception as exc:
-        _record_stop(store, task.job_id, "FAILED", f"{type(exc).__name__}: {exc}", exc)
+        _record_stop(store, task.job_id, JobState.FAILED, f"{type(exc).__name__}: {exc}", exc)
         raise
     cost = measured_cost(store.invocations(task.job_id), memory_size_mb(spec), PriceTable.of(spec))
     result = replace(result, cost=cost, batch_sizes=batch_sizes.sizes())
@@ -517,7 +518,7 @@ def _finalize(store: JobStore, task: JobTask, limits: JobLimits, invocations: in
         ) from None
 
 
-def _record_stop(store: JobStore, job_id: str, state: str, reason: str, cause: BaseException) -> None:
+def _record_stop(store: JobStore, job_id: str, state: JobState, reason: str, cause: BaseException) -> None:
     """Record why a job stopped before it was finalized: ``CANCELLED`` for a cancel (``squall cancel``,
     Ctrl-C, SIGTERM), ``FAILED`` with the reason for anything else. Leased chunks go back to pending, and
     a ``_SUCCESS`` an interrupted finalize wrote is withdrawn, so ``squall resume`` finishes the job. A job
@@ -526,7 +527,7 @@ def _record_stop(store: JobStore, job_id: str, state: str, reason: str, cause: B
 
     try:
         job = store.job(job_id)
-        if job.state not in ACTIVE_STATES:
+        if not JobState(job.state).active:
             return
         try:
             open_output(job.output).remove_final_markers()

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from squall.errors import SquallError, UsageError
 from squall.spec import JobSpec, build_spec, load_spec_file
+from squall.states import JobState
 
 if TYPE_CHECKING:
     from squall.tuning.tuner import Tuning
@@ -234,7 +235,7 @@ def _run_and_summarise(start: Callable[[list[Any]], Any], quiet: bool, job_id: s
         click.echo(f"{result.state} {result.rows_in} rows in {result.wall_s:.2f} s")
     else:
         console.print(summary_table(result))
-    sys.exit(0 if result.state in ("SUCCEEDED", "PARTIAL") else 1)
+    sys.exit(0 if JobState(result.state).succeeded else 1)
 
 
 def _stopped(console: Console, job_id: str, state_dir: str | None) -> NoReturn:
@@ -247,9 +248,9 @@ def _stopped(console: Console, job_id: str, state_dir: str | None) -> NoReturn:
         state = api.status(job_id, state_dir).job.state
     except SquallError:
         state = None  # stopped before the job was created
-    if state in ("SUCCEEDED", "PARTIAL", "FAILED"):
+    if state is not None and not JobState(state).active and state != JobState.CANCELLED:
         console.print(f"[yellow]stopped after job {job_id} ended {state}.", highlight=False)
-        sys.exit(0 if state != "FAILED" else 1)
+        sys.exit(0 if JobState(state).succeeded else 1)
     console.print(f"[yellow]stopped; committed parts are kept. `squall resume {job_id}` finishes the job.", highlight=False)
     sys.exit(130)
 

@@ -24,6 +24,7 @@ from squall.plan.split import can_split, split_chunk
 from squall.retry import RetryPolicy
 from squall.runtime.task import InvocationReport, JobTask
 from squall.store import Claim, JobStore
+from squall.states import ChunkState, JobState, Outcome
 
 _IDLE_WAIT_S = 0.5
 _START_FAILURES_PER_WORKER = 3
@@ -54,7 +55,7 @@ class JobResult:
     """How a job ended: its state, the rows it read and wrote, and where the results are."""
 
     job_id: str
-    state: str
+    state: JobState
     output: str
     rows_in: int
     rows_out: int
@@ -126,12 +127,12 @@ class Coordinator:
         """
         job_id = self._task.job_id
         counts = self._store.counts(job_id)
-        self._outstanding = counts.count("pending") + counts.count("leased")
+        self._outstanding = counts.count(ChunkState.PENDING) + counts.count(ChunkState.LEASED)
         earliest = self._store.next_retry_at(job_id)
         self._retry_times = [earliest] if earliest else []
         for listener in self._listeners:
-            listener.job_started(job_id, sum(counts.by_state.values()), counts.count("done"), self._store.job(job_id).est_rows)
-        self._store.set_job_state(job_id, "RUNNING")
+            listener.job_started(job_id, sum(counts.by_state.values()), counts.count(ChunkState.DONE), self._store.job(job_id).est_rows)
+        self._store.set_job_state(job_id, JobState.RUNNING)
         try:
             while self._outstanding > 0:
                 self._check_cancel()
@@ -206,21 +207,21 @@ class Coordinator:
         del self._leases[worker]
         if report.environment_fault:
             self._stop_for_environment(lease, report)
-        mismatch = self._schema_mismatch(report) if report.outcome == "ok" else None
-        if report.outcome == "ok" and mismatch is None:
+        mismatch = self._schema_mismatch(report) if report.outcome == Outcome.OK else None
+        if report.outcome == Outcome.OK and mismatch is None:
             self._commit(report)
             self._notify(report, committed=True)
         elif mismatch is not None:  # two first parts raced: no chunk's fault; the retry is sent the job's schema
             self._discard(report)
             self._notify(report, committed=False)
             self._store.release_attempt(self._task.job_id, lease.chunk.chunk_id, lease.attempt, mismatch, report)
-            self._notify_failed(lease, "error", mismatch, dead=False)
+            self._notify_failed(lease, Outcome.ERROR, mismatch, dead=False)
         else:
             self._discard(report)
             self._notify(report, committed=False)
             error = str(report.error) if report.error else "unknown error"
             retryable = report.retryable and not (report.error and report.error.type in self._limits.retry.no_retry_on)
-            self._fail(lease, "error", error, retryable, report)
+            self._fail(lease, Outcome.ERROR, error, retryable, report)
         self._notify_closed(lease)
 
     def _schema_mismatch(self, report: InvocationReport) -> str | None:
@@ -278,7 +279,7 @@ class Coordinator:
             self._count_start_failure(reason)
             return
         self._discard_attempt(lease)
-        self._killed(lease, "memory" if cause == "memory" else "lost", reason)
+        self._killed(lease, Outcome.MEMORY if cause == Outcome.MEMORY else Outcome.LOST, reason)
         self._notify_closed(lease)
 
     def _count_start_failure(self, reason: str) -> None:
@@ -296,7 +297,7 @@ class Coordinator:
                 self._backend.kill(worker)
                 self._discard_attempt(lease)
                 limit = self._limits.timeout if lease.claim.lane == "function" else self._limits.batch_lane_timeout
-                self._killed(lease, "timeout", f"the invocation ran past the {limit:g} s time limit")
+                self._killed(lease, Outcome.TIMEOUT, f"the invocation ran past the {limit:g} s time limit")
                 self._notify_closed(lease)
 
     def _killed(self, lease: _Lease, outcome: str, error: str) -> None:
@@ -322,7 +323,7 @@ class Coordinator:
         children = split_chunk(lease.chunk, first, first + 1)
         self._store.split(job_id, lease.chunk.chunk_id, lease.attempt, error, children)
         self._outstanding += 1
-        self._notify_failed(lease, "split", f"{error}; split into chunks {first} and {first + 1}", dead=False)
+        self._notify_failed(lease, Outcome.SPLIT, f"{error}; split into chunks {first} and {first + 1}", dead=False)
 
     def _discard_attempt(self, lease: _Lease) -> None:
         ext = extension_of(self._task.output_format)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from squall.errors import UsageError
+from squall.states import JobState
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,7 +73,7 @@ def run_demo(directory: str, rows: int, workers: int | None) -> int:
     same = len(got) == len(expected) and bool(((got["prediction_True"] - expected).abs() < 1e-6).all())
     verdict = "[green]match[/]" if same else "[red]DO NOT match[/]"
     console.print(f"predictions {verdict} model.predict_proba on all {len(expected):,} rows; try `squall status {result.job_id} --state-dir {base / 'state'}`")
-    return 0 if same and result.state == "SUCCEEDED" else 1
+    return 0 if same and result.state == JobState.SUCCEEDED else 1
 
 
 def _direct_predictions(input_dir: Path, model_path: Path) -> pd.Series:

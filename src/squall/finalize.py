@@ -25,6 +25,7 @@ from squall.io.output import open_output
 from squall.ledger import LEDGER_VERSION, Increment
 from squall.secrets import redact
 from squall.store import DoneChunk, JobStore
+from squall.states import ChunkState, JobState
 
 MANIFEST_VERSION = 2
 
@@ -61,14 +62,14 @@ def finalize_job(store: JobStore, job_id: str, limits: JobLimits, invocations: i
     """Decide the job's final state from the store, write the manifest, and return the result."""
     job = store.job(job_id)
     done = store.done_chunks(job_id)
-    dead = store.chunks_in_state(job_id, "dead")
+    dead = store.chunks_in_state(job_id, ChunkState.DEAD)
     record = store.ledger(job_id)
     increment = Increment.from_json(record) if record else None
     tally = Tally.of(done, [chunk.est_rows for chunk in dead])
     state, message = _decide(tally, limits)
     exact = done and all(d.chunk.format == "parquet" for d in done) and not dead
-    if state != "FAILED" and exact and tally.rows_in != job.est_rows:
-        state, message = "FAILED", (
+    if state != JobState.FAILED and exact and tally.rows_in != job.est_rows:
+        state, message = JobState.FAILED, (
             f"read {tally.rows_in} rows but the Parquet footers hold {job.est_rows}; this is a bug in squall, please report it"
         )
     output = open_output(job.output)
@@ -94,7 +95,7 @@ def finalize_job(store: JobStore, job_id: str, limits: JobLimits, invocations: i
         "spec": job.spec,
     }
     output.remove_unlisted({str(entry["path"]) for entry in entries["parts"] + entries["errors"]})
-    output.finalize(redact(manifest), success=state in ("SUCCEEDED", "PARTIAL"))  # the spec and URLs without secrets
+    output.finalize(redact(manifest), success=state.succeeded)  # the spec and URLs without secrets
     store.set_job_state(job_id, state, message)
     final = store.job(job_id)
     return JobResult(
@@ -115,9 +116,9 @@ def finalize_job(store: JobStore, job_id: str, limits: JobLimits, invocations: i
     )
 
 
-def _decide(tally: Tally, limits: JobLimits) -> tuple[str, str | None]:
+def _decide(tally: Tally, limits: JobLimits) -> tuple[JobState, str | None]:
     if not tally.reconciled:
-        return "FAILED", (
+        return JobState.FAILED, (
             f"row counts do not reconcile: read {tally.rows_in}, written {tally.rows_out}, "
             f"errors {tally.error_rows} (written and errors as counted in the output when each chunk was committed); "
             "this is a bug in squall, please report it"
@@ -125,18 +126,18 @@ def _decide(tally: Tally, limits: JobLimits) -> tuple[str, str | None]:
     seen = tally.rows_in + tally.dead_rows_est
     error_rate = tally.error_rows / seen if seen else 0.0
     if tally.dead_chunks > limits.max_dead_chunks:
-        return "FAILED", (
+        return JobState.FAILED, (
             f"{tally.dead_chunks} chunk(s) failed every attempt (about {tally.dead_rows_est} rows; "
             f"max_dead_chunks is {limits.max_dead_chunks}); see `squall dlq`"
         )
     if error_rate > limits.max_error_rate:
-        return "FAILED", (
+        return JobState.FAILED, (
             f"{tally.error_rows} of {seen} rows failed ({error_rate:.2%}, max_error_rate is "
             f"{limits.max_error_rate:.2%}); the rows and reasons are in _errors/"
         )
     if tally.error_rows or tally.dead_chunks:
-        return "PARTIAL", f"{tally.error_rows} error rows, {tally.dead_chunks} dead chunks, within the limits"
-    return "SUCCEEDED", None
+        return JobState.PARTIAL, f"{tally.error_rows} error rows, {tally.dead_chunks} dead chunks, within the limits"
+    return JobState.SUCCEEDED, None
 
 
 def _rows(tally: Tally) -> dict[str, Any]:

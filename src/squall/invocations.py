@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from squall.runtime.task import InvocationReport
+from squall.states import Outcome
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class InvocationRecord:
         outcome: str, error: str | None, report: str | None, init_s: float | None,
     ) -> InvocationRecord:
         """The record of one closed ``attempts`` row."""
-        if outcome in ("split", "to-batch-lane") and error:
+        if outcome in (Outcome.SPLIT, Outcome.TO_BATCH_LANE) and error:
             outcome = error.split(":", 1)[0]
         if not report:
             return cls(job_id, chunk_id, attempt, -1 if worker is None else worker, outcome, started,

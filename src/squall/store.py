@@ -59,6 +59,7 @@ from squall.owner_only import open_private, private_dir, private_file
 from squall.plan.chunk import Chunk
 from squall.secrets import MARK, redact_json, redact_url, reveal_url
 from squall.runtime.task import InvocationReport
+from squall.states import ChunkState, JobState, KILL_OUTCOMES, Outcome
 
 if TYPE_CHECKING:
     from squall.io.output import Committed  # pulls in pyarrow, which the store's users need not load
@@ -123,8 +124,6 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 """
 
-ACTIVE_STATES = ("PENDING", "RUNNING")
-KILL_OUTCOMES = ("timeout", "memory", "lost")
 
 
 @dataclass(frozen=True)
@@ -135,7 +134,7 @@ class JobRecord:
     spec: dict[str, Any]
     task: str
     output: str
-    state: str
+    state: JobState
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -302,9 +301,9 @@ class JobStore:
         rows = self._db.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
         return [_job_record(row) for row in rows]
 
-    def set_job_state(self, job_id: str, state: str, message: str | None = None) -> None:
+    def set_job_state(self, job_id: str, state: JobState, message: str | None = None) -> None:
         now = time.time()
-        finished = now if state not in ACTIVE_STATES else None
+        finished = now if not JobState(state).active else None
         self._db.execute(
             "UPDATE jobs SET state=?, message=?, finished_at=?, "
             "started_at=CASE WHEN ?='RUNNING' AND started_at IS NULL THEN ? ELSE started_at END WHERE job_id=?",
@@ -379,7 +378,7 @@ class JobStore:
                  _redacted(part.uri if part else None), _redacted(error_part.uri if error_part else None), time.time(),
                  report.job_id, report.chunk_id),
             )
-            self._close_attempt(report.job_id, report.chunk_id, report.attempt, "ok", None, report)
+            self._close_attempt(report.job_id, report.chunk_id, report.attempt, Outcome.OK, None, report)
 
     def fail(
         self,
@@ -392,7 +391,7 @@ class JobStore:
         report: InvocationReport | None = None,
     ) -> str:
         """Close a failed attempt; the chunk goes back to pending (at ``retry_at``) or, if ``None``, dead."""
-        state = "pending" if retry_at is not None else "dead"
+        state = ChunkState.PENDING if retry_at is not None else ChunkState.DEAD
         killed = 1 if outcome in KILL_OUTCOMES else 0
         with self._transaction():
             self._db.execute(
@@ -421,7 +420,7 @@ class JobStore:
                 "WHERE job_id=? AND chunk_id=?",
                 (job_id, chunk_id),
             )
-            self._close_attempt(job_id, chunk_id, attempt, "error", error, report)
+            self._close_attempt(job_id, chunk_id, attempt, Outcome.ERROR, error, report)
 
     def split(self, job_id: str, chunk_id: int, attempt: int, error: str, children: Sequence[Chunk]) -> None:
         """Close a killed attempt and replace the chunk by ``children`` (pending), which cover the same rows."""
@@ -430,7 +429,7 @@ class JobStore:
                 "UPDATE chunks SET state='split', worker=NULL, kills=kills+1 WHERE job_id=? AND chunk_id=?",
                 (job_id, chunk_id),
             )
-            self._close_attempt(job_id, chunk_id, attempt, "split", error, None)
+            self._close_attempt(job_id, chunk_id, attempt, Outcome.SPLIT, error, None)
             self._db.executemany(
                 "INSERT INTO chunks (job_id, chunk_id, descriptor, state, parent) VALUES (?, ?, ?, 'pending', ?)",
                 [(job_id, c.chunk_id, redact_json(c.to_json()), chunk_id) for c in children],
@@ -468,7 +467,7 @@ class JobStore:
     def request_cancel(self, job_id: str) -> None:
         """Ask the job's coordinator, wherever it runs, to stop after committing what has finished."""
         state = self.job(job_id).state
-        if state not in ACTIVE_STATES:
+        if not JobState(state).active:
             raise JobStateError(f"job {job_id} is {state}, not running; there is nothing to cancel")
         self._db.execute("UPDATE jobs SET cancel_requested=1 WHERE job_id=?", (job_id,))
 
@@ -502,7 +501,7 @@ class JobStore:
             (job_id,),
         ).fetchall()
         by_state = {state: count for state, count, *_ in rows}
-        done = [row for row in rows if row[0] == "done"]
+        done = [row for row in rows if row[0] == ChunkState.DONE]
         rows_in, rows_out, errors = (int(done[0][i] or 0) for i in (2, 3, 4)) if done else (0, 0, 0)
         return ChunkCounts(by_state, rows_in, rows_out, errors)
 
@@ -603,5 +602,5 @@ def _revealed(chunk: Chunk) -> Chunk:
 def _job_record(row: tuple[Any, ...]) -> JobRecord:
     job_id, spec, task, output, state, created, started, finished, total, est_rows, cold, workers, _, _, message = row[:15]
     return JobRecord(
-        job_id, json.loads(spec), task, output, state, created, started, finished, total, est_rows, cold, workers, message
+        job_id, json.loads(spec), task, output, JobState(state), created, started, finished, total, est_rows, cold, workers, message
     )

@@ -18,6 +18,7 @@ from squall.observe.cost import CostEstimate, PriceTable, expected_cost, memory_
 from squall.plan.planner import Plan
 from squall.spec import JobSpec
 from squall.store import JobStore
+from squall.states import Outcome
 
 _JOBS_SEARCHED = 50
 
@@ -64,7 +65,7 @@ def measured_speed(store: JobStore, spec: JobSpec) -> MeasuredSpeed | None:
         ran = json.loads(job.task).get("model", {})  # the task names the model as the workers loaded it: absolute
         if (ran.get("uri"), ran.get("method")) != (wanted["uri"], wanted["method"]):
             continue
-        ok = [r for r in store.invocations(job.job_id) if r.outcome == "ok" and r.rows_in > 0]
+        ok = [r for r in store.invocations(job.job_id) if r.outcome == Outcome.OK and r.rows_in > 0]
         busy = sum(r.duration_s for r in ok)
         if not ok or busy <= 0:
             continue

@@ -23,6 +23,7 @@ from squall.observe.cost import billed_ms
 from squall.observe.events import JobListener
 from squall.owner_only import open_private
 from squall.secrets import redact_url
+from squall.states import Outcome
 
 if TYPE_CHECKING:
     from squall.coordinator import JobResult
@@ -79,7 +80,7 @@ class JobLog(JobListener):
         self._write("INFO", "WORKER", job=self._job, worker=worker, init_duration_ms=round(init_s * 1000.0, 3))
 
     def invocation_closed(self, record: InvocationRecord) -> None:
-        level = "INFO" if record.outcome == "ok" else "WARNING"
+        level = "INFO" if record.outcome == Outcome.OK else "WARNING"
         self._write(level, "REPORT", **report_fields(record, self._memory_mb))
 
     def chunk_failed(self, job_id: str, chunk_id: int, attempt: int, outcome: str, error: str, dead: bool) -> None:

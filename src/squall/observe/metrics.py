@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, write_to_textfile
 
 from squall.observe.events import JobListener
+from squall.states import Outcome
 
 if TYPE_CHECKING:
     from squall.runtime.task import InvocationReport
@@ -80,7 +81,7 @@ class JobMetrics(JobListener):
             self.dead.inc()
         else:
             self.retries.inc()
-            self._outstanding += 1 if outcome == "split" else 0  # one chunk became two
+            self._outstanding += 1 if outcome == Outcome.SPLIT else 0  # one chunk became two
         self._update_queue()
 
     def _update_queue(self) -> None:

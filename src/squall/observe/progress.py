@@ -18,6 +18,7 @@ from rich.table import Table
 
 from squall.observe.cost import CostEstimate, dollars
 from squall.observe.events import JobListener
+from squall.states import JobState
 
 if TYPE_CHECKING:
     from squall.coordinator import JobResult
@@ -70,7 +71,7 @@ class ProgressBar(JobListener):
 
 def summary_table(result: JobResult) -> Table:
     """The end-of-job summary: rows, wall time, rows/s, cold starts, parts, output."""
-    colour = {"SUCCEEDED": "green", "PARTIAL": "yellow"}.get(result.state, "red")
+    colour = {JobState.SUCCEEDED: "green", JobState.PARTIAL: "yellow"}.get(JobState(result.state), "red")
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_row("job", result.job_id)
     table.add_row("state", f"[bold {colour}]{result.state}")

@@ -13,6 +13,7 @@ from squall.observe.cost import CostEstimate, PriceTable, measured_cost, memory_
 from squall.spec import JobSpec
 from squall.invocations import InvocationRecord
 from squall.store import ChunkCounts, JobRecord, JobStore
+from squall.states import ChunkState, Outcome
 
 THROUGHPUT_BINS = 40
 DURATION_BINS = 20
@@ -48,7 +49,7 @@ class JobReport:
             by_chunk.setdefault(record.chunk_id, []).append(record)
         dead = tuple(
             DeadLetter(c.chunk_id, c.est_rows, tuple(by_chunk.get(c.chunk_id, ())))
-            for c in store.chunks_in_state(job_id, "dead")
+            for c in store.chunks_in_state(job_id, ChunkState.DEAD)
         )
         cost = measured_cost(invocations, memory_size_mb(spec), PriceTable.of(spec))
         return cls(job, store.counts(job_id), invocations, dead, cost)
@@ -73,7 +74,7 @@ class JobReport:
     @property
     def failures(self) -> tuple[InvocationRecord, ...]:
         """Invocations that did not end ``ok``: each led to a retry, a split, the batch lane or a dead letter."""
-        return tuple(r for r in self.invocations if r.outcome != "ok")
+        return tuple(r for r in self.invocations if r.outcome != Outcome.OK)
 
     def summary(self) -> dict[str, Any]:
         """State, rows, chunks, invocations, starts, wall time and throughput."""
@@ -82,7 +83,7 @@ class JobReport:
         return {
             "job_id": self.job.job_id, "state": self.job.state, "message": self.job.message,
             "rows_in": counts.rows_in, "rows_out": counts.rows_out, "error_rows": counts.error_rows,
-            "chunks": self.job.chunks_total, "chunks_done": counts.count("done"), "dead_chunks": counts.count("dead"),
+            "chunks": self.job.chunks_total, "chunks_done": counts.count(ChunkState.DONE), "dead_chunks": counts.count(ChunkState.DEAD),
             "invocations": len(self.invocations), "retries": len(self.failures),
             "cold_starts": sum(1 for r in self.invocations if r.cold_start),
             "model_loads": self.job.cold_starts, "worker_starts": self.job.worker_starts,
@@ -98,7 +99,7 @@ class JobReport:
         width = wall / bins
         rows = [0.0] * bins
         for record in self.invocations:
-            if record.outcome == "ok":
+            if record.outcome == Outcome.OK:
                 finished = record.started_at + record.duration_s - self.origin
                 rows[min(bins - 1, max(0, int(finished / width)))] += record.rows_in
         return [(round(i * width, 3), value / width) for i, value in enumerate(rows)]

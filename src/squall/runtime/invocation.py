@@ -34,6 +34,7 @@ from squall.runtime.batching import BatchSizer
 from squall.runtime.peak_memory import peak_mb, reset_peak
 from squall.runtime.predictions import to_columns, to_model_input
 from squall.runtime.task import InvocationReport, JobTask
+from squall.states import Outcome
 
 ERROR_SCHEMA = pa.schema(
     [
@@ -137,7 +138,7 @@ def invoke(
             attempt=attempt,
             worker=worker,
             started_at=started,
-            outcome="error",
+            outcome=Outcome.ERROR,
             rows_in=run.rows_in,
             duration_s=time.perf_counter() - clock,
             max_rss_mb=peak_mb(),
@@ -151,7 +152,7 @@ def invoke(
         attempt=attempt,
         worker=worker,
         started_at=started,
-        outcome="ok",
+        outcome=Outcome.OK,
         rows_in=run.rows_in,
         rows_out=run.part.rows,
         error_rows=run.errors.rows,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from squall.errors import ErrorInfo
 from squall.formats.options import ReadOptions
 from squall.models.base import ModelRef
+from squall.states import Outcome
 
 REPORT_VERSION = 1
 
@@ -76,9 +77,6 @@ class JobTask:
         )
 
 
-Outcome = Literal["ok", "error", "timeout", "lost"]
-
-
 @dataclass(frozen=True)
 class InvocationReport:
     """What one invocation did, as a function platform's REPORT line says it."""
@@ -112,4 +110,4 @@ class InvocationReport:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InvocationReport:
         error = ErrorInfo(**data["error"]) if data.get("error") else None
-        return cls(**{**data, "error": error})
+        return cls(**{**data, "error": error, "outcome": Outcome(data["outcome"])})

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from squall.observe.metrics import JobMetrics
+from squall.states import JobState
 
 if TYPE_CHECKING:
     from squall.coordinator import JobResult
@@ -84,7 +85,7 @@ class ServiceMetrics:
             states[record.state] = states.get(record.state, 0) + 1
         queued = scheduler.queue.queued()
         states["QUEUED"] = states.get("QUEUED", 0) + sum(1 for s in queued if s.action == "run")
-        for state in ("QUEUED", "PENDING", "RUNNING", "SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED", *states):
+        for state in ("QUEUED", *JobState, *states):
             self._by_state.labels(state).set(states.get(state, 0))
         self._busy.set(scheduler.busy_workers())
         self._limit.set(max_concurrency)

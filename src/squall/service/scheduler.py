@@ -43,6 +43,7 @@ from squall.service.roots import AllowedRoots
 from squall.service.warm import WarmPool
 from squall.spec import JobSpec
 from squall.store import JobStore
+from squall.states import ChunkState, JobState
 
 _log = logging.getLogger("squall.service")
 _POLL_S = 0.5
@@ -185,9 +186,9 @@ class Scheduler:
                 latest = self.queue.latest(job_id)
                 if job_id in self._running or (latest and latest.state == "QUEUED") or store.is_running(job_id):
                     raise JobStateError(f"job {job_id} is queued or running already; wait for it or cancel it first")
-                if action == "redrive" and store.counts(job_id).count("dead") == 0:
+                if action == "redrive" and store.counts(job_id).count(ChunkState.DEAD) == 0:
                     raise JobStateError(f"job {job_id} has no dead chunks to redrive")
-                if action == "resume" and job.state == "SUCCEEDED":
+                if action == "resume" and job.state == JobState.SUCCEEDED:
                     raise JobStateError(f"job {job_id} SUCCEEDED; there is nothing to resume")
                 self.queue.add(job_id, action, None, priority, source)
                 self._cond.notify_all()

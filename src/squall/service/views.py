@@ -15,9 +15,9 @@ from typing import Any
 from squall.errors import JobNotFoundError
 from squall.service.queue import Submission
 from squall.service.scheduler import Scheduler
-from squall.store import ACTIVE_STATES, JobRecord, JobStore
+from squall.store import JobRecord, JobStore
+from squall.states import ChunkState, JobState
 
-CHUNK_STATES = ("pending", "leased", "done", "dead", "split")
 _QUEUE_STATES = {"QUEUED": "QUEUED", "ADMITTED": "STARTING", "REFUSED": "FAILED", "CANCELLED": "CANCELLED"}
 
 
@@ -62,7 +62,7 @@ class JobViews:
             self._require(store, job_id)
             done = {d.chunk_id: d for d in store.done_chunks(job_id)}
             found = []
-            for state in CHUNK_STATES:
+            for state in ChunkState:
                 for chunk in store.chunks_in_state(job_id, state):
                     entry: dict[str, Any] = {"chunk_id": chunk.chunk_id, "state": state, "est_rows": chunk.est_rows,
                                              "pieces": [dict(p.__dict__) for p in chunk.pieces]}
@@ -109,7 +109,7 @@ class JobViews:
                         rows_per_s=0.0, eta_s=None, progress=0.0)
         else:
             view.update(self._engine_view(store, record))
-            if waiting and record.state not in ACTIVE_STATES and submission is not None:
+            if waiting and not JobState(record.state).active and submission is not None:
                 view["state"] = _QUEUE_STATES[submission.state]  # a resume or redrive waiting for workers
         view["queue_position"] = positions.get(job_id)
         return view
@@ -120,10 +120,10 @@ class JobViews:
         start = record.started_at or record.created_at
         rate = counts.rows_in / (end - start) if end > start else 0.0
         est = max(record.est_rows, counts.rows_in)
-        finished = record.state not in ACTIVE_STATES
-        done_chunks = counts.count("done") + counts.count("dead")
-        live = sum(n for state, n in counts.by_state.items() if state != "split")
-        progress = 1.0 if finished and record.state == "SUCCEEDED" else (done_chunks / live if live else 0.0)
+        finished = not JobState(record.state).active
+        done_chunks = counts.count(ChunkState.DONE) + counts.count(ChunkState.DEAD)
+        live = sum(n for state, n in counts.by_state.items() if state != ChunkState.SPLIT)
+        progress = 1.0 if finished and record.state == JobState.SUCCEEDED else (done_chunks / live if live else 0.0)
         eta = (est - counts.rows_in) / rate if rate > 0 and not finished else None
         return {
             "state": record.state, "message": record.message, "created_at": record.created_at,

@@ -6,10 +6,11 @@ import threading
 from typing import Callable
 
 from squall.spec import JobSpec, default_state_dir
-from squall.store import ACTIVE_STATES, JobStore
+from squall.store import JobStore
 from squall.triggers.rules import WatchRule
 from squall.triggers.seen import SeenRecord
 from squall.errors import JobCancelled
+from squall.states import ACTIVE_STATES, JobState
 
 Done = Callable[[str, str, str | None, int | None], None]
 """Told (file, job id, end state, rows read) after each file's job."""
@@ -36,12 +37,12 @@ def run_in_process(spec: JobSpec) -> tuple[str, int]:
     try:
         if existing is None:
             result = api.run(spec, job_id=spec.job_id)
-        elif existing.state in (*ACTIVE_STATES, "CANCELLED"):  # cut short by a crash, or by stopping squall watch
+        elif JobState(existing.state) in (*ACTIVE_STATES, JobState.CANCELLED):  # cut short by a crash, or by stopping squall watch
             result = api.resume(spec.job_id, spec.state_dir, storage_options=api.options_given(spec))
         else:
             return existing.state, api.status(spec.job_id, spec.state_dir).counts.rows_in
     except JobCancelled:  # `squall cancel JOB_ID`: recorded as cancelled; `squall resume JOB_ID` finishes it
-        return "CANCELLED", api.status(spec.job_id, spec.state_dir).counts.rows_in
+        return JobState.CANCELLED, api.status(spec.job_id, spec.state_dir).counts.rows_in
     return result.state, result.rows_in
 
 
