@@ -17,12 +17,12 @@ import pytest
 
 from conftest import make_frame, run_cli, write_frame
 from squall.cli import main
-from squall.coordinator import JobResult
+from squall.result import JobResult
 from squall.errors import JobCancelled, SquallError, UsageError
 from squall.formats.registry import FORMATS, format_names
 from squall.io import layout
 from squall.models.registry import FLAVORS, flavor_names
-from squall.spec import JobSpec
+from squall.spec import JobSpec, backend_option_names
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -127,6 +127,22 @@ def test_the_reference_table_states_each_field_s_real_default():
         assert table[name][2] == _documented_default(name), f"docs/reference.md states the wrong default for `{name}`"
 
 
+def test_every_backend_option_is_documented_with_its_flag_and_real_default():
+    from squall.backends.registry import BACKENDS
+
+    for backend in BACKENDS.names():
+        fields = BACKENDS.load(backend).Options.model_fields
+        if not fields:
+            continue
+        rows = {row[0].strip("`"): row for row in table_rows(section(page("reference.md"), f"`{backend}`"))}
+        assert set(rows) == set(fields), f"docs/reference.md's `{backend}` options table and its options model disagree"
+        for name, field in fields.items():
+            assert f"`--{backend}-{name.replace('_', '-')}`" in rows[name][1]
+            value = field.get_default(call_default_factory=True)
+            shown = "unset" if value is None else (f'`"{value}"`' if isinstance(value, str) else f"`{value!r}`")
+            assert rows[name][2] == shown, f"docs/reference.md states the wrong default for `{backend}.{name}`"
+
+
 def test_every_cli_command_is_documented_in_the_reference():
     commands = commands_section()
     for name in main.commands:
@@ -138,7 +154,7 @@ def test_every_cli_command_is_documented_in_the_reference():
 
 def test_every_cli_option_is_documented_in_the_reference():
     commands = commands_section()
-    spec_options = {option(name) for name in JobSpec.model_fields}
+    spec_options = {option(name) for name in [*JobSpec.model_fields, *backend_option_names()]}  # both tables above
     for name, command in main.commands.items():
         row = next(r for r in table_rows(commands) if r[0].startswith(f"`squall {name}"))
         takes_spec = any(param.name == "spec_file" for param in command.params)

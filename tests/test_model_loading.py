@@ -16,7 +16,8 @@ import pytest
 import squall
 from squall.backends.local.backend import gpu_for
 from squall.errors import BatchShapeError, ModelLoadError
-from squall.models.artifact import is_remote, tree_sha256
+from squall.io.storage import is_remote
+from squall.models.artifact import tree_sha256
 from squall.models.base import ModelRef
 from squall.models.registry import detect_flavor, load_warm, resolved
 from squall.runtime.batching import AUTO_SIZES, BatchSizer

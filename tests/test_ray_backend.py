@@ -55,7 +55,7 @@ def actor_pids(older_than_s: float = 0.0) -> list[int]:
 
 
 def on_ray(spec: squall.JobSpec, **env: str) -> squall.JobSpec:
-    return spec.model_copy(update={"backend": "ray", "ray_runtime_env": {"env_vars": env} if env else {}})
+    return spec.model_copy(update={"backend": "ray", "backend_options": {"ray": {"runtime_env": {"env_vars": env}} if env else {}}})
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])

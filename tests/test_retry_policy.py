@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import squall
 import squall.api
 from conftest import ids_dataset
-from squall.retry import RetryPolicy
+from squall.limits import RetryPolicy
 from test_faults import assert_exact_output, ids_spec
 
 

@@ -79,9 +79,10 @@ def test_a_backend_ray_table_selects_ray_and_sets_its_fields_and_the_pool_size(t
         'min_workers = 2\nmax_workers = 8\nruntime_env = { env_vars = { HF_HOME = "/mnt/hf" } }\n'
     )
     spec = build_spec(load_spec_file(spec_file))
-    assert (spec.backend, spec.ray_address, spec.ray_num_cpus, spec.ray_num_gpus, spec.ray_memory) == ("ray", "auto", 2, 0.5, 2048)
-    assert (spec.workers, spec.ray_max_workers) == (2, 8)
-    assert spec.ray_runtime_env == {"env_vars": {"HF_HOME": "/mnt/hf"}}
+    ray = spec.backend_settings()
+    assert (spec.backend, ray.address, ray.num_cpus, ray.num_gpus, ray.memory) == ("ray", "auto", 2, 0.5, 2048)
+    assert (spec.workers, ray.max_workers) == (2, 8)
+    assert ray.runtime_env == {"env_vars": {"HF_HOME": "/mnt/hf"}}
     assert spec.resolved_threads() == 2
     assert build_spec(load_spec_file(spec_file), explicit={"backend": "local"}).backend == "local"
 

@@ -85,6 +85,17 @@ def complete_outputs(out: Path) -> set[str]:
     return {p.parent.name for p in out.glob("*/_SUCCESS")}
 
 
+def work_in_flight(home: Path) -> bool:
+    """Whether a job is recorded and one of its chunks is leased to a worker right now."""
+    if not (home / "squall.db").exists():
+        return False  # connecting would create it
+    try:
+        with sqlite3.connect(home / "squall.db") as store:
+            return bool(store.execute("SELECT COUNT(*) FROM chunks WHERE state = 'leased'").fetchone()[0])
+    except sqlite3.OperationalError:  # not created yet
+        return False
+
+
 def mid_job(out: Path) -> bool:
     return any(not (p.parent / "_SUCCESS").exists() for p in out.glob("*/_squall_job.json"))
 
@@ -215,8 +226,9 @@ def test_sigterm_stops_mid_job_and_the_next_start_finishes_that_job(
     spec = template(tmp_path, linear_model)
     watcher = start_watch(inbox, spec)
     deadline = time.monotonic() + 60
-    while not mid_job(tmp_path / "out") and time.monotonic() < deadline:
+    while not work_in_flight(squall_home) and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert work_in_flight(squall_home), "no chunk was in flight within 60 s"
     watcher.send_signal(signal.SIGTERM)
     assert watcher.wait(60) in (0, 130)
     with sqlite3.connect(squall_home / "squall.db") as store:
@@ -271,10 +283,10 @@ def test_start_triggers_submits_each_file_once_and_resubmits_a_claim_cut_short(
         return str(spec.job_id)
 
     with pytest.raises(UsageError, match="no such folder"):
-        start_triggers([watch_rule(location=str(tmp_path / "missing"), template=rule.template)], [], submit, squall_home, threading.Event())
+        start_triggers([("watch", watch_rule(location=str(tmp_path / "missing"), template=rule.template))], submit, squall_home, threading.Event())
 
     halt = threading.Event()
-    threads = start_triggers([rule], [], submit, squall_home, halt)
+    threads = start_triggers([("watch", rule)], submit, squall_home, halt)
     try:
         for index in range(3):
             drop_quick(inbox, index)

@@ -14,7 +14,7 @@ from squall.errors import SquallError
 
 if TYPE_CHECKING:
     from squall.api import cancel, dead_letters, jobs, redrive, replay, resume, run, status
-    from squall.coordinator import JobResult
+    from squall.result import JobResult
     from squall.spec import JobSpec
 
 _API = ("run", "resume", "redrive", "replay", "cancel", "status", "jobs", "dead_letters")
@@ -32,7 +32,7 @@ def __getattr__(name: str) -> Any:
 
         return JobSpec
     if name == "JobResult":
-        from squall.coordinator import JobResult
+        from squall.result import JobResult
 
         return JobResult
     raise AttributeError(f"module 'squall' has no attribute {name!r}")

@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 
 from squall.errors import SquallError, UsageError
-from squall.spec import JobSpec, build_spec, load_spec_file
+from squall.spec import JobSpec, backend_option_names, build_spec, load_spec_file
 from squall.states import JobState
 
 if TYPE_CHECKING:
@@ -26,10 +26,21 @@ _FLAG_HELP = {"input": "Input path, directory, glob or URL (repeatable, or comma
 
 
 def _spec_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add one option per spec field, all defaulting to "not given" so the spec file can set them."""
-    for name, field in reversed(list(JobSpec.model_fields.items())):
+    """Add one option per spec field and per backend option (``--ray-address``), all defaulting to "not given"
+    so the spec file can set them."""
+    for name, field in reversed([*JobSpec.model_fields.items(), *_backend_option_fields()]):
         command = click.option(*_option_decl(name, field.annotation), default=None, help=_FLAG_HELP.get(name, field.description), **_option_kind(field.annotation))(command)
     return click.option("--spec", "spec_file", type=click.Path(dir_okay=False), help="TOML or JSON spec file; options override it.")(command)
+
+
+def _backend_option_fields() -> list[tuple[str, Any]]:
+    """Each registered backend's options by their flat names (``ray_address``), with their pydantic fields."""
+    from squall.backends.registry import BACKENDS
+
+    return [
+        (name, BACKENDS.load(backend).Options.model_fields[option])
+        for name, (backend, option) in backend_option_names().items()
+    ]
 
 
 def _option_decl(name: str, annotation: Any) -> list[str]:
@@ -170,7 +181,7 @@ def _print_tuning(found: Tuning, path: str) -> None:
 def status(job_id: str | None, state_dir: str | None, as_json: bool) -> None:
     """State, counts and throughput of a job; with no JOB_ID, the recent jobs."""
     from squall import api
-    from squall.observe.statusview import status_json, status_table
+    from squall.observe.statusview import status_table
 
     console = _stdout()
     try:
@@ -178,7 +189,7 @@ def status(job_id: str | None, state_dir: str | None, as_json: bool) -> None:
     except SquallError as error:
         _fail(_stderr(), error)
     if as_json:
-        click.echo(json.dumps([status_json(s) for s in found] if not job_id else status_json(found[0]), indent=2))
+        click.echo(json.dumps([s.to_dict() for s in found] if not job_id else found[0].to_dict(), indent=2))
     else:
         status_table(console, found, detailed=bool(job_id))
 

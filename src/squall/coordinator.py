@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from squall.backends.base import Backend, InvocationDone, WorkerDied, WorkerLoadFailed, WorkerReady
@@ -17,63 +17,16 @@ from squall.errors import EnvironmentFault, JobCancelled, ModelLoadError, enviro
 from squall.io.output import open_output
 from squall.io.output_schema import schema_from_text
 from squall.io.part_formats import extension_of
-from squall.observe.cost import CostEstimate
 from squall.observe.events import JobListener
 from squall.plan.chunk import Chunk
 from squall.plan.split import can_split, split_chunk
-from squall.retry import RetryPolicy
+from squall.limits import JobLimits
 from squall.runtime.task import InvocationReport, JobTask
 from squall.store import Claim, JobStore
 from squall.states import ChunkState, JobState, Outcome
 
 _IDLE_WAIT_S = 0.5
 _START_FAILURES_PER_WORKER = 3
-
-
-@dataclass(frozen=True)
-class JobLimits:
-    """The coordinator's share of the spec: time per invocation, retries, splitting, and how many errors a job tolerates."""
-
-    timeout: float = 900.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    split_after: int = 2
-    min_chunk_rows: int = 1
-    batch_lane: bool = False
-    batch_lane_timeout: float | None = None
-    max_error_rate: float = 0.0
-    max_dead_chunks: int = 0
-
-    def deadline(self, lane: str, now: float) -> float:
-        """When an invocation started ``now`` in ``lane`` must have reported."""
-        if lane == "batch":
-            return now + self.batch_lane_timeout if self.batch_lane_timeout else float("inf")
-        return now + self.timeout
-
-
-@dataclass(frozen=True)
-class JobResult:
-    """How a job ended: its state, the rows it read and wrote, and where the results are."""
-
-    job_id: str
-    state: JobState
-    output: str
-    rows_in: int
-    rows_out: int
-    error_rows: int
-    dead_chunks: int
-    chunks: int
-    parts: tuple[str, ...]
-    wall_s: float
-    cold_starts: int
-    worker_starts: int
-    invocations: int
-    message: str | None = None
-    batch_sizes: tuple[int, ...] = ()
-    cost: CostEstimate | None = None
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.rows_in / self.wall_s if self.wall_s > 0 else 0.0
 
 
 @dataclass
@@ -360,4 +313,4 @@ class Coordinator:
             listener.invocation_finished(report, committed)
 
 
-__all__ = ["Coordinator", "JobCancelled", "JobLimits", "JobResult"]
+__all__ = ["Coordinator"]

@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from squall.coordinator import JobLimits, JobResult
+from squall.limits import JobLimits
+from squall.result import JobResult
 from squall.io import layout
 from squall.io.output import open_output
 from squall.ledger import LEDGER_VERSION, Increment

@@ -136,7 +136,8 @@ class Selection:
 def model_fingerprint(model: str, state_dict: str | None = None) -> str:
     """SHA-256 of the model file or directory, or of the source of the module that ``module:attr`` names,
     plus that of the weights file for a ``module:Class`` model."""
-    from squall.models.artifact import file_sha256, is_remote, tree_sha256
+    from squall.io.storage import is_remote
+    from squall.models.artifact import file_sha256, tree_sha256
     from squall.models.code import is_code_ref
 
     if state_dict:

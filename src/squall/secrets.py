@@ -2,7 +2,7 @@
 
 What counts as a secret
 -----------------------
-- In an option mapping (``storage_options``, ``ray_runtime_env``, at any depth,
+- In an option mapping (``storage_options``, ``backend_options`` such as Ray's ``runtime_env``, at any depth,
   e.g. ``client_kwargs``), the value of a key that names a credential:
   ``key``, ``secret``, ``token``, ``password``, and any name holding
   ``secret``, ``password``, ``token``, ``credential``, ``access_key``,
@@ -42,7 +42,7 @@ from typing import Any, Mapping
 from squall.errors import SecretsMissing
 
 MARK = "***"
-OPTION_FIELDS = frozenset({"storage_options", "ray_runtime_env"})
+OPTION_FIELDS = frozenset({"storage_options", "backend_options", "ray_runtime_env"})
 """Spec and task fields whose mappings hold credentials by key name."""
 
 _URL_FIELDS = ("input", "output", "endpoint_url", "model", "state_dict")
@@ -141,7 +141,13 @@ def restore(
     missing: list[str] = []
     options = _merged(values.get("storage_options") or {}, again)
     values["storage_options"] = _restored_options(options, "storage_options", environ, missing)
-    values["ray_runtime_env"] = _restored_runtime_env(values.get("ray_runtime_env") or {}, environ, missing)
+    if "ray_runtime_env" in values:  # a spec stored before backend options were nested
+        values["ray_runtime_env"] = _restored_runtime_env(values["ray_runtime_env"] or {}, "ray_runtime_env", environ, missing)
+    values["backend_options"] = {
+        name: {**options, **({"runtime_env": _restored_runtime_env(options["runtime_env"], f"backend_options.{name}.runtime_env",
+                                                                   environ, missing)} if "runtime_env" in options else {})}
+        for name, options in (values.get("backend_options") or {}).items()
+    }
     for field in _URL_FIELDS:
         if isinstance(values.get(field), str):
             values[field] = _restored_url(field, values[field], environ, missing)
@@ -305,7 +311,9 @@ def _restored_options(options: Mapping[str, Any], path: str, environ: Mapping[st
     return restored
 
 
-def _restored_runtime_env(runtime_env: Mapping[str, Any], environ: Mapping[str, str], missing: list[str]) -> dict[str, Any]:
+def _restored_runtime_env(
+    runtime_env: Mapping[str, Any], path: str, environ: Mapping[str, str], missing: list[str]
+) -> dict[str, Any]:
     """A Ray worker's marked environment variable is given back from this process's variable of that name."""
     restored = dict(runtime_env)
     variables = dict(runtime_env.get("env_vars") or {})
@@ -314,12 +322,12 @@ def _restored_runtime_env(runtime_env: Mapping[str, Any], environ: Mapping[str, 
             if environ.get(name):
                 variables[name] = environ[name]
             else:
-                missing.append(f"`ray_runtime_env.env_vars.{name}` (set {name})")
+                missing.append(f"`{path}.env_vars.{name}` (set {name})")
     if variables:
         restored["env_vars"] = variables
     for name, value in runtime_env.items():
         if name != "env_vars" and MARK in json.dumps(value):
-            missing.append(f"`ray_runtime_env.{name}` (it cannot be given again; start a new job)")
+            missing.append(f"`{path}.{name}` (it cannot be given again; start a new job)")
     return restored
 
 

@@ -4,6 +4,12 @@ Field names are the CLI's long option names (``--chunk-rows`` is
 ``chunk_rows``; a TOML file may spell it either way). Values resolve in this
 order, later winning: defaults < spec file < ``SQUALL_<FIELD>`` environment
 variables < explicit arguments (CLI options or keyword arguments).
+
+Names that plugins provide (a flavor, an input or output format, a backend)
+are checked against their registries, which are the only lists of them. A
+backend's options nest under it (``backend_options``, ``[backend.ray]`` in a
+spec file); the flat ``ray_address`` form (``--ray-address``,
+``SQUALL_RAY_ADDRESS``) sets the same option.
 """
 
 from __future__ import annotations
@@ -13,20 +19,22 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
+
+from functools import cache
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from squall.errors import SpecError
 
+if TYPE_CHECKING:
+    from squall.backends.base import BackendOptions
+    from squall.registry import Registry
+
 Method = Literal["predict", "predict_proba", "decision_function", "transform"]
-InputFormat = Literal["auto", "parquet", "csv", "jsonl", "sql"]
-OutputFormat = Literal["parquet", "csv", "jsonl"]
 BatchFormat = Literal["auto", "pandas", "numpy", "arrow"]
-Flavor = Literal["auto", "joblib", "pickle", "callable", "onnx", "torch", "sentence-transformers", "xgboost", "lightgbm", "mlflow"]
 OutputLayout = Literal["auto", "columns", "vector"]
 LogFormat = Literal["text", "json"]
-BackendName = Literal["local", "ray"]
 
 
 def _split_csv(value: Any) -> Any:
@@ -38,7 +46,7 @@ def _split_csv(value: Any) -> Any:
 class JobSpec(BaseModel):
     """A batch-prediction job: what to read, which model to run, where to write, and the limits.
 
-    Every field is documented in README.md ("Spec fields"); every CLI option of
+    Every field is documented in docs/reference.md; every CLI option of
     ``squall run`` sets the field of the same name.
     """
 
@@ -46,7 +54,7 @@ class JobSpec(BaseModel):
 
     # what to run
     model: str = Field(description="Model file or directory, or `module:attr` for user code (see Model flavors).")
-    flavor: Flavor = Field("auto", description="How to load the model; `auto` guesses from `model`.")
+    flavor: str = Field("auto", description="How to load the model (a registered flavor); `auto` guesses from `model`.")
     method: Method = Field("predict", description="Model method to call on each batch.")
     state_dict: str | None = Field(None, description="Weights file for a `module:Class` PyTorch model.")
     model_output: str | None = Field(None, description="Which named output of a multi-output (ONNX) model to write.")
@@ -63,7 +71,7 @@ class JobSpec(BaseModel):
 
     # what to read
     input: list[str] = Field(description="Paths, directories, globs or fsspec URLs.")
-    format: InputFormat = Field("auto", description="Input format; `auto` uses the file extension.")
+    format: str = Field("auto", description="Input format (a registered one); `auto` uses the file extension or URL.")
     key: list[str] = Field(default_factory=list, description="Columns copied to the output to identify rows.")
     features: list[str] | None = Field(None, description="Columns given to the model; default all but the key.")
     delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter.")
@@ -86,24 +94,15 @@ class JobSpec(BaseModel):
     fork: bool = Field(True, description="Fork warm workers from one process that loaded the model (if the model allows).")
 
     # where workers run
-    backend: BackendName = Field("local", description="Where workers run: `local` processes, or `ray` actors on a Ray cluster.")
-    ray_address: str | None = Field(
-        None, description="Ray cluster to join (`auto`, `HOST:PORT`, `ray://HOST:10001`); default `$RAY_ADDRESS`, else a local Ray."
-    )
-    ray_num_cpus: float = Field(1.0, gt=0, description="CPUs each Ray worker reserves; also its BLAS/OpenMP threads.")
-    ray_num_gpus: float = Field(0.0, ge=0, description="GPUs each Ray worker reserves; above 0 the model is placed on that GPU.")
-    ray_memory: int | None = Field(None, gt=0, description="MB each Ray worker reserves for scheduling; default `memory`.")
-    ray_runtime_env: dict[str, Any] = Field(
-        default_factory=dict, description="Ray `runtime_env` of the workers (env_vars, pip, working_dir), as JSON on the command line."
-    )
-    ray_max_workers: int | None = Field(None, gt=0, description="Grow the Ray pool from `workers` up to this many while chunks wait.")
-    ray_placement_timeout: float = Field(
-        600.0, gt=0, description="Seconds the first Ray worker may wait to be placed on a node before the job fails."
+    backend: str = Field("local", description="Where workers run (a registered backend): `local` processes, or `ray` actors on a Ray cluster.")
+    backend_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Options of each backend by name (`[backend.ray]` in a spec file, `--ray-address` on the command line).",
     )
 
     # where to write
     output: str = Field(description="Output directory or URL.")
-    output_format: OutputFormat = Field("parquet", description="Format of the part files.")
+    output_format: str = Field("parquet", description="Format of the part files (a registered output format).")
     table: str | None = Field(None, description="Table the predictions go to, when `output` is a database URL.")
     prediction_column: str = Field("prediction", min_length=1, description="Name (or prefix) of prediction columns.")
     output_columns: list[str] | None = Field(None, description="Explicit names for the prediction columns.")
@@ -154,15 +153,10 @@ class JobSpec(BaseModel):
             raise ValueError("give a positive number of rows, or `auto`")
         return int(text)
 
-    @field_validator("storage_options", "ray_runtime_env", mode="before")
+    @field_validator("storage_options", mode="before")
     @classmethod
     def _options_from_json(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return json.loads(value) if value.strip() else {}
-            except ValueError:
-                raise ValueError('give a JSON object, e.g. {"anon": true}') from None
-        return value
+        return _options_json(value)
 
     @field_validator("input")
     @classmethod
@@ -171,13 +165,76 @@ class JobSpec(BaseModel):
             raise ValueError("give at least one input path, directory or glob")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_backend_options(cls, values: Any) -> Any:
+        return nest_backend_options(values) if isinstance(values, dict) else values
+
+    @field_validator("flavor")
+    @classmethod
+    def _registered_flavor(cls, value: str) -> str:
+        from squall.models.registry import FLAVORS
+
+        return value if value == "auto" else _registered(FLAVORS, value)
+
+    @field_validator("format")
+    @classmethod
+    def _registered_format(cls, value: str) -> str:
+        from squall.formats.registry import FORMATS
+
+        return value if value == "auto" else _registered(FORMATS, value)
+
+    @field_validator("output_format")
+    @classmethod
+    def _registered_output_format(cls, value: str) -> str:
+        from squall.io.part_formats import OUTPUT_FORMATS
+
+        return _registered(OUTPUT_FORMATS, value)
+
+    @field_validator("backend")
+    @classmethod
+    def _registered_backend(cls, value: str) -> str:
+        from squall.backends.registry import BACKENDS
+
+        return _registered(BACKENDS, value)
+
+    @field_validator("backend_options", mode="before")
+    @classmethod
+    def _backend_options(cls, value: Any) -> Any:
+        """Each backend's options, checked by that backend's options model, and kept as given."""
+        from squall.backends.registry import BACKENDS
+
+        if isinstance(value, str):
+            value = _options_json(value)
+        if not isinstance(value, dict):
+            return value
+        checked: dict[str, dict[str, Any]] = {}
+        for name, options in value.items():
+            kind = BACKENDS.load(_registered(BACKENDS, name))
+            try:
+                model = kind.Options.model_validate(_options_json(options) if isinstance(options, str) else options)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                option = ".".join(str(part) for part in first["loc"])
+                raise ValueError(f"`{name}_{option}`: {first['msg'].removeprefix('Value error, ')}") from None
+            checked[name] = model.model_dump(exclude_unset=True)
+        return checked
+
     @model_validator(mode="after")
-    def _backend_fields_agree(self) -> JobSpec:
-        if self.backend == "ray" and self.gpus:
-            raise ValueError("`gpus` is for the local backend; on Ray give each worker GPUs with `ray_num_gpus`")
-        if self.ray_max_workers is not None and self.ray_max_workers < self.workers:
-            raise ValueError(f"`ray_max_workers` ({self.ray_max_workers}) is below `workers` ({self.workers}), the pool's minimum")
+    def _fits_together(self) -> JobSpec:
+        from squall.backends.registry import BACKENDS
+        from squall.io.output import OUTPUTS, output_kind
+
+        for name, options in {self.backend: {}, **self.backend_options}.items():
+            BACKENDS.load(name).Options.model_validate(options).check(self)
+        OUTPUTS.load(output_kind(self.output)).location_of(self.output, self.table)
         return self
+
+    def backend_settings(self) -> BackendOptions:
+        """The chosen backend's options, as its options model reads them."""
+        from squall.backends.registry import BACKENDS
+
+        return BACKENDS.load(self.backend).Options.model_validate(self.backend_options.get(self.backend, {}))
 
     def resolved_state_dir(self) -> Path:
         """The state directory this job uses."""
@@ -187,9 +244,7 @@ class JobSpec(BaseModel):
         """BLAS/OpenMP threads each worker may use so that workers × threads fits the cores."""
         if self.threads_per_worker:
             return self.threads_per_worker
-        if self.backend == "ray":
-            return max(1, int(self.ray_num_cpus))  # the CPUs each actor reserves
-        return max(1, (os.cpu_count() or 1) // self.workers)
+        return self.backend_settings().threads_per_worker() or max(1, (os.cpu_count() or 1) // self.workers)
 
     def to_json(self) -> str:
         """The spec as JSON, the form stored with the job and sent to workers."""
@@ -206,6 +261,46 @@ def field_names() -> list[str]:
     return list(JobSpec.model_fields)
 
 
+@cache
+def backend_option_names() -> dict[str, tuple[str, str]]:
+    """Each backend option's flat name (``ray_address``) and its backend and option (``ray``, ``address``)."""
+    from squall.backends.registry import BACKENDS
+
+    names: dict[str, tuple[str, str]] = {}
+    for backend in BACKENDS.names():
+        for option in BACKENDS.load(backend).Options.model_fields:
+            names[f"{backend.replace('-', '_')}_{option}"] = (backend, option)
+    return names
+
+
+def nest_backend_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with each flat backend option (``ray_address``: a spec file, ``--ray-address``,
+    ``SQUALL_RAY_ADDRESS``, a spec stored by an older squall) moved to ``backend_options["ray"]["address"]``."""
+    flat = {name: value for name, value in values.items() if name in backend_option_names()}
+    if not flat:
+        return dict(values)
+    nested = {name: dict(options) for name, options in (values.get("backend_options") or {}).items()}
+    for name, value in flat.items():
+        backend, option = backend_option_names()[name]
+        nested.setdefault(backend, {})[option] = value
+    return {**{k: v for k, v in values.items() if k not in flat}, "backend_options": nested}
+
+
+def _registered(registry: Registry[Any], name: str) -> str:
+    if name not in registry.names():
+        raise ValueError(registry.unknown(name))
+    return name
+
+
+def _options_json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise ValueError('give a JSON object, e.g. {"anon": true}') from None
+    return value
+
+
 def load_spec_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML (or JSON) spec file into raw field values; field names may use ``-`` or ``_``."""
     path = Path(path)
@@ -217,15 +312,15 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
         raw = json.loads(text) if path.suffix == ".json" else _toml_loads(text)
     except ValueError as exc:
         raise SpecError(f"spec file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from exc
-    return _flatten_backend_tables({name.replace("-", "_"): value for name, value in raw.items()})
+    return _nest_backend_tables({name.replace("-", "_"): value for name, value in raw.items()})
 
 
-# `[backend.ray]` keys that set a general field rather than a `ray_` one: the pool's size.
+# `[backend.NAME]` keys that set a general field rather than one of the backend's options: the pool's size.
 _BACKEND_TABLE_ALIASES = {"workers": "workers", "min_workers": "workers"}
 
 
-def _flatten_backend_tables(values: dict[str, Any]) -> dict[str, Any]:
-    """A ``[backend.NAME]`` table selects backend NAME and sets its ``NAME_`` fields (``address`` is ``ray_address``)."""
+def _nest_backend_tables(values: dict[str, Any]) -> dict[str, Any]:
+    """A ``[backend.NAME]`` table selects backend NAME and holds its options (``address`` of Ray...)."""
     tables = values.get("backend")
     if not isinstance(tables, dict):
         return values
@@ -234,11 +329,16 @@ def _flatten_backend_tables(values: dict[str, Any]) -> dict[str, Any]:
     (name, table), = tables.items()
     if not isinstance(table, dict):
         raise SpecError(f"`backend.{name}` must be a table of options, e.g. [backend.{name}] address = \"auto\"")
-    flat = {**values, "backend": name}
+    nested = {**values, "backend": name}
+    options = dict((values.get("backend_options") or {}).get(name, {}))
     for key, value in table.items():
         key = key.replace("-", "_")
-        flat[_BACKEND_TABLE_ALIASES.get(key, f"{name}_{key}")] = value
-    return flat
+        if key in _BACKEND_TABLE_ALIASES:
+            nested[_BACKEND_TABLE_ALIASES[key]] = value
+        else:
+            options[key] = value
+    nested["backend_options"] = {**(values.get("backend_options") or {}), name: options}
+    return nested
 
 
 def _toml_loads(text: str) -> dict[str, Any]:
@@ -273,7 +373,7 @@ def environment_values(environ: Mapping[str, str] | None = None) -> dict[str, An
     """Spec fields set through ``SQUALL_<FIELD>`` environment variables."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    for name in field_names():
+    for name in [*field_names(), *backend_option_names()]:
         if name == "state_dir":
             continue  # SQUALL_HOME already names it
         raw = environ.get(f"SQUALL_{name.upper()}")
@@ -292,7 +392,7 @@ def build_spec(
     merged.update(file_values or {})
     merged.update(environment_values(environ))
     merged.update({k: v for k, v in (explicit or {}).items() if v is not None})
-    unknown = [name for name in merged if name not in JobSpec.model_fields]
+    unknown = [name for name in merged if name not in JobSpec.model_fields and name not in backend_option_names()]
     if unknown:
         raise SpecError(_unknown_field_message(unknown[0]))
     try:
@@ -302,8 +402,8 @@ def build_spec(
 
 
 def _unknown_field_message(name: str) -> str:
-    close = difflib.get_close_matches(name, field_names(), n=1)
-    hint = f"; did you mean `{close[0]}`?" if close else "; see README.md for the spec fields"
+    close = difflib.get_close_matches(name, [*field_names(), *backend_option_names()], n=1)
+    hint = f"; did you mean `{close[0]}`?" if close else "; see docs/reference.md for the spec fields"
     return f"unknown spec field `{name}`{hint}"
 
 
@@ -315,6 +415,8 @@ def _validation_message(exc: ValidationError) -> str:
         if error["type"] == "missing":
             message = f"is required (--{field.replace('_', '-')} on the command line)"
             lines.append(f"`{field}` {message}")
+        elif field == "backend_options" and message.startswith("`"):
+            lines.append(f"field {message}")  # named as the user wrote it: `ray_runtime_env`
         else:
             lines.append(f"field `{field}`: {message} (got {error.get('input')!r})")
     return "invalid spec: " + "; ".join(lines)

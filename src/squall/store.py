@@ -60,6 +60,7 @@ from squall.plan.chunk import Chunk
 from squall.secrets import MARK, redact_json, redact_url, reveal_url
 from squall.runtime.task import InvocationReport
 from squall.states import ChunkState, JobState, KILL_OUTCOMES, Outcome
+from squall.spec import default_state_dir
 
 if TYPE_CHECKING:
     from squall.io.output import Committed  # pulls in pyarrow, which the store's users need not load
@@ -194,7 +195,19 @@ class Claim:
 
 
 class JobStore:
-    """The SQLite store under a state directory (see the module docstring)."""
+    """The SQLite store under a state directory (see the module docstring). A context manager: ``with
+    JobStore.at(state_dir) as store:`` closes it (and releases the job locks it holds) on the way out."""
+
+    @classmethod
+    def at(cls, state_dir: str | Path | None = None) -> JobStore:
+        """The store in ``state_dir``, else ``$SQUALL_HOME``, else ``~/.squall``."""
+        return cls(default_state_dir(str(state_dir) if state_dir else None))
+
+    def __enter__(self) -> JobStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
@@ -237,6 +250,7 @@ class JobStore:
             self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
+        """Release the job locks this store holds, and close the database."""
         for handle in self._locks.values():
             handle.close()
         self._locks.clear()
@@ -273,16 +287,19 @@ class JobStore:
     # --- jobs ------------------------------------------------------------------------------
 
     def create_job(
-        self, job_id: str, spec_json: str, task_json: str, output: str, chunks: Iterable[Chunk] = (), ledger: str | None = None
+        self, job_id: str, spec_json: str, task_json: str, output: str, chunks: Iterable[Chunk] = (), ledger: str | None = None,
+        output_schema: str | None = None,
     ) -> None:
         """Record a new job in state PENDING with its chunks and ledger record, all or nothing (a job killed
-        while it is created never exists without its chunks); raises if the id is taken."""
+        while it is created never exists without its chunks); raises if the id is taken. ``output_schema`` is
+        the schema its parts must have from the start (an incremental run's, kept from the parts before it)."""
         try:
             with self._transaction():
                 self._db.execute(
-                    "INSERT INTO jobs (job_id, spec, task, output, state, created_at, ledger) VALUES (?, ?, ?, ?, 'PENDING', ?, ?)",
+                    "INSERT INTO jobs (job_id, spec, task, output, state, created_at, ledger, output_schema) "
+                    "VALUES (?, ?, ?, ?, 'PENDING', ?, ?, ?)",
                     (job_id, redact_json(spec_json), redact_json(task_json), redact_url(output), time.time(),
-                     redact_json(ledger) if ledger else None),
+                     redact_json(ledger) if ledger else None, output_schema),
                 )
                 self._insert_chunks(job_id, chunks)
         except sqlite3.IntegrityError:

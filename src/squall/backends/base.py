@@ -9,12 +9,20 @@ dies or is killed, the backend replaces it with a fresh one (a cold start).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence, Union
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict
 
 from squall.errors import ErrorInfo
 from squall.models.base import ModelRef
 from squall.plan.chunk import Chunk
 from squall.runtime.task import InvocationReport, JobTask
+
+if TYPE_CHECKING:
+    from squall.spec import JobSpec
+
+_O = TypeVar("_O", bound="BackendOptions")
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,11 @@ class WorkerRecycling:
     max_invocations: int | None = None
     rss_mb: int | None = None
 
+    @classmethod
+    def of(cls, spec: JobSpec) -> WorkerRecycling:
+        """As ``spec`` sets it: ``memory``, ``max_invocations_per_worker``, ``recycle_rss_mb``."""
+        return cls(spec.memory, spec.max_invocations_per_worker, spec.recycle_rss_mb)
+
 
 WorkerEvent = Union[WorkerReady, InvocationDone, WorkerDied, WorkerLoadFailed]
 
@@ -100,3 +113,34 @@ class Backend(Protocol):
 
     def shutdown(self) -> None:
         """Stop every worker; the backend cannot be used afterwards."""
+
+
+class BackendOptions(BaseModel):
+    """The options of one backend, nested under it in a spec: ``[backend.NAME]`` in a TOML spec file,
+    ``--NAME-OPTION`` on the command line, ``backend_options: {NAME: {...}}`` in JSON. This base has none."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def threads_per_worker(self) -> int | None:
+        """BLAS/OpenMP threads each worker may use, when the backend decides it (``None``: cores ÷ workers)."""
+        return None
+
+    def gpus_per_worker(self) -> float:
+        """GPUs each worker has to itself (above 0, the model is placed on its GPU)."""
+        return 0.0
+
+    def check(self, spec: JobSpec) -> None:
+        """Raise ``ValueError`` naming the field when these options do not go with the rest of ``spec``."""
+
+    def capped(self: _O, workers: int) -> _O:
+        """These options for a pool that must not grow past ``workers`` (an account-wide limit granted no more)."""
+        return self
+
+
+class BackendKind(Protocol):
+    """What a backend registers (its class): the options it takes, and how it is made from a spec."""
+
+    Options: type[BackendOptions]
+
+    def from_spec(self, spec: JobSpec, options: Any, log_dir: Path) -> Backend:
+        """A backend for ``spec`` (with ``options``, its ``Options``), not started; worker logs go to ``log_dir``."""

@@ -13,11 +13,12 @@ replaces or doubles a committed part. ``_manifest.json`` and then
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from fsspec.core import url_to_fs
 
-from squall.errors import OutputExistsError
+from squall.errors import OutputExistsError, SpecError
 from squall.io import layout
 from squall.io.output import Committed
 from squall.io.part_formats import count_rows
@@ -25,11 +26,18 @@ from squall.io.parts import PartFile
 
 
 class OutputDir:
-    """A job's output location."""
+    """A job's output directory, on local disk or an object store."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri.rstrip("/") or "/"
         self._fs, self._path = url_to_fs(self.uri)
+
+    @classmethod
+    def location_of(cls, output: str, table: str | None) -> str:
+        """``output`` as an absolute path or URL; a ``table`` here is a mistake."""
+        if table:
+            raise SpecError(f"`table` is only for a database output, and output {output} is a directory; drop `table`")
+        return output if "://" in output else os.path.abspath(output)
 
     def attempt_part(self, chunk_id: int, attempt: int, ext: str, prefix: str = "") -> str:
         """Where attempt ``attempt`` of chunk ``chunk_id`` writes its predictions."""

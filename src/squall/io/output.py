@@ -1,8 +1,10 @@
 """Where a job's results go: the contract every output implements, and the registry that picks one by location.
 
-Two implementations: :class:`squall.io.commit.OutputDir` (a directory on
-local disk or an object store, parts as files) and
-:class:`squall.sql.sink.TableOutput` (a database table). Both follow one
+Two implementations: :class:`squall.io.commit.OutputDir` (``files``: a
+directory on local disk or an object store, parts as files) and
+:class:`squall.sql.sink.TableOutput` (``table``: a database table), chosen by
+the location's URL scheme; another package adds one under the entry point
+group ``squall.outputs``. Both follow one
 commit protocol: an invocation writes its rows under an attempt name, the
 coordinator alone decides which attempt of a chunk wins and commits it, every
 other attempt is discarded, and finalize writes the manifest, then marks the
@@ -11,13 +13,12 @@ output final.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pyarrow as pa
 
-from squall.sql.drivers import is_database_url
+from squall.registry import Plugin, Registry
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,13 @@ class Output(Protocol):
     """A job's output location and its committer."""
 
     uri: str
+
+    def __init__(self, location: str) -> None: ...
+
+    @classmethod
+    def location_of(cls, output: str, table: str | None) -> str:
+        """The location a spec's ``output`` (and ``table``) name, spelled as this output's constructor takes it;
+        raises :class:`squall.errors.SpecError` naming the field when they do not fit this output."""
 
     def attempt_part(self, chunk_id: int, attempt: int, ext: str, prefix: str = "") -> str:
         """Where attempt ``attempt`` of chunk ``chunk_id`` writes its predictions."""
@@ -94,11 +102,17 @@ class Output(Protocol):
         """Write the manifest, then mark the output final when ``success``."""
 
 
-_OUTPUTS = {"files": "squall.io.commit:OutputDir", "table": "squall.sql.sink:TableOutput"}
+OUTPUTS: Registry[type[Output]] = Registry("output", "squall.outputs", (
+    Plugin("files", "squall.io.commit:OutputDir"),
+    Plugin("table", "squall.sql.sink:TableOutput", "sql", schemes=("postgresql", "postgres", "sqlite")),
+))
+
+
+def output_kind(location: str) -> str:
+    """The output that serves ``location``: the one whose URL scheme it has, else ``files`` (any fsspec URL or path)."""
+    return OUTPUTS.by_scheme(location) or "files"
 
 
 def open_output(location: str) -> Output:
-    """The output at ``location``: a database table (``postgresql://…#table``) or a directory."""
-    module_name, class_name = _OUTPUTS["table" if is_database_url(location) else "files"].split(":")
-    output: Output = getattr(importlib.import_module(module_name), class_name)(location)
-    return output
+    """The output at ``location``: a database table (``postgresql://…#table``), a directory, or a plugin's."""
+    return OUTPUTS.load(output_kind(location))(location)

@@ -15,6 +15,7 @@ readers fetch byte ranges instead of whole objects.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any, Iterable, Mapping
 
@@ -24,6 +25,7 @@ from fsspec.core import split_protocol, url_to_fs
 from squall.errors import MissingDependency
 
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
 _INSTALL_HINTS = {
     "s3": "pip install 'squall[s3]'",
     "s3a": "pip install 'squall[s3]'",
@@ -42,8 +44,9 @@ def protocol(uri: str) -> str:
 
 
 def is_remote(uri: str) -> bool:
-    """Whether ``uri`` lives on an object store (or any filesystem other than local disk)."""
-    return protocol(uri) not in LOCAL_PROTOCOLS
+    """Whether ``uri`` names a place other than this machine's filesystem (``s3://``, ``https://``, an
+    MLflow ``runs:/`` URI), in any link of an fsspec chain (``simplecache::https://…``)."""
+    return any(_SCHEME.match(part) and not part.startswith(("file:", "local:")) for part in uri.split("::"))
 
 
 def connection_options(storage_options: Mapping[str, Any], endpoint_url: str | None) -> dict[str, Any]:
@@ -61,7 +64,7 @@ def configure(options: Mapping[str, Any], uris: Iterable[str]) -> None:
     that installs it when not.
     """
     baseline = _baseline()
-    for name in {protocol(uri) for uri in uris if is_remote(uri)}:
+    for name in {protocol(uri) for uri in uris if is_remote(uri)} - LOCAL_PROTOCOLS:
         _require(name)
         # Workers write objects the coordinator lists; a cached listing would hide them.
         fsspec.config.conf[name] = {**baseline.get(name, {}), "use_listings_cache": False, **options}

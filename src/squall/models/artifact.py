@@ -11,22 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 
 import fsspec
 
 from squall.errors import ModelLoadError
+from squall.io.storage import is_remote
 from squall.models.base import ModelArtifact, ModelRef
 from squall.models.code import is_code_ref
 
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
 _BLOCK = 1 << 20
-
-
-def is_remote(uri: str) -> bool:
-    """Whether ``uri`` names a place other than this machine's filesystem (``s3://``, ``https://``, ``runs:/``),
-    in any link of an fsspec chain (``simplecache::https://…``)."""
-    return any(_SCHEME.match(part) and not part.startswith("file:") for part in uri.split("::"))
 
 
 def check_trust(uri: str, flavor: str, runs_code_on_load: bool, trust: bool) -> None:

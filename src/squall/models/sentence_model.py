@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from squall.errors import ModelLoadError
-from squall.models.artifact import is_remote
+from squall.io.storage import is_remote
 from squall.models.base import ModelArtifact, ModelRef
 from squall.models.device import torch_device
 from squall.models.matrix import column_texts

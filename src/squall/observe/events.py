@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from squall.coordinator import JobResult
+    from squall.result import JobResult
     from squall.runtime.task import InvocationReport
     from squall.invocations import InvocationRecord
 

@@ -26,7 +26,7 @@ from squall.secrets import redact_url
 from squall.states import Outcome
 
 if TYPE_CHECKING:
-    from squall.coordinator import JobResult
+    from squall.result import JobResult
     from squall.invocations import InvocationRecord
 
 

@@ -21,7 +21,7 @@ from squall.observe.events import JobListener
 from squall.states import JobState
 
 if TYPE_CHECKING:
-    from squall.coordinator import JobResult
+    from squall.result import JobResult
     from squall.runtime.task import InvocationReport
 
 

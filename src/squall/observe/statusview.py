@@ -9,35 +9,13 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from squall.api import JobStatus
-
-
-def status_json(status: JobStatus) -> dict[str, Any]:
-    """A job's status as plain data."""
-    job, counts = status.job, status.counts
-    return {
-        "job_id": job.job_id,
-        "state": job.state,
-        "output": job.output,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "chunks": {"total": job.chunks_total, **counts.by_state},
-        "rows_in": counts.rows_in,
-        "rows_out": counts.rows_out,
-        "error_rows": counts.error_rows,
-        "est_rows": job.est_rows,
-        "rows_per_s": round(status.rows_per_s, 1),
-        "cold_starts": job.cold_starts,
-        "worker_starts": job.worker_starts,
-        "message": job.message,
-    }
+    from squall.status import JobStatus
 
 
 def status_table(console: Console, statuses: list[JobStatus], detailed: bool) -> None:
     """One line per job, or every detail of one."""
     if detailed and statuses:
-        for name, value in status_json(statuses[0]).items():
+        for name, value in statuses[0].to_dict().items():
             if name.endswith("_at") and value is not None:
                 value = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
             console.print(f"[bold]{name:>12}[/]  {value}", highlight=False)

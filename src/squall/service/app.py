@@ -105,7 +105,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         stop = threading.Event()
         triggers: list[threading.Thread] = []
         try:
-            triggers = start_triggers(config.watches, config.schedules, scheduler.submit, scheduler.state_dir, stop)
+            triggers = start_triggers(config.trigger_rules(), scheduler.submit, scheduler.state_dir, stop)
             yield
         finally:
             stop.set()

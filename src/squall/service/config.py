@@ -2,9 +2,11 @@
 
 Read from a TOML file (``--config squall-serve.toml``); ``SQUALL_TOKEN`` and
 explicit CLI options win over the file. Unknown keys are refused. The
-``[[watches]]`` and ``[[schedules]]`` tables are the triggers' rules
-(:mod:`squall.triggers.rules`); a relative ``spec`` or local ``location`` in
-them is read from the config file's folder.
+``[[watches]]`` and ``[[schedules]]`` tables are the built-in triggers' rules
+(:mod:`squall.triggers.rules`), and ``[[triggers]]`` tables with ``kind =
+"NAME"`` hold the rules of any registered trigger
+(:mod:`squall.triggers.registry`); a relative ``spec`` or local ``location``
+in them is read from the config file's folder.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from squall.triggers.rules import ScheduleRule, WatchRule
 
 
 class ServeConfig(BaseModel):
-    """The service's settings; every field is documented in README.md ("Service")."""
+    """The service's settings; every field is documented in docs/service.md."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
@@ -48,6 +50,28 @@ class ServeConfig(BaseModel):
     )
     watches: list[WatchRule] = Field(default_factory=list, description="Folders and prefixes whose new files each start a job.")
     schedules: list[ScheduleRule] = Field(default_factory=list, description="Cron times that each start a job.")
+    triggers: list[dict[str, Any]] = Field(
+        default_factory=list, description="Rules of any registered trigger, each with `kind = \"NAME\"` and that trigger's fields."
+    )
+
+    @model_validator(mode="after")
+    def _trigger_kinds_registered(self) -> ServeConfig:
+        self.trigger_rules()
+        return self
+
+    def trigger_rules(self) -> list[tuple[str, Any]]:
+        """Every trigger rule as ``(trigger name, rule)``: the ``watches``, the ``schedules``, then ``triggers``
+        (each checked against its trigger's rule model)."""
+        from squall.triggers.registry import TRIGGERS
+
+        rules: list[tuple[str, Any]] = [("watch", w) for w in self.watches] + [("schedule", r) for r in self.schedules]
+        for table in self.triggers:
+            kind = str(table.get("kind", ""))
+            if kind not in TRIGGERS.names():
+                raise ValueError(f"[[triggers]] `kind`: {TRIGGERS.unknown(kind)}")
+            fields = {key: value for key, value in table.items() if key != "kind"}
+            rules.append((kind, TRIGGERS.load(kind).Rule.model_validate(fields)))
+        return rules
 
     @model_validator(mode="after")
     def _rule_names_unique(self) -> ServeConfig:
@@ -97,7 +121,7 @@ def load_config(
         return ServeConfig.model_validate(values)
     except ValidationError as exc:
         problems = "; ".join(f"`{'.'.join(map(str, e['loc']))}`: {e['msg']}" for e in exc.errors())
-        raise SpecError(f"invalid serve config: {problems}; see README.md (Service)") from None
+        raise SpecError(f"invalid serve config: {problems}; see docs/service.md") from None
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -114,7 +138,7 @@ def _read_file(path: Path) -> dict[str, Any]:
     except ValueError as exc:
         raise SpecError(f"serve config {path} is not valid TOML: {exc}") from exc
     values = {name.replace("-", "_"): value for name, value in raw.items()}
-    for section in ("watches", "schedules"):
+    for section in ("watches", "schedules", "triggers"):
         if isinstance(values.get(section), list):
             values[section] = [_beside(path.parent, rule) for rule in values[section]]
     return values

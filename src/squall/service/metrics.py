@@ -22,7 +22,7 @@ from squall.observe.metrics import JobMetrics
 from squall.states import JobState
 
 if TYPE_CHECKING:
-    from squall.coordinator import JobResult
+    from squall.result import JobResult
     from squall.invocations import InvocationRecord
     from squall.runtime.task import InvocationReport
     from squall.service.scheduler import Scheduler

@@ -332,7 +332,7 @@ class Scheduler:
         if sub.action == "run":
             assert sub.spec is not None
             # A Ray pool may not grow past the workers granted: they are what the account-wide limit left.
-            spec = self._job_spec(sub).model_copy(update={"workers": workers, "ray_max_workers": None})
+            spec = _capped(self._job_spec(sub), workers)
             # Checked again now: a symlink made while the job waited in the queue must not lead it out.
             self._roots.check_spec(spec)
             api.run(spec, listeners=self._listeners, job_id=sub.job_id, backend=backend)
@@ -368,3 +368,11 @@ class Scheduler:
             api.cancel(job_id, self.state_dir)
         except (JobNotFoundError, JobStateError):
             pass  # not in the store yet (or already ending): _CancelOnStart stops it when it starts
+
+
+def _capped(spec: JobSpec, workers: int) -> JobSpec:
+    """``spec`` with ``workers`` workers and a pool that may not grow past them: they are what the account-wide
+    limit left (a Ray pool's ``max_workers`` goes)."""
+    capped = spec.backend_settings().capped(workers).model_dump(exclude_unset=True)
+    options = {**spec.backend_options, spec.backend: capped}
+    return JobSpec.model_validate({**spec.model_dump(exclude_unset=True), "workers": workers, "backend_options": options})

@@ -16,7 +16,7 @@ def serve(config: ServeConfig) -> None:
     from squall.triggers.service import check_rules
 
     config.check_bind()
-    check_rules(config.watches, config.schedules)  # a bad rule stops serve here, with its message, not in uvicorn
+    check_rules(config.trigger_rules())  # a bad rule stops serve here, with its message, not in uvicorn
     try:
         import uvicorn
     except ImportError as exc:  # pragma: no cover - the serve extra is missing

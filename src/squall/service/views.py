@@ -9,7 +9,6 @@ Jobs run by the CLI against the same state directory are shown too.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from squall.errors import JobNotFoundError
@@ -17,6 +16,7 @@ from squall.service.queue import Submission
 from squall.service.scheduler import Scheduler
 from squall.store import JobRecord, JobStore
 from squall.states import ChunkState, JobState
+from squall.status import JobStatus
 
 _QUEUE_STATES = {"QUEUED": "QUEUED", "ADMITTED": "STARTING", "REFUSED": "FAILED", "CANCELLED": "CANCELLED"}
 
@@ -102,7 +102,7 @@ class JobViews:
         if record is None:
             assert submission is not None
             spec = _spec_fields(submission.spec)
-            view.update(state=_QUEUE_STATES[submission.state], message=submission.message,
+            view.update(job_id=job_id, state=_QUEUE_STATES[submission.state], message=submission.message,
                         created_at=submission.submitted_at, started_at=None, finished_at=submission.finished_at,
                         model=spec.get("model"), input=spec.get("input"), output=spec.get("output"),
                         chunks_total=0, chunks={}, est_rows=0, rows_in=0, rows_out=0, error_rows=0,
@@ -115,25 +115,8 @@ class JobViews:
         return view
 
     def _engine_view(self, store: JobStore, record: JobRecord) -> dict[str, Any]:
-        counts = store.counts(record.job_id)
-        end = record.finished_at or time.time()
-        start = record.started_at or record.created_at
-        rate = counts.rows_in / (end - start) if end > start else 0.0
-        est = max(record.est_rows, counts.rows_in)
-        finished = not JobState(record.state).active
-        done_chunks = counts.count(ChunkState.DONE) + counts.count(ChunkState.DEAD)
-        live = sum(n for state, n in counts.by_state.items() if state != ChunkState.SPLIT)
-        progress = 1.0 if finished and record.state == JobState.SUCCEEDED else (done_chunks / live if live else 0.0)
-        eta = (est - counts.rows_in) / rate if rate > 0 and not finished else None
-        return {
-            "state": record.state, "message": record.message, "created_at": record.created_at,
-            "started_at": record.started_at, "finished_at": record.finished_at,
-            "model": record.spec.get("model"), "input": record.spec.get("input"), "output": record.output,
-            "chunks_total": live, "chunks": dict(counts.by_state), "est_rows": record.est_rows,
-            "rows_in": counts.rows_in, "rows_out": counts.rows_out, "error_rows": counts.error_rows,
-            "rows_per_s": round(rate, 1), "eta_s": round(eta, 1) if eta is not None else None,
-            "progress": round(progress, 4), "cold_starts": record.cold_starts, "worker_starts": record.worker_starts,
-        }
+        """The job's status in the one shape the CLI's ``--json`` also prints."""
+        return JobStatus(record, store.counts(record.job_id)).to_dict()
 
 
 def _spec_fields(text: str | None) -> dict[str, Any]:

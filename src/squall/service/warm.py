@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from squall import api
+from squall.resolve import backend_for, model_ref
 from squall.backends.base import Backend, WorkerEvent, WorkerLoadFailed, WorkerReady
 from squall.models.base import ModelRef
 from squall.owner_only import private_dir
@@ -41,7 +41,7 @@ _log = logging.getLogger("squall.service")
 
 def backend_key(spec: JobSpec) -> str:
     """What must match for a job to run on a backend started for another: the model and the worker settings."""
-    settings = [spec.backend, asdict(api.model_ref(spec)), spec.workers, spec.resolved_threads(), spec.batch_format, spec.memory,
+    settings = [spec.backend, asdict(model_ref(spec)), spec.workers, spec.resolved_threads(), spec.batch_format, spec.memory,
                 spec.max_invocations_per_worker, spec.recycle_rss_mb, spec.fork, spec.gpus]
     return json.dumps(settings, sort_keys=True, default=str)
 
@@ -189,7 +189,7 @@ class WarmPool:
 
     def _warm_up(self, model: str, workers: int) -> None:
         spec = JobSpec(model=model, input=["-"], output="-", workers=workers, threads_per_worker=self._threads_per_worker)
-        backend = api.backend_for(spec, private_dir(private_dir(self._log_root) / f"warm-{len(self._threads)}"))
+        backend = backend_for(spec, private_dir(private_dir(self._log_root) / f"warm-{len(self._threads)}"))
         warm = _Warm(model, workers, backend_key(spec), backend)
         with self._lock:
             self._entries.append(warm)
@@ -201,7 +201,7 @@ class WarmPool:
         ready: set[int] = set()
         deadline = time.monotonic() + WARM_UP_TIMEOUT_S
         try:
-            warm.backend.start(api.model_ref(spec), warm.workers)
+            warm.backend.start(model_ref(spec), warm.workers)
             while len(ready) < warm.workers and time.monotonic() < deadline and not self._closed:
                 for event in warm.backend.wait(0.2):
                     if isinstance(event, WorkerReady):

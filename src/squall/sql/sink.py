@@ -71,6 +71,14 @@ class TableOutput:
         _refuse_cut_names(self._url, self._table)
         self._connection: Any = None
 
+    @classmethod
+    def location_of(cls, output: str, table: str | None) -> str:
+        """``DATABASE_URL#table``; refuses a missing ``table``, or one the database would cut."""
+        if not table:
+            raise SpecError(f"output {redacted(output)} is a database: set `table` (--table) to the table the predictions go to")
+        _refuse_cut_names(output, table)
+        return f"{output}#{table}"
+
     def attempt_part(self, chunk_id: int, attempt: int, ext: str, prefix: str = "") -> str:
         """The attempt's name; its rows go to the staging table named after it."""
         return layout.join(self.uri, layout.TMP_DIR, f"part-{chunk_id:05d}-a{attempt}")

@@ -15,40 +15,16 @@ from __future__ import annotations
 import fnmatch
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable
 
 from squall.errors import UsageError
+from squall.triggers.listing import Listed, Lister, counts
 from squall.triggers.handover import Report, Runner, hand_over, no_report, recover
 from squall.triggers.rules import WatchRule
 from squall.triggers.seen import SeenRecord
 from squall.triggers.template import file_job_id, file_spec
-
-
-@dataclass(frozen=True)
-class Listed:
-    """A file as one listing saw it."""
-
-    uri: str
-    size: int
-    mtime: float | None = None
-    etag: str | None = None
-
-    def signature(self) -> tuple[int, float | None, str | None]:
-        return (self.size, self.mtime, self.etag)
-
-
-class Lister(Protocol):
-    """Lists the files a rule watches. Contract: every file that matches the rule, none that its ``ignore`` globs match."""
-
-    def list(self) -> list[Listed]: ...
-
-
-def counts(rule: WatchRule, name: str) -> bool:
-    """Whether a file called ``name`` counts under ``rule`` (matches the pattern, not a partial or hidden name)."""
-    return fnmatch.fnmatch(name, rule.pattern) and not any(fnmatch.fnmatch(name, glob) for glob in rule.ignore)
 
 
 class LocalLister:

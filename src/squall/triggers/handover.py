@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping
 
 from squall.errors import JobStateError, UsageError
 from squall.secrets import refill
-from squall.spec import JobSpec
+from squall.spec import JobSpec, nest_backend_options
 from squall.triggers.seen import SeenRecord
 
 Runner = Callable[[JobSpec], "str | None"]
@@ -41,7 +41,7 @@ def recover(seen: SeenRecord, rule_id: str, runner: Runner, report: Report, temp
     """
     entries = seen.unsubmitted(rule_id)
     for entry in entries:
-        spec = JobSpec.model_validate(refill(json.loads(entry.spec), template))
+        spec = JobSpec.model_validate(refill(json.loads(entry.spec), nest_backend_options(template)))
         hand_over(seen, rule_id, entry.key, entry.job_id, spec, runner, report)
     return len(entries)
 

@@ -16,7 +16,7 @@ from fsspec.core import url_to_fs
 
 from squall.errors import InputError, MissingDependency
 from squall.io.storage import connection_options, protocol
-from squall.triggers.file_arrival import Listed, counts
+from squall.triggers.listing import Listed, counts
 from squall.triggers.rules import WatchRule
 
 

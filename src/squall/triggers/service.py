@@ -1,16 +1,13 @@
-"""The entry point ``squall serve`` calls: :func:`start_triggers`."""
+"""The entry point ``squall serve`` calls: :func:`start_triggers`, one thread per rule of any registered trigger."""
 
 from __future__ import annotations
 
-import logging
 import threading
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Protocol, Sequence
 
 from squall.spec import JobSpec
-from squall.triggers.handover import Runner
-from squall.triggers.rules import ScheduleRule, WatchRule
-from squall.triggers.seen import SeenRecord
+
 
 class Submit(Protocol):
     """The service's queue: ``submit(spec, source="watch") -> job_id`` (the scheduler's bound ``submit`` fits).
@@ -21,90 +18,35 @@ class Submit(Protocol):
 
     def __call__(self, spec: JobSpec, *, source: str) -> str: ...
 
-log = logging.getLogger("squall.triggers")
-
 
 def start_triggers(
-    watches: list[WatchRule], schedules: list[ScheduleRule], submit: Submit, state_dir: Path, stop: threading.Event
+    rules: Sequence[tuple[str, Any]], submit: Submit, state_dir: Path, stop: threading.Event
 ) -> list[threading.Thread]:
-    """Start one daemon thread per rule; each submits jobs until ``stop`` is set. Returns the started threads.
+    """Start one daemon thread per rule (``(trigger name, rule)``); each submits jobs until ``stop`` is set.
+    Returns the started threads.
 
-    Bad rules (a missing folder, a bad cron expression, a template that is not
-    a valid spec) raise :class:`~squall.errors.UsageError` here, before any
-    thread starts. Jobs are submitted with ``source`` ``"watch"`` or
-    ``"schedule"``; their job ids are deterministic (see
-    :mod:`squall.triggers.seen` for why that makes each file and run time run
-    exactly once). A thread that meets an error logs it and retries after
-    ``poll_s`` (watches) or a minute (schedules).
+    Bad rules raise :class:`~squall.errors.UsageError` here, before any thread
+    starts. Jobs are submitted with ``source`` the trigger's name; their job
+    ids are deterministic (see :mod:`squall.triggers.seen` for why that makes
+    each file and run time run exactly once). A thread that meets an error
+    logs it and retries.
     """
-    check_rules(watches, schedules)
-    targets: list[tuple[str, Callable[[], None]]] = []
-    for rule in watches:
-        targets.append((f"watch {rule.location}", _watch_loop(rule, submit, state_dir, stop)))
-    for schedule in schedules:
-        targets.append((f"schedule {schedule.name}", _schedule_loop(schedule, submit, state_dir, stop)))
-    threads = [threading.Thread(target=target, name=f"squall-trigger {name}", daemon=True) for name, target in targets]
+    from squall.triggers.registry import TRIGGERS
+
+    check_rules(rules)
+    threads = []
+    for name, rule in rules:
+        kind = TRIGGERS.load(name)
+        target = kind.loop(rule, submit, state_dir, stop)
+        threads.append(threading.Thread(target=target, name=f"squall-trigger {kind.describe(rule)}", daemon=True))
     for thread in threads:
         thread.start()
     return threads
 
 
-def check_rules(watches: list[WatchRule], schedules: list[ScheduleRule]) -> None:
-    """Raise :class:`~squall.errors.UsageError` for a missing folder, a bad cron expression or time zone, or a
-    template that is not a valid spec; nothing is started."""
-    from squall.triggers.file_arrival import check_template, lister_for
-    from squall.triggers.schedule import check
+def check_rules(rules: Sequence[tuple[str, Any]]) -> None:
+    """Raise :class:`~squall.errors.UsageError` for any rule its trigger refuses; nothing is started."""
+    from squall.triggers.registry import TRIGGERS
 
-    for rule in watches:
-        lister_for(rule)
-        check_template(rule)
-    for schedule in schedules:
-        check(schedule)
-
-
-def _runner(submit: Submit, source: str) -> Runner:
-    def run(spec: JobSpec) -> None:
-        submit(spec, source=source)
-        return None
-
-    return run
-
-
-def _watch_loop(rule: WatchRule, submit: Submit, state_dir: Path, stop: threading.Event) -> Callable[[], None]:
-    def watch(seen: SeenRecord) -> None:
-        from squall.triggers.file_arrival import FileTrigger, LocalLister, lister_for, poll_forever, watch_local
-
-        lister = lister_for(rule)
-        trigger = FileTrigger(rule, lister, seen, _runner(submit, "watch"))
-        (watch_local if isinstance(lister, LocalLister) else poll_forever)(trigger, stop)
-
-    return _retrying(f"watch {rule.location}", watch, rule.poll_s, state_dir, stop)
-
-
-def _schedule_loop(rule: ScheduleRule, submit: Submit, state_dir: Path, stop: threading.Event) -> Callable[[], None]:
-    def schedule(seen: SeenRecord) -> None:
-        from squall.triggers.schedule import ScheduleTrigger, run_schedule
-
-        run_schedule(ScheduleTrigger(rule, seen, _runner(submit, "schedule")), stop)
-
-    return _retrying(f"schedule {rule.name}", schedule, 60.0, state_dir, stop)
-
-
-def _retrying(
-    name: str, body: Callable[[SeenRecord], None], pause_s: float, state_dir: Path, stop: threading.Event
-) -> Callable[[], None]:
-    """A thread body that runs ``body`` until ``stop``, logging what it raises and trying again after ``pause_s``."""
-
-    def loop() -> None:
-        seen = SeenRecord(state_dir)
-        try:
-            while not stop.is_set():
-                try:
-                    body(seen)
-                except Exception:
-                    log.exception("%s failed; retrying in %g s", name, pause_s)
-                    stop.wait(pause_s)
-        finally:
-            seen.close()
-
-    return loop
+    for name, rule in rules:
+        TRIGGERS.load(name).check(rule)

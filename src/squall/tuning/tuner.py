@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from squall.errors import InputError, ModelLoadError
+from squall.errors import InputError, ModelLoadError, SpecError
 from squall.observe.cost import PriceTable
 from squall.runtime.environment import worker_environment
 from squall.spec import JobSpec, dump_spec_toml
-from squall.tuning.recommend import BatchRun, Objective, Recommendation, recommend
+from squall.tuning.recommend import BatchRun, Recommendation, recommend
 
 BATCH_SIZES = (1024, 4096, 16384, 65536)
 DEFAULT_SAMPLE_ROWS = 50_000
@@ -43,12 +43,20 @@ class Tuning:
         return {"sample_rows": self.sample_rows, "total_rows": self.total_rows, **self.recommendation.to_dict()}
 
 
-def tune(spec: JobSpec, file_values: Mapping[str, Any], objective: Objective, sample_rows: int = DEFAULT_SAMPLE_ROWS) -> Tuning:
-    """Measure ``spec``'s model on a sample of its input and recommend; ``file_values`` are kept in the tuned spec."""
-    from squall import api
+def tune(
+    spec: JobSpec, file_values: Mapping[str, Any] | None = None, objective: str = "time", sample_rows: int | None = None
+) -> Tuning:
+    """Measure ``spec``'s model on a sample of its input (``sample_rows`` rows) and recommend batch_size,
+    chunk_rows, workers and memory for ``objective`` (``time`` or ``cost``); ``file_values`` are kept in the
+    tuned spec."""
+    from squall.pipeline import plan
     from squall.plan.planner import make_plan
+    from squall.resolve import ResolvedJob
 
-    full = api.plan(spec)
+    if objective not in ("time", "cost"):
+        raise SpecError(f"objective must be `time` or `cost`, not {objective!r}")
+    sample_rows = sample_rows or DEFAULT_SAMPLE_ROWS
+    full = plan(spec)
     if not full.est_rows:
         raise InputError(f"the input {spec.input} holds no rows to measure the model on")
     sample = make_plan(spec.model_copy(update={"chunk_rows": sample_rows, "workers": 1}), "tune").chunks[0]
@@ -56,14 +64,14 @@ def tune(spec: JobSpec, file_values: Mapping[str, Any], objective: Objective, sa
     sizes = sorted({size for size in BATCH_SIZES if size < sample.est_rows} | {min(current, max(1, sample.est_rows))})
     scratch = tempfile.mkdtemp(prefix="squall-tune-")
     try:
-        task = api.task_for(spec.model_copy(update={"output": scratch}), full)
+        task = ResolvedJob.of(spec.model_copy(update={"output": scratch})).task(full)
         answer = _probe({"task": task.to_json(), "chunk": sample.to_json(), "batch_sizes": sizes, "repeats": REPEATS})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     runs = [BatchRun(**run) for run in answer["runs"]]
-    found = recommend(runs, answer["baseline_mb"], full.est_rows, spec.timeout, os.cpu_count() or 1, objective,
+    found = recommend(runs, answer["baseline_mb"], full.est_rows, spec.timeout, os.cpu_count() or 1, objective,  # type: ignore[arg-type]
                       PriceTable.of(spec))
-    return Tuning(found, runs[0].rows, full.est_rows, {**file_values, **found.fields()})
+    return Tuning(found, runs[0].rows, full.est_rows, {**(file_values or {}), **found.fields()})
 
 
 def write_tuned(tuning: Tuning, path: str | Path, source: str | None) -> None:

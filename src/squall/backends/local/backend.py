@@ -33,9 +33,9 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from squall.backends.base import InvocationDone, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady, WorkerRecycling
+from squall.backends.base import BackendOptions, InvocationDone, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady, WorkerRecycling
 from squall.backends.local import wire
 from squall.backends.local.launch import ForkServer, start_process
 from squall.models.base import ModelRef
@@ -46,6 +46,9 @@ from squall.runtime.messages import (
 )
 from squall.runtime.peak_memory import tree_rss_mb
 from squall.runtime.task import JobTask
+
+if TYPE_CHECKING:
+    from squall.spec import JobSpec
 
 MEMORY_CHECK_S = 0.1
 EXIT_WAIT_S = 10.0
@@ -72,6 +75,13 @@ _ZYGOTE = "zygote"
 
 class LocalBackend:
     """Worker processes on this machine (see the module docstring)."""
+
+    Options = BackendOptions  # none of its own: `workers`, `threads_per_worker`, `fork`, `gpus` are the spec's
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, options: BackendOptions, log_dir: Path) -> LocalBackend:
+        """The workers ``spec`` asks for: threads, batch format, recycling, fork, GPUs."""
+        return cls(log_dir, spec.resolved_threads(), spec.batch_format, WorkerRecycling.of(spec), spec.fork, spec.gpus)
 
     def __init__(
         self,

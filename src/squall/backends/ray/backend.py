@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 from squall.backends.base import InvocationDone, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady, WorkerRecycling
-from squall.backends.ray.cluster import ActorResources, RayRuntime, check_fits, check_reach
+from squall.backends.ray.options import ActorResources, RayOptions
 from squall.errors import ErrorInfo, SpecError, UsageError
 from squall.models.base import ModelRef
 from squall.plan.chunk import Chunk
 from squall.runtime.messages import Configure, Crashed, Invoke, Load, LoadFailed, OverMemory, Ready, Reported, decode, encode
 from squall.runtime.task import JobTask
-from squall.spec import JobSpec
+
+if TYPE_CHECKING:
+    from squall.spec import JobSpec
 
 
 
@@ -66,7 +69,7 @@ class RayBackend:
         self._recycling = recycling or WorkerRecycling()
         self._max_workers = max_workers
         self._placement_timeout = placement_timeout
-        self._runtime: RayRuntime | None = None
+        self._runtime: Any = None  # the RayRuntime this backend holds, once started
         self._remote: Any = None
         self._model: ModelRef | None = None
         self._task: JobTask | None = None
@@ -78,11 +81,13 @@ class RayBackend:
         self._started_at = 0.0
         self._ever_ready = False
 
+    Options = RayOptions
+
     @classmethod
-    def for_spec(cls, spec: JobSpec, recycling: WorkerRecycling) -> RayBackend:
-        """The backend ``spec``'s ``ray_*`` fields describe."""
-        resources = ActorResources(spec.ray_num_cpus, spec.ray_num_gpus, spec.ray_memory or spec.memory, spec.ray_runtime_env)
-        return cls(spec.ray_address, resources, spec.batch_format, recycling, spec.ray_max_workers, spec.ray_placement_timeout)
+    def from_spec(cls, spec: JobSpec, options: RayOptions, log_dir: Path) -> RayBackend:
+        """The actors ``options`` describe (worker logs stay on their nodes: ``log_dir`` is not used)."""
+        resources = options.resources(spec.memory)
+        return cls(options.address, resources, spec.batch_format, WorkerRecycling.of(spec), options.max_workers, options.placement_timeout)
 
     def start(self, model: ModelRef, workers: int) -> None:
         import ray
@@ -92,6 +97,8 @@ class RayBackend:
         self._model = model
         self._min_workers = workers
         self._started_at = time.monotonic()
+        from squall.backends.ray.cluster import RayRuntime
+
         self._runtime = RayRuntime.connect(self._address)
         self._refuse_if_unplaceable()
         self._remote = ray.remote(concurrency_groups={"lifeline": 1})(ActorWorker)  # type: ignore[call-overload]
@@ -104,6 +111,8 @@ class RayBackend:
             self._call(actor, "configure", actor.handle.configure.remote(encode(Configure(task))))
 
     def check_reach(self, files: Sequence[tuple[str, int | None]], output: str) -> None:
+        from squall.backends.ray.cluster import check_reach
+
         check_reach(files, output, self._resources)
 
     def idle(self) -> list[int]:
@@ -192,6 +201,8 @@ class RayBackend:
         """On a Ray squall started, refuse workers no node can host (nothing would ever add one); a cluster it
         joined may add nodes (an autoscaler), so there it only warns."""
         assert self._runtime is not None
+        from squall.backends.ray.cluster import check_fits
+
         check_fits(self._resources, strict=self._runtime.started_here)
 
     def _retire(self, actor: _Actor) -> None:

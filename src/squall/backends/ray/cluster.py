@@ -9,11 +9,11 @@ import logging
 import os
 import threading
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from squall.errors import InputError, UsageError
+from squall.backends.ray.options import ActorResources
 from squall.io.storage import is_remote
 
 PROBE_TIMEOUT_S = 120.0
@@ -77,38 +77,6 @@ class RayRuntime:
             if RayRuntime._users == 0 and RayRuntime._connected_here and ray.is_initialized():
                 ray.shutdown()
                 RayRuntime._connected_here = RayRuntime._started_here = False
-
-
-@dataclass(frozen=True)
-class ActorResources:
-    """What each worker actor reserves on the cluster, and the Ray ``runtime_env`` it runs in."""
-
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    memory_mb: int | None = None
-    runtime_env: dict[str, Any] = field(default_factory=dict)
-
-    def actor_options(self) -> dict[str, Any]:
-        """Keyword arguments of ``ActorClass.options``; Ray never restarts a worker: squall replaces it itself."""
-        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "max_restarts": 0, "max_task_retries": 0}
-        if self.memory_mb:
-            options["memory"] = self.memory_mb * 1024 * 1024
-        if self.runtime_env:
-            options["runtime_env"] = self.runtime_env
-        return options
-
-    def needs(self) -> dict[str, float]:
-        """The resources one worker needs, as Ray names them."""
-        wanted = {"CPU": self.num_cpus, "GPU": self.num_gpus, "memory": float((self.memory_mb or 0) * 1024 * 1024)}
-        return {name: amount for name, amount in wanted.items() if amount}
-
-    def describe(self) -> str:
-        parts = [f"{self.num_cpus:g} CPU"]
-        if self.num_gpus:
-            parts.append(f"{self.num_gpus:g} GPU")
-        if self.memory_mb:
-            parts.append(f"{self.memory_mb} MB memory")
-        return ", ".join(parts)
 
 
 def alive_nodes() -> list[dict[str, Any]]:
