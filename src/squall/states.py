@@ -73,4 +73,17 @@ class Outcome(_Named):
 
 KILL_OUTCOMES = (Outcome.TIMEOUT, Outcome.MEMORY, Outcome.LOST)
 
-__all__ = ["ACTIVE_STATES", "ChunkState", "JobState", "KILL_OUTCOMES", "Outcome"]
+
+class SubmissionState(_Named):
+    """Where a request to the service (run, resume, redrive) stands in its queue: ``QUEUED`` → ``ADMITTED``
+    (its workers granted) → ``DONE`` (the engine ran it; the job's own state says how it ended), or
+    ``REFUSED`` (it could not start) or ``CANCELLED`` (while queued)."""
+
+    QUEUED = "QUEUED"
+    ADMITTED = "ADMITTED"
+    DONE = "DONE"
+    REFUSED = "REFUSED"
+    CANCELLED = "CANCELLED"
+
+
+__all__ = ["ACTIVE_STATES", "ChunkState", "JobState", "KILL_OUTCOMES", "Outcome", "SubmissionState"]

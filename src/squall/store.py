@@ -539,10 +539,6 @@ class JobStore:
         row = self._db.execute("SELECT output_schema FROM jobs WHERE job_id=?", (job_id,)).fetchone()
         return row[0] if row else None
 
-    def set_ledger(self, job_id: str, record: str) -> None:
-        """Keep the run's ledger record (JSON) with the job, for finalize and for resume."""
-        self._db.execute("UPDATE jobs SET ledger=? WHERE job_id=?", (redact_json(record), job_id))
-
     def ledger(self, job_id: str) -> str | None:
         row = self._db.execute("SELECT ledger FROM jobs WHERE job_id=?", (job_id,)).fetchone()
         return row[0] if row else None

@@ -52,6 +52,7 @@ from squall.triggers.service import start_triggers
 from squall.service.views import JobViews
 from squall.spec import JobSpec, build_spec, field_names
 from squall.store import JobStore
+from squall.states import SubmissionState
 
 _JOB_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _bearer = HTTPBearer(auto_error=False, description="The service token (SQUALL_TOKEN)")
@@ -165,11 +166,8 @@ def _service_routes(app: FastAPI, parts: _Parts, guarded: list[Any]) -> None:
     @app.get("/metrics", response_class=PlainTextResponse, dependencies=guarded, tags=["service"])
     def prometheus() -> str:
         """Prometheus metrics (text format): every job's, summed, and the service's gauges."""
-        store = JobStore(scheduler.state_dir)
-        try:
+        with JobStore(scheduler.state_dir) as store:
             return metrics.text(scheduler, store, config.max_concurrency)
-        finally:
-            store.close()
 
 
 def _job_routes(app: FastAPI, parts: _Parts, guarded: list[Any]) -> None:
@@ -188,7 +186,7 @@ def _job_routes(app: FastAPI, parts: _Parts, guarded: list[Any]) -> None:
         job = parse_spec(spec)
         roots.check_spec(job)
         job_id = scheduler.submit(job, priority=priority, source="api")
-        return {"id": job_id, "state": "QUEUED"}
+        return {"id": job_id, "state": SubmissionState.QUEUED}
 
     @app.get("/jobs", dependencies=guarded, tags=["jobs"])
     def list_jobs(
@@ -233,14 +231,14 @@ def _job_control_routes(app: FastAPI, parts: _Parts, guarded: list[Any]) -> None
         """Queue the job's dead chunks to run again."""
         views.require(_checked(job_id))
         scheduler.request(job_id, "redrive", priority)
-        return {"id": job_id, "state": "QUEUED"}
+        return {"id": job_id, "state": SubmissionState.QUEUED}
 
     @app.post("/jobs/{job_id}/resume", status_code=202, dependencies=guarded, tags=["jobs"])
     def resume(job_id: str, priority: int = Query(0, ge=-1000, le=1000)) -> dict[str, Any]:
         """Queue a stopped (cancelled, failed, interrupted) job to finish."""
         views.require(_checked(job_id))
         scheduler.request(job_id, "resume", priority)
-        return {"id": job_id, "state": "QUEUED"}
+        return {"id": job_id, "state": SubmissionState.QUEUED}
 
 
 def _report_routes(app: FastAPI, parts: _Parts, guarded: list[Any]) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from squall.observe.metrics import JobMetrics
-from squall.states import JobState
+from squall.states import JobState, SubmissionState
 
 if TYPE_CHECKING:
     from squall.result import JobResult
@@ -84,8 +84,8 @@ class ServiceMetrics:
         for record in store.recent_jobs(1_000_000):
             states[record.state] = states.get(record.state, 0) + 1
         queued = scheduler.queue.queued()
-        states["QUEUED"] = states.get("QUEUED", 0) + sum(1 for s in queued if s.action == "run")
-        for state in ("QUEUED", *JobState, *states):
+        states[SubmissionState.QUEUED] = states.get(SubmissionState.QUEUED, 0) + sum(1 for s in queued if s.action == "run")
+        for state in (SubmissionState.QUEUED, *JobState, *states):
             self._by_state.labels(state).set(states.get(state, 0))
         self._busy.set(scheduler.busy_workers())
         self._limit.set(max_concurrency)

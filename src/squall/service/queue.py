@@ -25,6 +25,7 @@ from pathlib import Path
 
 from squall.owner_only import private_dir, private_file
 from squall.secrets import redact_json, redact_url
+from squall.states import SubmissionState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS submissions (
@@ -45,8 +46,6 @@ CREATE INDEX IF NOT EXISTS submissions_job ON submissions (job_id, seq);
 CREATE INDEX IF NOT EXISTS submissions_queue ON submissions (state, priority, seq);
 """
 
-OPEN_STATES = ("QUEUED", "ADMITTED")
-
 
 @dataclass(frozen=True)
 class Submission:
@@ -58,7 +57,7 @@ class Submission:
     spec: str | None
     priority: int
     source: str
-    state: str
+    state: SubmissionState
     submitted_at: float
     started_at: float | None
     finished_at: float | None
@@ -108,7 +107,7 @@ class JobQueue:
             "SELECT * FROM submissions WHERE seq IN (SELECT MAX(seq) FROM submissions GROUP BY job_id) ORDER BY seq DESC"
         )
 
-    def mark(self, seq: int, state: str, message: str | None = None, workers: int | None = None) -> None:
+    def mark(self, seq: int, state: SubmissionState, message: str | None = None, workers: int | None = None) -> None:
         """Move a request to ``state`` (timestamps follow)."""
         now = time.time()
         with self._lock:
@@ -135,4 +134,9 @@ class JobQueue:
 
     def _many(self, sql: str, args: tuple[object, ...] = ()) -> list[Submission]:
         with self._lock:
-            return [Submission(*row) for row in self._db.execute(sql, args).fetchall()]
+            return [_submission(row) for row in self._db.execute(sql, args).fetchall()]
+
+
+def _submission(row: tuple[object, ...]) -> Submission:
+    seq, job_id, action, spec, priority, source, state, *rest = row
+    return Submission(seq, job_id, action, spec, priority, source, SubmissionState(state), *rest)  # type: ignore[arg-type]

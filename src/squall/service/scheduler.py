@@ -43,7 +43,7 @@ from squall.service.roots import AllowedRoots
 from squall.service.warm import WarmPool
 from squall.spec import JobSpec
 from squall.store import JobStore
-from squall.states import ChunkState, JobState
+from squall.states import ChunkState, JobState, SubmissionState
 
 _log = logging.getLogger("squall.service")
 _POLL_S = 0.5
@@ -102,12 +102,9 @@ class Scheduler:
         Raises :class:`UsageError` if another ``squall serve`` uses the same state folder (see :meth:`claim_state_dir`)."""
         if self._service_lock is None:
             self.claim_state_dir()
-        store = JobStore(self.state_dir)
-        try:
+        with JobStore(self.state_dir) as store:
             for left in self.queue.admitted():
                 self.queue.requeue(left.seq, "resume" if store.has_job(left.job_id) else "run")
-        finally:
-            store.close()
         self.pool.start()
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="squall-scheduler", daemon=True)
         self._dispatcher.start()
@@ -179,12 +176,11 @@ class Scheduler:
 
     def request(self, job_id: str, action: str, priority: int = 0, source: str = "api") -> None:
         """Queue ``resume`` or ``redrive`` of an existing job."""
-        store = JobStore(self.state_dir)
-        try:
+        with JobStore(self.state_dir) as store:
             job = store.job(job_id)
             with self._cond:
                 latest = self.queue.latest(job_id)
-                if job_id in self._running or (latest and latest.state == "QUEUED") or store.is_running(job_id):
+                if job_id in self._running or (latest and latest.state == SubmissionState.QUEUED) or store.is_running(job_id):
                     raise JobStateError(f"job {job_id} is queued or running already; wait for it or cancel it first")
                 if action == "redrive" and store.counts(job_id).count(ChunkState.DEAD) == 0:
                     raise JobStateError(f"job {job_id} has no dead chunks to redrive")
@@ -192,16 +188,14 @@ class Scheduler:
                     raise JobStateError(f"job {job_id} SUCCEEDED; there is nothing to resume")
                 self.queue.add(job_id, action, None, priority, source)
                 self._cond.notify_all()
-        finally:
-            store.close()
 
     def cancel(self, job_id: str) -> str:
         """Cancel a queued or running job; returns the state it was in (``QUEUED`` or ``RUNNING``)."""
         with self._cond:
             latest = self.queue.latest(job_id)
-            if latest is not None and latest.state == "QUEUED":
-                self.queue.mark(latest.seq, "CANCELLED", "cancelled while queued")
-                return "QUEUED"
+            if latest is not None and latest.state == SubmissionState.QUEUED:
+                self.queue.mark(latest.seq, SubmissionState.CANCELLED, "cancelled while queued")
+                return SubmissionState.QUEUED
             if job_id not in self._running:
                 raise JobStateError(f"job {job_id} is not queued or running in this service; there is nothing to cancel")
             self._cancels.add(job_id)
@@ -233,13 +227,10 @@ class Scheduler:
 
     def _known(self, job_id: str) -> bool:
         latest = self.queue.latest(job_id)
-        if latest is not None and latest.state != "CANCELLED" and latest.state != "REFUSED":
+        if latest is not None and latest.state not in (SubmissionState.CANCELLED, SubmissionState.REFUSED):
             return True
-        store = JobStore(self.state_dir)
-        try:
+        with JobStore(self.state_dir) as store:
             return store.has_job(job_id)
-        finally:
-            store.close()
 
     def _dispatch_loop(self) -> None:
         with self._cond:
@@ -258,7 +249,7 @@ class Scheduler:
                 return
             except Exception as exc:  # a request that cannot even start must not block the queue behind it
                 _log.exception("cannot start %s", sub.job_id)
-                self.queue.mark(sub.seq, "REFUSED", f"{type(exc).__name__}: {exc}")
+                self.queue.mark(sub.seq, SubmissionState.REFUSED, f"{type(exc).__name__}: {exc}")
 
     def _admit_one(self, sub: Submission) -> None:
         """Start ``sub`` if it fits; raises :class:`_Full` if it does not (nothing behind it may start)."""
@@ -276,7 +267,7 @@ class Scheduler:
                 backend, granted = lent
         self._running[sub.job_id] = Running(sub, granted, backend is not None)
         try:
-            self.queue.mark(sub.seq, "ADMITTED", workers=granted)
+            self.queue.mark(sub.seq, SubmissionState.ADMITTED, workers=granted)
             thread = threading.Thread(target=self._execute, args=(sub, granted, backend), name=f"job-{sub.job_id}",
                                       daemon=True)
             self._threads[sub.job_id] = thread
@@ -301,21 +292,18 @@ class Scheduler:
     def _wanted(self, sub: Submission) -> int:
         if sub.spec:
             return JobSpec.model_validate_json(sub.spec).workers
-        store = JobStore(self.state_dir)
-        try:
+        with JobStore(self.state_dir) as store:
             return int(store.job(sub.job_id).spec.get("workers") or 1)
-        finally:
-            store.close()
 
     def _execute(self, sub: Submission, workers: int, backend: Backend | None) -> None:
-        state, message = "DONE", None
+        state, message = SubmissionState.DONE, None
         try:
             self._perform(sub, workers, backend)
         except SquallError as exc:
-            state, message = ("DONE" if self._engine_has(sub.job_id) else "REFUSED"), str(exc)
+            state, message = (SubmissionState.DONE if self._engine_has(sub.job_id) else SubmissionState.REFUSED), str(exc)
         except Exception as exc:  # a bug must not take the pool down; it is shown on the job
             _log.exception("job %s failed", sub.job_id)
-            state, message = ("DONE" if self._engine_has(sub.job_id) else "REFUSED"), f"{type(exc).__name__}: {exc}"
+            state, message = (SubmissionState.DONE if self._engine_has(sub.job_id) else SubmissionState.REFUSED), f"{type(exc).__name__}: {exc}"
         with self._cond:
             try:
                 if self._stopping and self._engine_has(sub.job_id) and sub.job_id not in self._cancels:
@@ -349,19 +337,13 @@ class Scheduler:
         return api.options_given(given) if given is not None else None
 
     def _set_workers(self, job_id: str, workers: int) -> None:
-        store = JobStore(self.state_dir)
-        try:
+        with JobStore(self.state_dir) as store:
             spec = JobSpec.model_validate(store.job(job_id).spec)
             store.update_spec(job_id, spec.model_copy(update={"workers": workers}).to_json())
-        finally:
-            store.close()
 
     def _engine_has(self, job_id: str) -> bool:
-        store = JobStore(self.state_dir)
-        try:
+        with JobStore(self.state_dir) as store:
             return store.has_job(job_id)
-        finally:
-            store.close()
 
     def _cancel_running(self, job_id: str) -> None:
         try:

@@ -15,10 +15,11 @@ from squall.errors import JobNotFoundError
 from squall.service.queue import Submission
 from squall.service.scheduler import Scheduler
 from squall.store import JobRecord, JobStore
-from squall.states import ChunkState, JobState
+from squall.states import ChunkState, JobState, SubmissionState
 from squall.status import JobStatus
 
-_QUEUE_STATES = {"QUEUED": "QUEUED", "ADMITTED": "STARTING", "REFUSED": "FAILED", "CANCELLED": "CANCELLED"}
+_QUEUE_STATES = {SubmissionState.QUEUED: "QUEUED", SubmissionState.ADMITTED: "STARTING", SubmissionState.REFUSED: "FAILED",
+                 SubmissionState.CANCELLED: "CANCELLED"}
 
 
 class JobViews:
@@ -30,35 +31,28 @@ class JobViews:
     def job(self, job_id: str) -> dict[str, Any]:
         """One job's state, counts, rows/s and ETA; raises :class:`JobNotFoundError` for an unknown id."""
         positions = self._scheduler.queue_positions()
-        store = self._store()
-        try:
+        with self._store() as store:
             submission = self._scheduler.queue.latest(job_id)
             record = store.job(job_id) if store.has_job(job_id) else None
             if record is None and submission is None:
                 raise JobNotFoundError(f"no job {job_id!r} in this service; list jobs with GET /jobs")
             return self._view(store, job_id, record, submission, positions)
-        finally:
-            store.close()
 
     def jobs(self, state: str | None, limit: int, offset: int) -> dict[str, Any]:
         """Jobs newest first, optionally only those in ``state``, one page of them."""
         positions = self._scheduler.queue_positions()
-        store = self._store()
-        try:
+        with self._store() as store:
             submissions = {s.job_id: s for s in self._scheduler.queue.latest_all()}
             records = {r.job_id: r for r in store.recent_jobs(1_000_000)}
             ids = sorted(set(submissions) | set(records), key=lambda i: -_created(records.get(i), submissions.get(i)))
             views = [self._view(store, i, records.get(i), submissions.get(i), positions) for i in ids]
-        finally:
-            store.close()
         if state:
             views = [v for v in views if v["state"] == state.upper()]
         return {"total": len(views), "offset": offset, "limit": limit, "jobs": views[offset:offset + limit]}
 
     def chunks(self, job_id: str) -> list[dict[str, Any]]:
         """Every chunk of a job: id, state, estimated rows and, when done, its counts and part."""
-        store = self._store()
-        try:
+        with self._store() as store:
             self._require(store, job_id)
             done = {d.chunk_id: d for d in store.done_chunks(job_id)}
             found = []
@@ -71,16 +65,11 @@ class JobViews:
                         entry.update(rows_in=d.rows_in, rows_out=d.rows_out, error_rows=d.error_rows, part=d.part)
                     found.append(entry)
             return sorted(found, key=lambda c: c["chunk_id"])
-        finally:
-            store.close()
 
     def require(self, job_id: str) -> None:
         """Raise :class:`JobNotFoundError` unless the engine's store has ``job_id``."""
-        store = self._store()
-        try:
+        with self._store() as store:
             self._require(store, job_id)
-        finally:
-            store.close()
 
     def _require(self, store: JobStore, job_id: str) -> None:
         if not store.has_job(job_id):
@@ -98,7 +87,7 @@ class JobViews:
         view: dict[str, Any] = {"id": job_id, "source": submission.source if submission else "cli",
                                 "priority": submission.priority if submission else 0,
                                 "workers": submission.workers if submission else None}
-        waiting = submission is not None and submission.state in ("QUEUED", "ADMITTED")
+        waiting = submission is not None and submission.state in (SubmissionState.QUEUED, SubmissionState.ADMITTED)
         if record is None:
             assert submission is not None
             spec = _spec_fields(submission.spec)

@@ -29,11 +29,8 @@ def run_in_process(spec: JobSpec) -> tuple[str, int]:
     from squall import api
 
     assert spec.job_id is not None
-    store = JobStore(spec.resolved_state_dir())
-    try:
+    with JobStore(spec.resolved_state_dir()) as store:
         existing = store.job(spec.job_id) if store.has_job(spec.job_id) else None
-    finally:
-        store.close()
     try:
         if existing is None:
             result = api.run(spec, job_id=spec.job_id)
