@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from squall.backends.base import Backend
 from squall.backends.registry import open_backend
-from squall.errors import EnvironmentFault, InputError, JobStateError, ModelLoadError, OutputUnwritable, SpecError, SquallError, environment_cause
+from squall.errors import EnvironmentFault, InputError, JobStateError, ModelLoadError, OutputUnwritable, SpecError, SquallError, environment_cause, stopped_by_environment
 from squall.io import storage
 from squall.models.base import ModelRef
 from squall.models.artifact import is_remote
@@ -134,7 +134,7 @@ def run(
         _refuse_inputs_inside(job_plan, task.output)
         backend.check_reach(_reached_files(job_plan, task), task.output)
         with _output_writable(output.uri):
-            output.claim(job_id, spec.overwrite, spec.incremental)
+            storage.retrying(lambda: output.claim(job_id, spec.overwrite, spec.incremental))
         store.lock_job(job_id)
         store.create_job(job_id, spec.to_json(), task.to_json(), task.output, job_plan.chunks, selection.increment.to_json())
         return _drive(store, spec, task, listeners, backend)
@@ -342,7 +342,9 @@ def _output_writable(uri: str) -> Iterator[None]:
     error naming it, not a traceback."""
     try:
         yield
-    except OSError as exc:
+    except Exception as exc:
+        if not isinstance(exc, OSError) and not storage.is_transient(exc):
+            raise
         raise OutputUnwritable(
             f"cannot create or write the output {uri} ({exc}); make it writable, or choose another --output"
         ) from None
@@ -410,13 +412,10 @@ def _coordinate(
         raise
     try:
         result = finalize_job(store, task.job_id, limits, coordinator.invocations)
-    except OSError as exc:
-        if environment_cause(exc) is None:
+    except Exception as exc:
+        if environment_cause(exc) is None and not storage.is_transient(exc):
             raise
-        fault = EnvironmentFault(
-            f"cannot finish the output {task.output} ({exc}); every part is committed. "
-            f"Free space or make the output writable, then `squall resume {task.job_id}`"
-        )
+        fault = stopped_by_environment(f"cannot finish the output {task.output} ({exc}); every part is committed", task.job_id)
         store.set_job_state(task.job_id, "FAILED", str(fault))
         raise fault from None
     cost = measured_cost(store.invocations(task.job_id), memory_size_mb(spec), PriceTable.of(spec))

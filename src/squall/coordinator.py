@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from squall.backends.base import Backend, InvocationDone, WorkerDied, WorkerLoadFailed, WorkerReady
-from squall.errors import EnvironmentFault, ModelLoadError, SquallError, environment_cause
+from squall.errors import ModelLoadError, SquallError, environment_cause, stopped_by_environment
 from squall.io.output import open_output
 from squall.io.parts import EXTENSIONS
+from squall.io.storage import is_transient
 from squall.observe.cost import CostEstimate
 from squall.observe.events import JobListener
 from squall.plan.chunk import Chunk
@@ -145,10 +146,10 @@ class Coordinator:
                 for event in self._backend.wait(self._wait_time()):
                     self._handle(event)
                 self._enforce_deadlines()
-        except OSError as exc:  # committing or discarding on a full or read-only output
-            if environment_cause(exc) is None:
+        except Exception as exc:  # committing or discarding on a full or read-only output, or a store that is down
+            if environment_cause(exc) is None and not is_transient(exc):
                 raise
-            raise self._environment_stop(f"{exc} (output {self._task.output})") from exc
+            raise stopped_by_environment(f"{exc} (output {self._task.output})", job_id) from exc
         finally:
             self._store.add_starts(job_id, self._backend.cold_starts(), self._backend.worker_starts())
 
@@ -230,13 +231,7 @@ class Coordinator:
         self._notify(report, committed=False)
         self._notify_closed(lease)
         self._discard_attempt(lease)
-        raise self._environment_stop(error)
-
-    def _environment_stop(self, error: str) -> EnvironmentFault:
-        return EnvironmentFault(
-            f"{error}; the job stopped without blaming any chunk, and its committed parts are kept. "
-            f"Free space or make the output writable, then `squall resume {self._task.job_id}`"
-        )
+        raise stopped_by_environment(error, self._task.job_id)
 
     def _leased(self, chunk_id: int, attempt: int) -> bool:
         return any(l.chunk.chunk_id == chunk_id and l.attempt == attempt for l in self._leases.values())

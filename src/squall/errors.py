@@ -60,6 +60,14 @@ class EnvironmentFault(SquallError):
     """
 
 
+def stopped_by_environment(reason: str, job_id: str) -> EnvironmentFault:
+    """The error that stops job ``job_id`` because its environment failed: the reason, what was kept, how to finish."""
+    return EnvironmentFault(
+        f"{reason}; the job stopped without blaming any chunk and keeps its committed parts. Fix the cause "
+        f"(free space, make the output writable, wait for the store to answer), then `squall resume {job_id}`"
+    )
+
+
 ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 """Errors that say a location refuses writes (full, over quota, read-only, not permitted): retrying or
 splitting the chunk cannot help."""
