@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import squall
-from conftest import FEATURES, make_frame, read_output, write_frame
+from conftest import FEATURES, make_frame, write_frame
 
 
 def spec_for(model: Path, folder: Path, output: Path, **fields) -> squall.JobSpec:

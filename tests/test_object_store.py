@@ -24,23 +24,14 @@ import pytest
 
 import squall
 from conftest import FEATURES, SQUALL, make_frame, run_cli
-from s3server import CREDENTIALS, S3Server, serve
+from s3server import S3Server, serve_with_credentials
 from test_end_to_end import expected_proba
 from test_faults import run_killing_workers
 
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
-    saved = {name: os.environ.get(name) for name in CREDENTIALS}
-    os.environ.update(CREDENTIALS)
-    try:
-        yield from serve()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    yield from serve_with_credentials()
 
 
 @pytest.fixture

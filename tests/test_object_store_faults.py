@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
 from typing import Iterator
 
@@ -23,7 +22,7 @@ import pytest
 import squall
 from conftest import FEATURES, make_frame, run_cli
 from s3faults import FaultPlan, serve_faulty
-from s3server import CREDENTIALS, S3Server, serve
+from s3server import S3Server, serve_with_credentials
 from squall import api
 from squall.errors import SquallError
 
@@ -33,16 +32,7 @@ FILES = 3
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
-    saved = {name: os.environ.get(name) for name in CREDENTIALS}
-    os.environ.update(CREDENTIALS)
-    try:
-        yield from serve()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    yield from serve_with_credentials()
 
 
 def direct(s3: S3Server) -> fsspec.AbstractFileSystem:
