@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
+from typing import Iterator
 
 
 class SquallError(Exception):
@@ -73,16 +74,22 @@ ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.E
 splitting the chunk cannot help."""
 
 
-def environment_cause(exc: BaseException) -> OSError | None:
-    """The error in ``exc``'s chain that blames the environment (an ``OSError`` with one of
-    :data:`ENVIRONMENT_ERRNOS`), or ``None`` when the data or the model may be at fault."""
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then each error it was raised from or while handling, as a traceback shows them."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, OSError) and current.errno in ENVIRONMENT_ERRNOS:
-            return current
+        yield current
         seen.add(id(current))
-        current = current.__cause__ or current.__context__
+        current = current.__cause__ if current.__cause__ is not None or current.__suppress_context__ else current.__context__
+
+
+def environment_cause(exc: BaseException) -> OSError | None:
+    """The error in ``exc``'s chain that blames the environment (an ``OSError`` with one of
+    :data:`ENVIRONMENT_ERRNOS`), or ``None`` when the data or the model may be at fault."""
+    for cause in causes(exc):
+        if isinstance(cause, OSError) and cause.errno in ENVIRONMENT_ERRNOS:
+            return cause
     return None
 
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 import fsspec
 from fsspec.core import split_protocol, url_to_fs
 
-from squall.errors import UsageError
+from squall.errors import UsageError, causes
 
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
 _S3_PROTOCOLS = frozenset({"s3", "s3a"})
@@ -114,16 +114,11 @@ def _require(name: str) -> None:
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` (or an error in its chain) says the store may answer next time: throttling (503),
     a server error (500), a dropped or timed-out connection. A missing file or a refused permission is not."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, (ConnectionError, TimeoutError, *_client_connection_errors())):
-            return True
-        if isinstance(current, OSError) and current.errno in _TRANSIENT_ERRNOS:
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    connection_errors: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, *_client_connection_errors())
+    return any(
+        isinstance(cause, connection_errors) or (isinstance(cause, OSError) and cause.errno in _TRANSIENT_ERRNOS)
+        for cause in causes(exc)
+    )
 
 
 @cache
