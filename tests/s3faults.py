@@ -50,18 +50,22 @@ class FaultPlan:
     seen: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        self._random = random.Random(self.seed)
+        # One stream for reads and one for writes: the n-th write meets the same fate in every run, however
+        # the reads of concurrent workers interleave with it.
+        self._random = {kind: random.Random(f"{self.seed}-{kind}") for kind in ("read", "write")}
         self._lock = threading.Lock()
 
     def draw(self, method: str, path: str) -> str | None:
         """The fault for the next request (``None``: pass it on), counted."""
         with self._lock:
-            self.seen[kind_of(method)] += 1
-            fault = self._random.choice(self.faults) if self._random.random() < self.rate else None
+            kind = kind_of(method)
+            self.seen[kind] += 1
+            stream = self._random[kind]
+            fault = stream.choice(self.faults) if stream.random() < self.rate else None
             if self.outage is not None and self.outage(method, path):
                 fault = "outage"
             if fault is not None:
-                self.injected[(fault, kind_of(method))] += 1
+                self.injected[(fault, kind)] += 1
             return fault
 
     def count(self, kind: str) -> int:
