@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from typing import Iterator
@@ -58,3 +59,17 @@ def serve() -> Iterator[S3Server]:
     finally:
         werkzeug.removeHandler(log)
         server.stop()
+
+
+def serve_with_credentials() -> Iterator[S3Server]:
+    """:func:`serve`, with the test credentials in the environment (workers inherit them) while it runs."""
+    saved = {name: os.environ.get(name) for name in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    try:
+        yield from serve()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

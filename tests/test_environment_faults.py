@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import ContextManager, Iterator
 
 import numpy as np
 import pandas as pd
@@ -39,11 +39,11 @@ def mounted(*mount: list[str], target: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(target)], check=True, capture_output=True)
 
 
-def tmpfs(target: Path, size: str) -> Iterator[Path]:
+def tmpfs(target: Path, size: str) -> ContextManager[Path]:
     return mounted(["-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)], target=target)
 
 
-def read_only(folder: Path) -> Iterator[Path]:
+def read_only(folder: Path) -> ContextManager[Path]:
     """``folder`` bound onto itself, read-only."""
     return mounted(["--bind", str(folder), str(folder)], ["-o", "remount,bind,ro", str(folder)], target=folder)
 

@@ -43,6 +43,10 @@ def test_appending_files_runs_only_the_new_files_and_matches_a_fresh_run(linear_
     fresh = squall.run(spec_for(linear_model, folder, tmp_path / "fresh"))
     assert fresh.invocations == 13
     pd.testing.assert_frame_equal(predictions(out), predictions(tmp_path / "fresh"))
+    frame = pd.concat([make_frame(500, seed=i, start=i * 500) for i in range(13)])
+    model = __import__("joblib").load(linear_model)
+    assert list(predictions(out).index) == frame["id"].tolist()
+    np.testing.assert_allclose(predictions(out)["prediction_True"].to_numpy(), model.predict_proba(frame[FEATURES])[:, 1], rtol=1e-12)
     manifest = json.loads((out / "_manifest.json").read_text())
     assert sorted({part["run"] for part in manifest["parts"]}) == [1, 2]
     assert sum(part["run"] == 2 for part in manifest["parts"]) == 3
@@ -56,8 +60,13 @@ def test_a_modified_file_is_rerun_alone_and_its_old_rows_are_gone(linear_model, 
     add_files(folder, 0, 5)
     squall.run(spec_for(linear_model, folder, out, incremental=True))
     changed = make_frame(400, seed=77, start=10_000)
-    time.sleep(0.01)
-    write_frame(changed, folder / "data-02.parquet", "parquet", row_group_size=250)
+    rewritten = folder / "data-02.parquet"
+    before = rewritten.stat().st_mtime_ns
+    write_frame(changed, rewritten, "parquet", row_group_size=250)
+    deadline = time.monotonic() + 10
+    while rewritten.stat().st_mtime_ns == before:  # a coarse file clock can give the rewrite the old time
+        assert time.monotonic() < deadline, "the file's modification time never moved"
+        write_frame(changed, rewritten, "parquet", row_group_size=250)
     again = squall.run(spec_for(linear_model, folder, out, incremental=True))
     assert (again.state, again.invocations, again.rows_out) == ("SUCCEEDED", 1, 400)
     got = predictions(out)

@@ -7,7 +7,10 @@ import json
 import shutil
 import textwrap
 from pathlib import Path
+from typing import Iterator
 
+import fsspec
+import joblib
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +25,7 @@ from squall.models.base import ModelRef
 from squall.models.registry import detect_flavor, load_warm, resolved
 from squall.runtime.batching import AUTO_SIZES, BatchSizer
 from conftest import FEATURES, read_output, run_cli
+from s3server import S3Server, serve_with_credentials
 
 
 def _sha256(path: Path) -> str:
@@ -43,15 +47,42 @@ def test_a_pinned_model_runs_and_a_changed_one_is_refused_naming_both_hashes(dat
     assert not list((tmp_path / "bad").glob("part-*"))
 
 
-def test_a_pickle_from_a_remote_uri_is_refused_before_anything_is_read(dataset, tmp_path):
-    """The refusal needs no server: nothing is fetched. The trusted load from S3 is in test_object_store.py."""
-    folder, _ = dataset("parquet", rows=50)
-    args = ["run", "--model", "s3://models-bucket/model.joblib", "--input", str(folder), "--output", str(tmp_path / "out")]
-    refused = run_cli(*args)
-    assert refused.returncode == 2
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    yield from serve_with_credentials()
+
+
+def test_an_onnx_model_on_s3_runs_untrusted_and_a_remote_pickle_is_refused_before_anything_is_read(
+    s3, dataset, linear_model, tmp_path
+):
+    from onnxruntime import InferenceSession
+    from skl2onnx import to_onnx
+
+    folder, frame = dataset("parquet", rows=600)
+    features = frame[FEATURES].to_numpy(dtype=np.float32)
+    onnx_model = to_onnx(joblib.load(linear_model), features[:1], options={"zipmap": False}).SerializeToString()
+    store = fsspec.filesystem("s3", endpoint_url=s3.endpoint, skip_instance_cache=True)
+    store.mkdir("models-bucket")
+    store.pipe_file("models-bucket/model.onnx", onnx_model)
+    store.put_file(str(linear_model), "models-bucket/model.joblib")
+    common = ["--input", str(folder), "--key", "id", "--method", "predict_proba", "--endpoint-url", s3.endpoint, "-q"]
+
+    served = len(s3.log.requests)
+    refused = run_cli("run", "--model", "s3://models-bucket/model.joblib", "--output", str(tmp_path / "out"), *common)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert "runs code stored in it" in refused.stderr and "--trust-model" in refused.stderr
-    onnx = run_cli("run", "--model", "s3://models-bucket/model.onnx", "--input", str(folder), "--output", str(tmp_path / "o"))
-    assert "--trust-model" not in onnx.stderr  # ONNX runs no code on load: no trust needed
+    assert not [r for r in s3.log.requests[served:] if "model.joblib" in r[1]], "the pickle was read before the refusal"
+    assert not (tmp_path / "out").exists()
+
+    onnx = run_cli("run", "--model", "s3://models-bucket/model.onnx", "--output", str(tmp_path / "onnx"), *common)
+    assert onnx.returncode == 0, onnx.stderr
+    assert onnx.stdout.strip().splitlines()[-1].startswith("SUCCEEDED 600 rows")
+    assert [r for r in s3.log.requests[served:] if r[0] == "GET" and r[1].startswith("/models-bucket/model.onnx")]
+    session = InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
+    (probabilities,) = session.run(["probabilities"], {"X": features})
+    got = read_output(tmp_path / "onnx").set_index("id").sort_index()
+    assert got.index.tolist() == frame["id"].tolist()
+    np.testing.assert_allclose(got.to_numpy(), probabilities, atol=1e-6)  # float32 exp differs by an ulp across batch sizes
 
 
 def test_a_missing_flavor_library_or_unknown_model_says_what_to_do(tmp_path):

@@ -24,23 +24,14 @@ import pytest
 
 import squall
 from conftest import FEATURES, SQUALL, make_frame, run_cli
-from s3server import CREDENTIALS, S3Server, serve
+from s3server import S3Server, serve_with_credentials
 from test_end_to_end import expected_proba
 from test_faults import run_killing_workers
 
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
-    saved = {name: os.environ.get(name) for name in CREDENTIALS}
-    os.environ.update(CREDENTIALS)
-    try:
-        yield from serve()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    yield from serve_with_credentials()
 
 
 @pytest.fixture
@@ -157,6 +148,17 @@ def test_workers_sigkilled_mid_job_on_s3_lose_and_duplicate_nothing(s3, bucket, 
     assert_ids_exactly_once(fs, f"{bucket}/out", 30_000)
 
 
+def chunks_done(database: Path) -> int:
+    """Chunks the job has committed so far, as its store says (0 before the store exists)."""
+    if not database.exists():
+        return 0
+    try:
+        with sqlite3.connect(database) as db:
+            return int(db.execute("SELECT COUNT(*) FROM chunks WHERE state='done'").fetchone()[0])
+    except sqlite3.OperationalError:  # the store is being created
+        return 0
+
+
 def test_a_coordinator_killed_mid_job_on_s3_resumes_without_losing_or_doubling_rows(s3, bucket, tmp_path):
     fs = filesystem(s3)
     ids_to_s3(fs, bucket, 30_000, files=2)
@@ -166,16 +168,14 @@ def test_a_coordinator_killed_mid_job_on_s3_resumes_without_losing_or_doubling_r
             "--chunk-rows", "1000", "--batch-size", "250", "--job-id", "s3-crash", "-q"]
     process = subprocess.Popen([*SQUALL, *args], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     database = Path(os.environ["SQUALL_HOME"]) / "squall.db"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-        if database.exists():
-            with sqlite3.connect(database) as db:
-                if db.execute("SELECT COUNT(*) FROM chunks WHERE state='done'").fetchone()[0] >= 6:
-                    break
-    assert process.poll() is None, process.stderr.read() if process.stderr else ""
+    deadline = time.monotonic() + 120
+    while chunks_done(database) < 6:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, "the job committed fewer than 6 chunks in 120 s"
+        time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    assert 6 <= chunks_done(database) < 30, "the kill did not land mid-job"
     assert not fs.exists(f"{bucket}/out/_SUCCESS")
     resumed = run_cli("resume", "s3-crash", "-q", env=env)
     assert resumed.returncode == 0, resumed.stderr

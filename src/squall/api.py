@@ -11,7 +11,7 @@ Running jobs (:mod:`squall.pipeline`):
 - :func:`tune` (spec) → a measured recommendation of batch size, chunk size, workers and memory.
 - :func:`new_job_id`, :func:`options_given` (a spec's store options, for :func:`resume`).
 
-Reading jobs (:mod:`squall.status`): :func:`status`, :func:`jobs`,
+Reading jobs (:mod:`squall.job_status`): :func:`status`, :func:`jobs`,
 :func:`dead_letters`, :func:`report`, and the records they return
 (:class:`JobStatus`, :class:`DeadChunk`).
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from squall.pipeline import cancel, forecast, new_job_id, options_given, plan, redrive, replay, resume, run
 from squall.result import JobResult
-from squall.status import DeadChunk, JobStatus, dead_letters, jobs, report, status
+from squall.job_status import DeadChunk, JobStatus, dead_letters, jobs, report, status
 from squall.tuning.tuner import Tuning, tune
 
 __all__ = [

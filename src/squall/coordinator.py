@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import heapq
 import time
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from squall.backends.base import Backend, InvocationDone, WorkerDied, WorkerLoadFailed, WorkerReady
-from squall.errors import EnvironmentFault, JobCancelled, ModelLoadError, environment_cause
+from squall.errors import EnvironmentFault, JobCancelled, ModelLoadError, environment_cause, stopped_by_environment
 from squall.io.output import open_output
 from squall.io.output_schema import schema_from_text
 from squall.io.part_formats import extension_of
+from squall.io.storage import is_transient
 from squall.observe.events import JobListener
 from squall.plan.chunk import Chunk
 from squall.plan.split import can_split, split_chunk
@@ -94,10 +96,6 @@ class Coordinator:
                 for event in self._backend.wait(self._wait_time()):
                     self._handle(event)
                 self._enforce_deadlines()
-        except OSError as exc:  # committing or discarding on a full or read-only output
-            if environment_cause(exc) is None:
-                raise
-            raise self._environment_stop(f"{exc} (output {self._task.output})") from exc
         finally:
             self._store.add_starts(job_id, self._backend.cold_starts(), self._backend.worker_starts())
 
@@ -193,35 +191,43 @@ class Coordinator:
         self._store.release_attempt(self._task.job_id, lease.chunk.chunk_id, lease.attempt, error, report)
         self._notify(report, committed=False)
         self._notify_closed(lease)
-        self._discard_attempt(lease)
-        raise self._environment_stop(error)
-
-    def _environment_stop(self, error: str) -> EnvironmentFault:
-        return EnvironmentFault(
-            f"{error}; the job stopped without blaming any chunk, and its committed parts are kept. "
-            f"Free space or make the output writable, then `squall resume {self._task.job_id}`"
-        )
+        with suppress(EnvironmentFault):  # a read-only output keeps the attempt's file; finalize removes it
+            self._discard_attempt(lease)
+        raise stopped_by_environment(error, self._task.job_id)
 
     def _leased(self, chunk_id: int, attempt: int) -> bool:
         return any(l.chunk.chunk_id == chunk_id and l.attempt == attempt for l in self._leases.values())
 
+    @contextmanager
+    def _changing_output(self) -> Iterator[None]:
+        """A full or read-only output, or a store that keeps failing, while committing or discarding is no
+        chunk's fault: it stops the job."""
+        try:
+            yield
+        except Exception as exc:
+            if environment_cause(exc) is None and not is_transient(exc):
+                raise
+            raise stopped_by_environment(f"{exc} (output {self._task.output})", self._task.job_id) from exc
+
     def _commit(self, report: InvocationReport) -> None:
         ext = extension_of(self._task.output_format)
         part = error_part = None
-        if report.part:
-            final = self._output.committed_part(report.chunk_id, ext, self._task.part_prefix)
-            part = self._output.commit(report.part, final)
-        if report.error_part:
-            final = self._output.committed_errors(report.chunk_id, self._task.part_prefix)
-            error_part = self._output.commit(report.error_part, final)
+        with self._changing_output():
+            if report.part:
+                final = self._output.committed_part(report.chunk_id, ext, self._task.part_prefix)
+                part = self._output.commit(report.part, final)
+            if report.error_part:
+                final = self._output.committed_errors(report.chunk_id, self._task.part_prefix)
+                error_part = self._output.commit(report.error_part, final)
         fixes_schema = report.part_schema if self._output_schema is None else None
         self._store.complete(report, part, error_part, fixes_schema)  # the committed counts, which finalize reconciles
         self._output_schema = self._output_schema or fixes_schema
         self._outstanding -= 1
 
     def _discard(self, report: InvocationReport) -> None:
-        self._output.discard(report.part)
-        self._output.discard(report.error_part)
+        with self._changing_output():
+            self._output.discard(report.part)
+            self._output.discard(report.error_part)
 
     def _on_worker_died(self, worker: int, reason: str, cause: str) -> None:
         """A worker that held a chunk crashed on it (its fault counts towards splitting); one that held none
@@ -281,8 +287,9 @@ class Coordinator:
     def _discard_attempt(self, lease: _Lease) -> None:
         ext = extension_of(self._task.output_format)
         chunk_id, prefix = lease.chunk.chunk_id, self._task.part_prefix
-        self._output.discard(self._output.attempt_part(chunk_id, lease.attempt, ext, prefix))
-        self._output.discard(self._output.attempt_errors(chunk_id, lease.attempt, prefix))
+        with self._changing_output():
+            self._output.discard(self._output.attempt_part(chunk_id, lease.attempt, ext, prefix))
+            self._output.discard(self._output.attempt_errors(chunk_id, lease.attempt, prefix))
 
     def _fail(self, lease: _Lease, outcome: str, error: str, retryable: bool, report: InvocationReport | None) -> None:
         policy = self._limits.retry

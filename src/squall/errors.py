@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
+from typing import Iterator
 
 
 class SquallError(Exception):
@@ -127,21 +128,35 @@ class EnvironmentFault(SquallError):
     """
 
 
+def stopped_by_environment(reason: str, job_id: str) -> EnvironmentFault:
+    """The error that stops job ``job_id`` because its environment failed: the reason, what was kept, how to finish."""
+    return EnvironmentFault(
+        f"{reason}; the job stopped without blaming any chunk and keeps its committed parts. Fix the cause "
+        f"(free space, make the output writable, wait for the store to answer), then `squall resume {job_id}`"
+    )
+
+
 ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 """Errors that say a location refuses writes (full, over quota, read-only, not permitted): retrying or
 splitting the chunk cannot help."""
 
 
-def environment_cause(exc: BaseException) -> OSError | None:
-    """The error in ``exc``'s chain that blames the environment (an ``OSError`` with one of
-    :data:`ENVIRONMENT_ERRNOS`), or ``None`` when the data or the model may be at fault."""
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then each error it was raised from or while handling, as a traceback shows them."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, OSError) and current.errno in ENVIRONMENT_ERRNOS:
-            return current
+        yield current
         seen.add(id(current))
-        current = current.__cause__ or current.__context__
+        current = current.__cause__ if current.__cause__ is not None or current.__suppress_context__ else current.__context__
+
+
+def environment_cause(exc: BaseException) -> OSError | None:
+    """The error in ``exc``'s chain that blames the environment (an ``OSError`` with one of
+    :data:`ENVIRONMENT_ERRNOS`), or ``None`` when the data or the model may be at fault."""
+    for cause in causes(exc):
+        if isinstance(cause, OSError) and cause.errno in ENVIRONMENT_ERRNOS:
+            return cause
     return None
 
 

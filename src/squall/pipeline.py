@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from squall import secrets as job_secrets
 from squall.backends.base import Backend
 from squall.errors import (
-    EnvironmentFault, InputError, JobCancelled, JobStateError, OutputUnwritable, SpecError, SquallError, environment_cause,
+    InputError, JobCancelled, JobStateError, OutputUnwritable, SpecError, SquallError, environment_cause,
 )
 from squall.io import storage
 from squall.models.base import ModelRef
@@ -37,6 +37,7 @@ from squall.spec import JobSpec
 from squall.sql.drivers import is_database_url
 from squall.states import ChunkState, JobState
 from squall.store import JobRecord, JobStore
+from squall.errors import stopped_by_environment
 
 if TYPE_CHECKING:
     from squall.io.output import Output
@@ -130,7 +131,7 @@ def _record(store: JobStore, job: ResolvedJob, job_id: str, backend: Backend) ->
     _refuse_inputs_inside(job_plan, task.output)
     backend.check_reach(_reached_files(job_plan, task), task.output)
     with _output_writable(output.uri):
-        output.claim(job_id, spec.overwrite, spec.incremental)
+        storage.retrying(lambda: output.claim(job_id, spec.overwrite, spec.incremental))
     store.lock_job(job_id)
     store.create_job(job_id, spec.to_json(), task.to_json(), task.output, job_plan.chunks, selection.increment.to_json(),
                      output_schema=_kept_schema(previous, job.output))
@@ -329,7 +330,9 @@ def _output_writable(uri: str) -> Iterator[None]:
     error naming it, not a traceback."""
     try:
         yield
-    except OSError as exc:
+    except Exception as exc:
+        if not isinstance(exc, OSError) and not storage.is_transient(exc):
+            raise
         raise OutputUnwritable(
             f"cannot create or write the output {uri} ({exc}); make it writable, or choose another --output"
         ) from None
@@ -406,13 +409,10 @@ def _finalize(store: JobStore, task: JobTask, limits: JobLimits, invocations: in
 
     try:
         return finalize_job(store, task.job_id, limits, invocations)
-    except OSError as exc:
-        if environment_cause(exc) is None:
+    except Exception as exc:
+        if environment_cause(exc) is None and not storage.is_transient(exc):
             raise
-        raise EnvironmentFault(
-            f"cannot finish the output {task.output} ({exc}); every part is committed. "
-            f"Free space or make the output writable, then `squall resume {task.job_id}`"
-        ) from None
+        raise stopped_by_environment(f"cannot finish the output {task.output} ({exc}); every part is committed", task.job_id) from None
 
 
 def _record_stop(store: JobStore, job_id: str, state: JobState, reason: str, cause: BaseException) -> None:

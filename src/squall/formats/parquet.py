@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from squall.errors import InputError
 from squall.formats.base import OFFSET_COLUMN, BadRecord, FileInfo, ReadOptions, SourceFile
-from squall.io.storage import is_remote, open_ranged
+from squall.io.storage import is_remote, is_transient, open_ranged
 from squall.plan.chunk import Piece
 
 
@@ -35,6 +35,8 @@ class ParquetFormat:
                 metadata = pq.ParquetFile(handle).metadata
                 schema = metadata.schema.to_arrow_schema()
         except (pa.ArrowInvalid, OSError) as exc:
+            if is_transient(exc):
+                raise  # the store, not the file: planning tries again
             raise InputError(f"{file.uri}: not a readable Parquet file ({exc}); check the file or its extension") from None
         groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
         return FileInfo(

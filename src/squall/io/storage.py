@@ -15,17 +15,33 @@ readers fetch byte ranges instead of whole objects.
 
 from __future__ import annotations
 
+import errno
+import importlib
+import os
+import random
 import re
+import time
 from functools import cache
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import fsspec
 from fsspec.core import split_protocol, url_to_fs
 
-from squall.errors import MissingDependency
+from squall.errors import MissingDependency, causes
 
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
+_S3_PROTOCOLS = frozenset({"s3", "s3a"})
+S3_MAX_ATTEMPTS = 8
+_TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED,
+                               errno.EPIPE, getattr(errno, "EREMOTEIO", errno.EIO)})
+"""s3fs turns 503 SlowDown into ``EBUSY`` and 500 InternalError into ``EREMOTEIO``."""
+_TRANSIENT_CLIENT_ERRORS = {
+    "botocore.exceptions": ("HTTPClientError", "ConnectionError", "ResponseStreamingError", "IncompleteReadError"),
+    "aiohttp": ("ClientConnectionError", "ClientPayloadError"),
+}
+"""The S3 client's errors for a dropped or timed-out connection, by module (present with the s3 extra)."""
+T = TypeVar("T")
 _INSTALL_HINTS = {
     "s3": "pip install 'squall[s3]'",
     "s3a": "pip install 'squall[s3]'",
@@ -67,7 +83,16 @@ def configure(options: Mapping[str, Any], uris: Iterable[str]) -> None:
     for name in {protocol(uri) for uri in uris if is_remote(uri)} - LOCAL_PROTOCOLS:
         _require(name)
         # Workers write objects the coordinator lists; a cached listing would hide them.
-        fsspec.config.conf[name] = {**baseline.get(name, {}), "use_listings_cache": False, **options}
+        fsspec.config.conf[name] = _with_retry_defaults(name, {**baseline.get(name, {}), "use_listings_cache": False, **options})
+
+
+def _with_retry_defaults(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """S3 options with more botocore retries than its default five attempts, unless the user chose theirs:
+    a store that throttles (503 SlowDown) or drops connections under load would otherwise fail whole chunks."""
+    config = dict(options.get("config_kwargs") or {})
+    if name not in _S3_PROTOCOLS or "retries" in config or os.environ.get("AWS_MAX_ATTEMPTS"):
+        return options
+    return {**options, "config_kwargs": {**config, "retries": {"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"}}}
 
 
 @cache
@@ -83,6 +108,42 @@ def _require(name: str) -> None:
     except (ImportError, ValueError) as exc:
         hint = _INSTALL_HINTS.get(name, "install the fsspec implementation for it")
         raise MissingDependency(f"cannot reach {name}:// URLs ({exc}); {hint}") from None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error in its chain) says the store may answer next time: throttling (503),
+    a server error (500), a dropped or timed-out connection. A missing file or a refused permission is not."""
+    connection_errors: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, *_client_connection_errors())
+    return any(
+        isinstance(cause, connection_errors) or (isinstance(cause, OSError) and cause.errno in _TRANSIENT_ERRNOS)
+        for cause in causes(exc)
+    )
+
+
+@cache
+def _client_connection_errors() -> tuple[type[BaseException], ...]:
+    """The classes of :data:`_TRANSIENT_CLIENT_ERRORS` that are installed, imported on first need."""
+    found: list[type[BaseException]] = []
+    for module_name, names in _TRANSIENT_CLIENT_ERRORS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        found.extend(getattr(module, name) for name in names)
+    return tuple(found)
+
+
+def retrying(call: Callable[[], T], attempts: int = 5, base_s: float = 0.2, max_s: float = 5.0) -> T:
+    """``call()``, called again after a transient store error (:func:`is_transient`) with exponential backoff
+    and full jitter, up to ``attempts`` calls in all; any other error, or the last, is raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            time.sleep(random.uniform(0, min(base_s * 2 ** (attempt - 1), max_s)))
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def open_ranged(uri: str) -> Any:

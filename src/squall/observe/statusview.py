@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from squall.status import JobStatus
+    from squall.job_status import JobStatus
 
 
 def status_table(console: Console, statuses: list[JobStatus], detailed: bool) -> None:

@@ -8,13 +8,14 @@ exists before any work starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from functools import partial
+from typing import Callable, TypeVar
 
 from squall.errors import InputError
 from squall.formats.base import OFFSET_COLUMN, SOURCE_COLUMN, FileInfo, ReadOptions, SourceFile
 from squall.formats.registry import detect_format, get_format
 from squall.formats.table import type_name
-from squall.io.storage import is_remote
+from squall.io.storage import is_remote, is_transient, retrying
 from squall.plan.chunk import Chunk, Piece
 from squall.plan.sources import list_inputs
 from squall.plan.split import can_split, split_chunk
@@ -25,6 +26,7 @@ MIN_AUTO_CHUNK_ROWS = 1_000
 MAX_AUTO_CHUNK_ROWS = 1_000_000
 MAX_AUTO_CHUNK_BYTES = 256 * 1024 * 1024
 TAIL_SPLIT_LEVELS = 3
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,11 @@ def make_plan(spec: JobSpec, job_id: str, only: Callable[[list[FileInfo]], dict[
     ``only``, given every described file, names the files to plan and the first
     row group of each (0: the whole file); the others are described but not planned.
     """
-    files = list_inputs(spec.input)
+    files = _retried(partial(list_inputs, spec.input), ", ".join(spec.input))
     format_name = _job_format(spec, files)
     fmt = get_format(format_name)
     options = _read_options(spec, files)
-    infos = [fmt.describe(file, options) for file in files]
+    infos = [_retried(partial(fmt.describe, file, options), file.uri) for file in files]
     key, features = _columns(spec, infos)
     options = _with_columns(options, infos, key, features)
     target = _target_rows(spec, infos)
@@ -74,6 +76,17 @@ def make_plan(spec: JobSpec, job_id: str, only: Callable[[list[FileInfo]], dict[
     if not (spec.chunk_rows or spec.chunk_bytes):
         chunks = _refine_tail(chunks, spec.workers)
     return Plan(job_id, format_name, tuple(infos), tuple(chunks), options, key, features, target)
+
+
+def _retried(read: Callable[[], T], what: str) -> T:
+    """A planning read, tried again while the store throttles or drops connections; if it never answers,
+    an :class:`InputError` before any work, naming what could not be read."""
+    try:
+        return retrying(read)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        raise InputError(f"{what}: the store kept failing ({exc}); nothing was started, run the job again later") from None
 
 
 def _job_format(spec: JobSpec, files: list[SourceFile]) -> str:

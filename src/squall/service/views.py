@@ -16,7 +16,7 @@ from squall.service.queue import Submission
 from squall.service.scheduler import Scheduler
 from squall.store import JobRecord, JobStore
 from squall.states import ChunkState, JobState, SubmissionState
-from squall.status import JobStatus
+from squall.job_status import JobStatus
 
 _QUEUE_STATES = {SubmissionState.QUEUED: "QUEUED", SubmissionState.ADMITTED: "STARTING", SubmissionState.REFUSED: "FAILED",
                  SubmissionState.CANCELLED: "CANCELLED"}
