@@ -101,17 +101,9 @@ def _job_format(spec: JobSpec, files: list[SourceFile]) -> str:
 
 
 def _read_options(spec: JobSpec, files: list[SourceFile]) -> ReadOptions:
-    tab_separated = files and all(".tsv" in f.uri.lower() for f in files)
-    delimiter = "\t" if tab_separated and "delimiter" not in spec.model_fields_set else spec.delimiter
-    return ReadOptions(
-        delimiter=delimiter,
-        quotechar=spec.quotechar,
-        header=spec.header,
-        multiline=spec.multiline,
-        max_line_bytes=spec.max_line_bytes,
-        query=spec.query,
-        partition_column=spec.partition_column,
-    )
+    """The spec's format options; ``.tsv`` files are tab-separated unless ``delimiter`` was given."""
+    tab_separated = files and all(".tsv" in f.uri.lower() for f in files) and "delimiter" not in spec.model_fields_set
+    return ReadOptions.from_spec(spec, **({"delimiter": "\t"} if tab_separated else {}))
 
 
 def _columns(spec: JobSpec, infos: list[FileInfo]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -142,7 +134,7 @@ def _with_columns(
     schema = described[0].schema if described else None
     types = tuple((f.name, type_name(f.type)) for f in schema) if schema is not None else ()
     columns = tuple(dict.fromkeys([*key, *features]))
-    return ReadOptions(**{**options.__dict__, "column_types": types, "columns": columns})
+    return replace(options, column_types=types, columns=columns)
 
 
 def _target_rows(spec: JobSpec, infos: list[FileInfo]) -> int:
