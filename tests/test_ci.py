@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-
-from conftest import CI_ALLOWED_SKIPS, TESTS_DIR
+from support import TESTS_DIR
+from support.ci import CI_ALLOWED_SKIPS
 
 pytest_plugins = ["pytester"]
 

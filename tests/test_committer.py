@@ -16,14 +16,13 @@ import pyarrow.parquet as pq
 
 from squall.backends.base import InvocationDone, WorkerReady
 from squall.coordinator import Coordinator
-from squall.limits import JobLimits
 from squall.finalize import finalize_job
 from squall.formats.options import ReadOptions
 from squall.io import layout
 from squall.io.output_schema import schema_from_text, schema_text
+from squall.limits import JobLimits, RetryPolicy
 from squall.models.base import ModelRef
 from squall.plan.chunk import Chunk, Piece
-from squall.limits import RetryPolicy
 from squall.runtime.task import InvocationReport, JobTask, OutputNaming
 from squall.store import JobStore
 

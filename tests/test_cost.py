@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from support.data import ids_dataset
 
 import squall
-from conftest import ids_dataset
 from squall import api
-from squall.observe.cost import PriceTable, billed_ms, expected_cost, measured_cost
 from squall.invocations import InvocationRecord
+from squall.observe.cost import PriceTable, billed_ms, expected_cost, measured_cost
 from squall.tuning.recommend import BatchRun, recommend
 
 

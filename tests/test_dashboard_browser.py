@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright import sync_api
+from support.data import ids_dataset
+from support.service import live_service
 
-from conftest import ids_dataset
-from liveservice import live_service
 from squall.service.config import ServeConfig
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support.cli import run_cli
+from support.data import make_frame, write_frame
 
-from conftest import make_frame, run_cli, write_frame
 from squall.cli import main
-from squall.result import JobResult
 from squall.errors import JobCancelled, SquallError, UsageError
 from squall.formats.registry import FORMATS, format_names
 from squall.io import layout
 from squall.models.registry import FLAVORS, flavor_names
+from squall.result import JobResult
 from squall.spec import JobSpec, backend_option_names
 
 ROOT = Path(__file__).resolve().parents[1]

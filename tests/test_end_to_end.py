@@ -9,17 +9,11 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from support.cli import run_cli
+from support.data import FEATURES, read_output
+from support.expect import expected_proba
 
 import squall
-from conftest import FEATURES, read_output, run_cli
-
-
-def expected_proba(model_path: Path, frame: pd.DataFrame) -> pd.DataFrame:
-    model = joblib.load(model_path)
-    proba = model.predict_proba(frame[FEATURES])
-    out = pd.DataFrame({f"prediction_{c}": proba[:, i] for i, c in enumerate(model.classes_)})
-    out.insert(0, "id", frame["id"].to_numpy())
-    return out.set_index("id").sort_index()
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])

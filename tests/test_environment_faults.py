@@ -17,10 +17,11 @@ from typing import ContextManager, Iterator
 
 import numpy as np
 import pandas as pd
+from support.cli import run_cli
+from support.data import make_frame, write_frame
+from support.expect import expected_proba
 
 import squall
-from conftest import make_frame, run_cli, write_frame
-from test_end_to_end import expected_proba
 
 ROWS = 40_000
 CHUNK_ROWS = 4_000

@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.data import ids_dataset, read_output
 
 import squall
-from conftest import ids_dataset, read_output
 
 CHUNK_ROWS = 200
 CHUNKS = 3

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import sqlite3
 import subprocess
@@ -14,81 +13,21 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import psutil
 import pyarrow.parquet as pq
 import pytest
+from support.cli import SQUALL, run_cli
+from support.data import ids_dataset, read_output
+from support.faults import (
+    assert_exact_output,
+    ids_spec,
+    run_killing_workers,
+    worker_pids,
+)
 
 import squall
 import squall.api
-from conftest import SQUALL, ids_dataset, read_output, run_cli
 from squall.errors import SpecError
-
-
-def ids_spec(tmp_path: Path, model: str, **fields) -> squall.JobSpec:
-    """A job of the fault model ``model`` over ``tmp_path/in`` (ids), writing to ``tmp_path/out`` unless ``output`` says."""
-    fields.setdefault("output", str(tmp_path / "out"))
-    return squall.JobSpec(
-        model=f"faultmodels:{model}", input=[str(tmp_path / "in")], key=["id"], features=["id_copy"], **fields,
-    )
-
-
-def assert_exact_output(output: Path, expected_ids: set[int]) -> pd.DataFrame:
-    """Every expected id exactly once, each predicted as id * 2, and every part matching the manifest."""
-    got = read_output(output)
-    assert not got["id"].duplicated().any()
-    assert set(got["id"]) == expected_ids
-    np.testing.assert_array_equal(got["prediction"].to_numpy(), got["id"].to_numpy() * 2.0)
-    manifest = json.loads((output / "_manifest.json").read_text())
-    for part in manifest["parts"]:
-        assert pq.ParquetFile(output / part["path"]).metadata.num_rows == part["rows"]
-    assert sorted(p.name for p in output.glob("part-*")) == sorted(part["path"] for part in manifest["parts"])
-    assert not (output / "_tmp").exists()
-    return got
-
-
-def worker_pids(coordinator_pid: int) -> list[int]:
-    """Workers of a coordinator: spawned ones, and those forked by its fork server."""
-    try:
-        descendants = psutil.Process(coordinator_pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    pids = []
-    for process in descendants:
-        try:
-            command = " ".join(process.cmdline())
-            parent = " ".join(process.parent().cmdline()) if process.parent() else ""
-        except psutil.Error:
-            continue
-        if "squall.backends.local.worker" in command or "squall.backends.local.zygote" in parent:
-            pids.append(process.pid)
-    return pids
-
-
-def run_killing_workers(
-    spec: squall.JobSpec, seed: int, max_kills: int, every_s: float = 0.5, victims: Callable[[], list[int]] | None = None
-) -> tuple[squall.JobResult, list[int]]:
-    """Run ``spec`` here while a thread SIGKILLs a random worker every ``every_s`` (at most ``max_kills``);
-    ``victims`` lists the worker pids to choose from (default: this process's worker processes)."""
-    kills: list[int] = []
-    done = threading.Event()
-
-    def killer() -> None:
-        rng = random.Random(seed)
-        while not done.wait(every_s) and len(kills) < max_kills:
-            pids = victims() if victims else worker_pids(os.getpid())
-            if pids:
-                victim = rng.choice(pids)
-                os.kill(victim, signal.SIGKILL)
-                kills.append(victim)
-
-    thread = threading.Thread(target=killer)
-    thread.start()
-    try:
-        return squall.run(spec), kills
-    finally:
-        done.set()
-        thread.join()
 
 
 def test_killing_a_random_worker_every_half_second_loses_and_duplicates_nothing(tmp_path, monkeypatch):

@@ -9,10 +9,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.data import FEATURES, make_frame, read_output, write_frame
 
 import squall
 from squall.errors import ModelLoadError
-from conftest import FEATURES, make_frame, read_output, write_frame
 
 
 def _run(model: Path | str, folder: Path, out: Path, **fields: object) -> squall.JobResult:
@@ -85,7 +85,6 @@ def test_onnx_graph_with_an_input_per_feature_takes_the_columns_by_name(tmp_path
 
 def test_torchscript_file_predicts_like_the_module_and_softmax_for_proba(dataset, tmp_path):
     import torch
-
     from torchnets import TinyNet
 
     torch.manual_seed(0)
@@ -107,7 +106,6 @@ def test_torchscript_file_predicts_like_the_module_and_softmax_for_proba(dataset
 
 def test_module_class_with_state_dict_writes_a_column_per_output_and_vectors_as_lists(dataset, tmp_path):
     import torch
-
     from torchnets import TwoHeads
 
     torch.manual_seed(1)
@@ -128,7 +126,6 @@ def test_module_class_with_state_dict_writes_a_column_per_output_and_vectors_as_
 
 def test_a_state_dict_that_is_a_pickled_module_is_refused_not_unpickled(dataset, tmp_path):
     import torch
-
     from torchnets import TinyNet
 
     pickled = tmp_path / "whole_module.pt"
@@ -204,7 +201,6 @@ def test_lightgbm_booster_file_predicts_like_booster_predict(training, dataset, 
 
 def test_mlflow_pyfunc_directory_predicts_like_pyfunc_predict(dataset, tmp_path):
     import mlflow.pyfunc
-
     from pyfuncmodels import WeightedSum
 
     directory = tmp_path / "pyfunc"

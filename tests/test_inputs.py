@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from support.cli import run_cli
+from support.data import FEATURES, make_frame, read_output, write_frame
 
 import squall
-from conftest import FEATURES, make_frame, read_output, run_cli, write_frame
 
 
 def run_args(model: Path, inputs: str, out: Path, *extra: str) -> list[str]:

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from support.data import FEATURES, make_frame, write_frame
 
 import squall
-from conftest import FEATURES, make_frame, write_frame
 
 
 def spec_for(model: Path, folder: Path, output: Path, **fields) -> squall.JobSpec:
@@ -129,7 +129,7 @@ def error_table(output: Path) -> pd.DataFrame:
 
 
 def test_replay_with_the_fixed_model_recovers_every_failed_row(tmp_path, monkeypatch):
-    from conftest import ids_dataset
+    from support.data import ids_dataset
 
     ids_dataset(tmp_path / "in", 10_000, files=2, row_group_size=1_000)
     flag = tmp_path / "bug"
@@ -156,7 +156,8 @@ def test_a_coordinator_killed_during_replay_resumes_without_losing_or_duplicatin
     import sqlite3
     import subprocess
 
-    from conftest import SQUALL, ids_dataset, run_cli
+    from support.cli import SQUALL, run_cli
+    from support.data import ids_dataset
 
     ids_dataset(tmp_path / "in", 20_000, row_group_size=1_000)
     flag = tmp_path / "bug"
@@ -194,7 +195,7 @@ def test_a_coordinator_killed_during_replay_resumes_without_losing_or_duplicatin
 
 
 def test_diff_counts_changed_appeared_and_disappeared_predictions(linear_model, tmp_path):
-    from conftest import run_cli
+    from support.cli import run_cli
 
     folder = tmp_path / "in"
     add_files(folder, 0, 2)

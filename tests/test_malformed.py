@@ -11,9 +11,9 @@ import joblib
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from support.data import FEATURES, make_frame, read_output
 
 import squall
-from conftest import FEATURES, make_frame, read_output
 
 BIG_LINE_BYTES = 100 * 1024 * 1024
 

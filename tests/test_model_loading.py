@@ -15,6 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.cli import run_cli
+from support.data import FEATURES, read_output
+from support.s3server import S3Server, serve_with_credentials
 
 import squall
 from squall.backends.local.backend import gpu_for
@@ -24,8 +27,6 @@ from squall.models.artifact import tree_sha256
 from squall.models.base import ModelRef
 from squall.models.registry import detect_flavor, load_warm, resolved
 from squall.runtime.batching import AUTO_SIZES, BatchSizer
-from conftest import FEATURES, read_output, run_cli
-from s3server import S3Server, serve_with_credentials
 
 
 def _sha256(path: Path) -> str:
@@ -129,7 +130,6 @@ def _has_cuda() -> bool:
 @pytest.mark.skipif(_has_cuda(), reason="this machine has a GPU: the GPU run below is the test")
 def test_asking_for_a_gpu_without_one_fails_at_start_up_and_says_so(dataset, tmp_path):
     import torch
-
     from torchnets import TinyNet
 
     torch.save(TinyNet().state_dict(), tmp_path / "w.pt")
@@ -142,7 +142,6 @@ def test_asking_for_a_gpu_without_one_fails_at_start_up_and_says_so(dataset, tmp
 @pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA device; none on this machine (the CPU path is tested in test_flavors.py)")
 def test_a_torch_model_on_the_gpu_predicts_like_the_cpu(dataset, tmp_path):
     import torch
-
     from torchnets import TinyNet
 
     torch.manual_seed(0)

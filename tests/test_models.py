@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from support.data import FEATURES, read_output
 
 import squall
-from conftest import FEATURES, read_output
 
 USER_CODE = textwrap.dedent(
     '''

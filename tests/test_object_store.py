@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
-import random
 import signal
 import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
 
 import fsspec
 import joblib
@@ -21,58 +18,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.cli import SQUALL, run_cli
+from support.data import FEATURES, make_frame
+from support.expect import expected_proba
+from support.faults import run_killing_workers
+from support.s3 import (
+    assert_committed_exactly,
+    filesystem,
+    read_s3_output,
+    upload_frame,
+)
 
 import squall
-from conftest import FEATURES, SQUALL, make_frame, run_cli
-from s3server import S3Server, serve_with_credentials
-from test_end_to_end import expected_proba
-from test_faults import run_killing_workers
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    yield from serve_with_credentials()
-
-
-@pytest.fixture
-def bucket(s3: S3Server, request: pytest.FixtureRequest) -> str:
-    """A fresh bucket per test."""
-    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-[]") + f"-{random.randrange(10**6)}"
-    filesystem(s3).mkdir(name)
-    return name
-
-
-def filesystem(s3: S3Server) -> fsspec.AbstractFileSystem:
-    return fsspec.filesystem("s3", endpoint_url=s3.endpoint, skip_instance_cache=True, use_listings_cache=False)
-
-
-def upload_frame(fs: fsspec.AbstractFileSystem, frame: pd.DataFrame, path: str, fmt: str) -> None:
-    buffer = io.BytesIO()
-    if fmt == "parquet":
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer, row_group_size=500)
-    elif fmt == "csv":
-        frame.to_csv(buffer, index=False)
-    else:
-        frame.to_json(buffer, orient="records", lines=True)
-    fs.pipe_file(path, buffer.getvalue())
-
-
-def read_s3_output(fs: fsspec.AbstractFileSystem, output: str) -> pd.DataFrame:
-    """What a reader of the output prefix sees: every committed part, as one frame."""
-    parts = sorted(p for p in fs.ls(output, detail=False) if p.rsplit("/", 1)[-1].startswith("part-"))
-    return pd.concat([pd.read_parquet(io.BytesIO(fs.cat_file(p))) for p in parts], ignore_index=True)
-
-
-def assert_committed_exactly(fs: fsspec.AbstractFileSystem, output: str) -> dict:
-    """_SUCCESS is there; the prefix holds exactly the manifest's parts, each with the rows the manifest says."""
-    names = {p.rsplit("/", 1)[-1] for p in fs.ls(output, detail=False)}
-    assert "_SUCCESS" in names and "_tmp" not in names
-    manifest = json.loads(fs.cat_file(f"{output}/_manifest.json"))
-    listed = sorted(part["path"] for part in manifest["parts"])
-    assert sorted(n for n in names if n.startswith("part-")) == listed
-    for part in manifest["parts"]:
-        assert pq.ParquetFile(io.BytesIO(fs.cat_file(f"{output}/{part['path']}"))).metadata.num_rows == part["rows"]
-    return manifest
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])

@@ -19,11 +19,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.cli import run_cli
+from support.data import FEATURES, make_frame
+from support.s3faults import FaultPlan, serve_faulty
+from support.s3server import S3Server, serve_with_credentials
 
 import squall
-from conftest import FEATURES, make_frame, run_cli
-from s3faults import FaultPlan, serve_faulty
-from s3server import S3Server, serve_with_credentials
 from squall import api
 from squall.errors import SquallError
 
@@ -116,7 +117,7 @@ def test_a_store_that_throttles_errs_and_drops_connections_still_gets_every_row_
             model=str(linear_model), input=[f"s3://{bucket}/in/"], output=f"s3://{bucket}/out", output_format=fmt,
             key=["id"], method="predict_proba", workers=2, chunk_rows=700, backoff_base=0.05, endpoint_url=proxy.endpoint,
         )
-        reasons = run_to_the_end(spec, f"faults-{fmt}")
+        run_to_the_end(spec, f"faults-{fmt}")
     # Seed 16 fails 4 of a job's first 6 writes and 11 of its first 60 reads, with every kind of fault.
     assert plan.seen["read"] >= 60 and plan.seen["write"] >= 6
     assert plan.count("read") >= 11 and plan.count("write") >= 4, f"too few faults landed: {dict(plan.injected)}"

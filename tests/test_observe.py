@@ -12,9 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support.cli import SQUALL, run_cli
+from support.data import ids_dataset
 
 import squall
-from conftest import SQUALL, ids_dataset, run_cli
 
 CHUNK_ROWS = 200
 

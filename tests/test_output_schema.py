@@ -14,20 +14,20 @@ import sqlite3
 from pathlib import Path
 
 import duckdb
+import faultmodels
 import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.cli import run_cli
+from support.data import ids_dataset
+from support.faults import ids_spec, kill_coordinator_mid_job
 
-import faultmodels
 import squall
 from squall.io.output_schema import schema_from_text
 from squall.store import SCHEMA_VERSION, JobStore
-from conftest import ids_dataset, run_cli
-from test_faults import ids_spec
-from test_sql import kill_coordinator_mid_job
 
 ROWS = 8_000
 

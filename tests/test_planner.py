@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from support.data import make_frame, write_frame
 
-from conftest import make_frame, write_frame
 from squall.plan.planner import make_plan
 from squall.plan.split import split_chunk
 from squall.spec import JobSpec

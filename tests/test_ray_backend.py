@@ -22,14 +22,21 @@ import pandas as pd
 import psutil
 import pytest
 import ray
+from support import TESTS_DIR
+from support.cli import run_cli
+from support.data import ids_dataset, make_frame, read_output
+from support.expect import expected_proba
+from support.faults import assert_exact_output, ids_spec, run_killing_workers
+from support.s3 import (
+    assert_committed_exactly,
+    filesystem,
+    read_s3_output,
+    upload_frame,
+)
+from support.s3server import CREDENTIALS
 
 import squall
 from squall import api
-from conftest import TESTS_DIR, ids_dataset, make_frame, read_output, run_cli
-from test_end_to_end import expected_proba
-from test_faults import assert_exact_output, ids_spec, run_killing_workers
-from test_object_store import assert_committed_exactly, bucket, filesystem, read_s3_output, s3, upload_frame  # noqa: F401
-from s3server import CREDENTIALS
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -242,7 +249,7 @@ def test_a_ray_job_whose_coordinator_is_killed_resumes_on_ray(tmp_path):
         "--key", "id", "--features", "id_copy", "--chunk-rows", "500", "--workers", "2", "--job-id", "cut",
         "--backend", "ray", "--ray-address", address, "--ray-runtime-env", json.dumps(runtime_env),
     ]
-    from conftest import SQUALL
+    from support.cli import SQUALL
 
     coordinator = subprocess.Popen([*SQUALL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120

@@ -17,13 +17,14 @@ import psutil
 import pytest
 import ray
 from ray.cluster_utils import Cluster
+from support import TESTS_DIR
+from support.cli import SQUALL, run_cli
+from support.data import ids_dataset, read_output
+from support.expect import expected_proba
+from support.faults import assert_exact_output, ids_spec
 
 import squall
 from squall.errors import UsageError
-from conftest import SQUALL, TESTS_DIR, ids_dataset, read_output, run_cli
-from test_end_to_end import expected_proba
-from test_faults import assert_exact_output, ids_spec
-
 
 
 def ray_daemons() -> set[int]:

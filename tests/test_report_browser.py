@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from support.data import ids_dataset
 
 import squall
-from conftest import ids_dataset
 from squall import api
 from squall.observe.report_html import render
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
+from support.data import ids_dataset
+from support.faults import assert_exact_output, ids_spec
 
 import squall
 import squall.api
-from conftest import ids_dataset
 from squall.limits import RetryPolicy
-from test_faults import assert_exact_output, ids_spec
 
 
 @given(

@@ -21,6 +21,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterator
 
+import faultmodels
 import fsspec
 import httpx
 import joblib
@@ -29,11 +30,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.cli import SQUALL, run_cli
+from support.data import FEATURES, make_frame
+from support.s3server import S3Server, serve
+from support.service import FINAL, free_port, live_service, serve_process
 
-import faultmodels
-from conftest import FEATURES, SQUALL, make_frame, run_cli
-from liveservice import FINAL, free_port, live_service, serve_process
-from s3server import S3Server, serve
 from squall.secrets import MARK
 from squall.service.config import ServeConfig
 from squall.sql.drivers import connect

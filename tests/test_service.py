@@ -11,6 +11,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import faultmodels
 import httpx
 import joblib
 import numpy as np
@@ -18,11 +19,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
+from support.cli import run_cli
+from support.data import FEATURES, ids_dataset, make_frame, read_output, write_frame
+from support.service import FINAL, free_port, live_service, serve_process
 
-import faultmodels
 import squall
-from conftest import FEATURES, ids_dataset, make_frame, read_output, run_cli, write_frame
-from liveservice import FINAL, free_port, live_service, serve_process
 from squall.cli import main
 from squall.errors import SpecError
 from squall.service.app import create_app

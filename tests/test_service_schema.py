@@ -19,9 +19,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+from support import TESTS_DIR
+from support.data import ids_dataset
 
 import squall
-from conftest import TESTS_DIR, ids_dataset
 from squall.service.app import create_app
 from squall.service.config import ServeConfig
 

@@ -12,10 +12,17 @@ from contextlib import closing
 from pathlib import Path
 
 import httpx
-
-from conftest import read_output
-from liveservice import free_port, serve_process
-from test_triggers import ROWS, assert_no_second_job, complete_outputs, drop_quick, drop_renamed, drop_slowly, template
+from support.data import read_output
+from support.service import free_port, serve_process
+from support.triggers import (
+    ROWS,
+    assert_no_second_job,
+    complete_outputs,
+    drop_quick,
+    drop_renamed,
+    drop_slowly,
+    template,
+)
 
 TOKEN = "triggers-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -4,35 +4,33 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import sqlite3
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import faultmodels
 import joblib
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from support.cli import run_cli
+from support.data import FEATURES, make_frame
+from support.faults import done_chunks, kill_coordinator_mid_job, run_killing_workers
 
 import squall
 from squall.api import plan
 from squall.errors import InputError, OutputExistsError, OutputUnreachable, SpecError
 from squall.formats import sql as sql_format
 from squall.formats.options import ReadOptions
-from squall.plan.chunk import Piece
-from squall.store import JobStore
-from squall.sql.drivers import connect, list_tables, literal, quote
 from squall.io.output import Committed
+from squall.plan.chunk import Piece
 from squall.sql import sink as sink_module
+from squall.sql.drivers import connect, list_tables, literal, quote
 from squall.sql.sink import TableOutput, staging_prefix
-import faultmodels
-from conftest import FEATURES, SQUALL, make_frame, run_cli
-from test_faults import run_killing_workers
+from squall.store import JobStore
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -164,30 +162,6 @@ def ids_job_args(database: str, tables: dict[str, str], job_id: str, model: str 
             "--partition-column", "id", "--output", database, "--table", tables["output"], "--key", "id",
             "--features", "id_copy", "--workers", "2", "--chunk-rows", "1000", "--batch-size", "250",
             "--job-id", job_id, "-q"]
-
-
-def done_chunks(job_id: str) -> int:
-    state = Path(os.environ["SQUALL_HOME"]) / "squall.db"
-    if not state.exists():
-        return 0
-    try:
-        with sqlite3.connect(state) as db:
-            row = db.execute("SELECT COUNT(*) FROM chunks WHERE job_id=? AND state='done'", (job_id,)).fetchone()
-    except sqlite3.OperationalError:  # the store is being created
-        return 0
-    return int(row[0])
-
-
-def kill_coordinator_mid_job(args: list[str], env: dict[str, str], job_id: str, after_chunks: int) -> None:
-    """Run ``squall ARGS`` and SIGKILL it once ``after_chunks`` chunks are committed, while it still runs."""
-    process = subprocess.Popen([*SQUALL, *args], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None and done_chunks(job_id) < after_chunks:
-        time.sleep(0.2)
-    assert process.poll() is None, process.stderr.read() if process.stderr else ""
-    assert done_chunks(job_id) >= after_chunks
-    process.send_signal(signal.SIGKILL)
-    process.wait()
 
 
 def assert_table_is_the_models_output(database: str, table: str, frame: pd.DataFrame) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from support.cli import run_cli
+from support.data import make_frame, read_output, write_frame
+from support.expect import expected_proba
 
 import squall
-from conftest import make_frame, read_output, run_cli, write_frame
 from squall.spec import build_spec, load_spec_file
-from test_end_to_end import expected_proba
 
 ROWS = 1_000_000
 

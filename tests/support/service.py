@@ -13,9 +13,9 @@ from typing import Iterator
 import httpx
 from fastapi import FastAPI
 
-from conftest import SQUALL
 from squall.service.app import create_app
 from squall.service.config import ServeConfig
+from support.cli import SQUALL
 
 FINAL = ("SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED")
 
