@@ -466,6 +466,20 @@ def test_trigger_rules_in_the_serve_config_are_read_beside_it_and_a_wrong_field_
         load_config(path, environ={})
 
 
+def test_triggers_tables_name_a_registered_trigger_and_an_unknown_kind_lists_the_registered_ones(tmp_path):
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "template.toml").write_text('model = "m.joblib"\noutput = "scored"\n')
+    path = tmp_path / "squall-serve.toml"
+    path.write_text('[[triggers]]\nkind = "watch"\nlocation = "inbox"\nspec = "template.toml"\n'
+                    '[[triggers]]\nkind = "schedule"\nname = "nightly"\ncron = "0 2 * * *"\nspec = "template.toml"\n')
+    rules = load_config(path, environ={}).trigger_rules()
+    assert [(name, type(rule).__name__) for name, rule in rules] == [("watch", "WatchRule"), ("schedule", "ScheduleRule")]
+    assert rules[0][1].location == str(tmp_path / "inbox") and rules[1][1].template["output"] == "scored"
+    path.write_text('[[triggers]]\nkind = "pager"\n')
+    with pytest.raises(SpecError, match=r"unknown trigger 'pager'; use one of watch, schedule"):
+        load_config(path, environ={})
+
+
 def test_a_warm_pool_that_lost_a_worker_during_a_job_is_replaced_and_the_next_job_still_runs_warm(squall_home, tmp_path,
                                                                                                    monkeypatch):
     import json
