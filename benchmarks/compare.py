@@ -210,6 +210,7 @@ def _remove(location: str) -> None:
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(location)
+    fs.invalidate_cache()
     if fs.exists(path):
         fs.rm(path, recursive=True)
 
@@ -247,6 +248,7 @@ def source_commit() -> str:
 
 
 def versions() -> dict[str, str]:
+    """The versions of squall (and its commit) and of every library the figures depend on."""
     found = {"squall commit": source_commit()}
     for package in PACKAGES:
         try:
@@ -257,6 +259,7 @@ def versions() -> dict[str, str]:
 
 
 def context(settings: Settings, started: datetime.datetime) -> dict[str, Any]:
+    """What every output file carries besides the runs: date, machine, versions, settings and method."""
     method = (
         f"whole process (start-up, imports and model load included), median of {settings.runs} runs "
         f"({settings.text_runs} for MiniLM) after one warm-up, the systems interleaved in a rotated order; "
@@ -282,6 +285,7 @@ def context(settings: Settings, started: datetime.datetime) -> dict[str, Any]:
 def write_outputs(
     settings: Settings, workloads: list[Workload], records: list[RunRecord], info: dict[str, Any],
 ) -> dict[str, list[compare_report.Summary]]:
+    """Writes the Markdown, the JSON and the chart for the workloads measured so far; returns the summaries."""
     labels = {s.name: s.label for s in settings.systems}
     summaries = {w.name: compare_report.summarize(w, labels, records) for w in workloads}
     settings.out.mkdir(parents=True, exist_ok=True)
@@ -296,6 +300,7 @@ def write_outputs(
 
 
 def parse_args() -> Settings:
+    """The settings from the command line, with errors that name the unknown workload or system."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--text-rows", type=int, default=20_000)
@@ -323,6 +328,7 @@ def parse_args() -> Settings:
 
 
 def main() -> None:
+    """Prepares the data, runs every workload's rounds and writes the outputs."""
     settings = parse_args()
     started = datetime.datetime.now().astimezone()
     info = context(settings, started)

@@ -113,6 +113,7 @@ def read_output(output: str) -> tuple[np.ndarray, np.ndarray]:
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(output)
+    fs.invalidate_cache()  # s3fs keeps listings; the system wrote this prefix from another process
     files = [f for f in sorted(fs.find(root)) if f.endswith(".parquet") and not _is_bookkeeping(f, root)]
     if not files:
         raise ValueError(f"no Parquet files under {output}")

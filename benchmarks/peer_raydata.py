@@ -7,15 +7,14 @@ the model once per actor, on a fixed pool of 2 actors (``compute=ActorPoolStrate
 ``batch_size`` rows per call, Ray's default batch format: a dict of NumPy arrays) → ``write_parquet``. The class
 makes each batch a pandas frame (``pd.DataFrame(batch)``: float32, column-major), so the model gets what it gets
 in every other system; ``batch_format="pandas"`` would hand it pyarrow-backed columns (``float[pyarrow]``), which
-sklearn converts to float64 on every call. Every Ray Data setting not named here is left
-at its default. Ray warns when the actor pool gets fewer input blocks than actors and suggests
+sklearn converts to float64 on every call. Every Ray Data setting not named here is left at its default. Ray warns when the actor pool gets fewer input blocks than actors and suggests
 ``override_num_blocks``; in Ray 2.60 that does not split a single Parquet file (its reader runs one task per
 file, whose output is cut into blocks of at most 128 MiB), so it is not set: on a small file one actor idles.
 
-One deviation, because the textbook setup deadlocks on 2 cores: with ``ray.init()`` (as many logical CPUs as
-cores) the two actors hold every CPU and the read and write tasks never run. The driver starts
-``ray.init(num_cpus=4)``, twice the cores, as ``bench_ray.py`` does; the actors still run one thread each
-(``OMP_NUM_THREADS=1``, set by Ray for a 1-CPU actor and by the harness).
+One deviation, because the textbook setup deadlocks on 2 cores (as found when ``bench_ray.py`` was written): with
+``ray.init()`` (as many logical CPUs as cores) the two actors hold every CPU and the read and write tasks never
+run. The driver starts ``ray.init(num_cpus=4)``, twice the cores, as ``bench_ray.py`` does; the actors still run
+one thread each (``OMP_NUM_THREADS=1``, set by Ray for a 1-CPU actor and by the harness).
 
     python benchmarks/peer_raydata.py --kind sklearn|text --model M --input URI --output URI --batch-rows N
 """
