@@ -13,6 +13,14 @@ write ``id`` plus one column per prediction output with ``ParquetWriter``.
   environment (so the BLAS/OpenMP pools are sized before numpy or sklearn
   is imported).
 
+Input and output may also be object-store URIs (``s3://bucket/key``), read
+and written through pyarrow's own filesystem (``pyarrow.fs``, which takes
+the endpoint from ``AWS_ENDPOINT_URL``), with ``pre_buffer`` so that each row
+group's column chunks come in coalesced ranged GETs (an fsspec file would
+read ahead in 50 MiB blocks).
+``one_process_cmds`` and ``two_process_cmds`` give the commands without
+running them, for a harness that measures them itself (``compare.py``).
+
 Each returns a ``measure.Measurement``: wall seconds from process start to
 exit (start-up and model load included) and peak RSS of the process tree in
 MiB, sampled every 50 ms.
@@ -24,11 +32,13 @@ MiB, sampled every 50 ms.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from measure import Measurement, run_measured, run_measured_group
@@ -38,8 +48,20 @@ SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_N
 WORKER = "_worker"
 
 
+Location = Path | str  # a local path or an object-store URI such as s3://bucket/key
+
+
+def is_uri(location: Location) -> bool:
+    """Whether ``location`` names an object-store URI rather than a local path."""
+    return "://" in str(location)
+
+
+def _child(directory: Location, name: str) -> Location:
+    return f"{str(directory).rstrip('/')}/{name}" if is_uri(directory) else Path(directory) / name
+
+
 def _worker_cmd(
-    model_path: Path, input: Path, output: Path, method: str, row_groups: Sequence[int] | None
+    model_path: Path, input: Location, output: Location, method: str, row_groups: Sequence[int] | None
 ) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), WORKER]
     cmd += ["--model", str(model_path), "--input", str(input), "--output", str(output)]
@@ -49,10 +71,16 @@ def _worker_cmd(
     return cmd
 
 
+def one_process_cmds(model_path: Path, input: Location, output: Location, method: str) -> list[list[str]]:
+    """The command of the 1-process loop (``output`` is a file, whose local parent is created)."""
+    if not is_uri(output):
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+    return [_worker_cmd(model_path, input, output, method, None)]
+
+
 def one_process(model_path: Path, input: Path, output: Path, method: str) -> Measurement:
     """Predicts the whole file in one process, writing the ``output`` file."""
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    return run_measured(_worker_cmd(model_path, input, output, method, None))
+    return run_measured(one_process_cmds(model_path, input, output, method)[0])
 
 
 def halves(n: int) -> list[list[int]]:
@@ -61,16 +89,21 @@ def halves(n: int) -> list[list[int]]:
     return [list(range(mid)), list(range(mid, n))]
 
 
-def two_processes(model_path: Path, input: Path, output: Path, method: str) -> Measurement:
-    """Predicts row-group halves in two processes; ``output`` is a directory."""
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    n_groups = pq.ParquetFile(input).metadata.num_row_groups
-    cmds = [
-        _worker_cmd(model_path, input, output / f"part-{i}.parquet", method, groups)
+def two_process_cmds(model_path: Path, input: Location, output: Location, method: str) -> list[list[str]]:
+    """The two commands of the 2-process loop, one per half of the row groups (``output`` is a directory)."""
+    if not is_uri(output):
+        Path(output).mkdir(parents=True, exist_ok=True)
+    with _open_parquet(input) as source:
+        n_groups = source.metadata.num_row_groups
+    return [
+        _worker_cmd(model_path, input, _child(output, f"part-{i}.parquet"), method, groups)
         for i, groups in enumerate(halves(n_groups))
     ]
-    return run_measured_group(cmds, env=SINGLE_THREAD_ENV)
+
+
+def two_processes(model_path: Path, input: Path, output: Path, method: str) -> Measurement:
+    """Predicts row-group halves in two processes; ``output`` is a directory."""
+    return run_measured_group(two_process_cmds(model_path, input, output, method), env=SINGLE_THREAD_ENV)
 
 
 def _prediction_columns(method: str, result) -> dict[str, object]:
@@ -79,8 +112,29 @@ def _prediction_columns(method: str, result) -> dict[str, object]:
     return {f"{method}_{i}": result[:, i] for i in range(result.shape[1])}
 
 
+@contextlib.contextmanager
+def _open_parquet(location: Location) -> Iterator[pq.ParquetFile]:
+    """A ParquetFile on a local path or an object-store URI, closed on exit."""
+    if not is_uri(location):
+        with pq.ParquetFile(location) as source:
+            yield source
+        return
+    fs, path = pafs.FileSystem.from_uri(str(location))
+    # pre_buffer: coalesced, concurrent ranged reads, which pyarrow recommends for high-latency stores.
+    with fs.open_input_file(path) as handle, pq.ParquetFile(handle, pre_buffer=True) as source:
+        yield source
+
+
+def _sink(location: Location, stack: contextlib.ExitStack) -> object:
+    """Where a ParquetWriter writes: the local path itself, or an object-store stream closed with ``stack``."""
+    if not is_uri(location):
+        return location
+    fs, path = pafs.FileSystem.from_uri(str(location))
+    return stack.enter_context(fs.open_output_stream(path))
+
+
 def predict_file(
-    model_path: Path, input: Path, output: Path, method: str, row_groups: list[int] | None
+    model_path: Path, input: Location, output: Location, method: str, row_groups: list[int] | None
 ) -> int:
     """The loop itself (runs inside a worker process); returns rows written."""
     import joblib
@@ -88,21 +142,19 @@ def predict_file(
     model = joblib.load(model_path)
     predict = getattr(model, method)
     features = list(model.feature_names_in_)
-    source = pq.ParquetFile(input)
-    writer: pq.ParquetWriter | None = None
     rows = 0
-    try:
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(_open_parquet(input))
+        writer: pq.ParquetWriter | None = None
         for batch in source.iter_batches(batch_size=BATCH_SIZE, row_groups=row_groups):
             frame = batch.to_pandas()
             columns = {"id": batch.column("id"), **_prediction_columns(method, predict(frame[features]))}
             table = pa.table(columns)
             if writer is None:
-                writer = pq.ParquetWriter(output, table.schema)
+                # Registered after the sink, so the writer closes (writing the footer) before the sink does.
+                writer = stack.enter_context(pq.ParquetWriter(_sink(output, stack), table.schema))
             writer.write_table(table)
             rows += table.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
     return rows
 
 
@@ -113,8 +165,8 @@ def _parse_groups(text: str) -> list[int]:
 def _worker_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog=f"baselines.py {WORKER}")
     parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--input", type=Path, required=True)
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--output", required=True)
     parser.add_argument("--method", required=True)
     parser.add_argument("--row-groups", type=_parse_groups, default=None)
     args = parser.parse_args(argv)

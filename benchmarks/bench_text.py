@@ -59,11 +59,11 @@ def make_sentences(path: Path, rows: int) -> Path:
 
 
 def loop_worker(input: Path, output: Path, groups: list[int]) -> None:
-    """The baseline's process body: encode this half of the row groups and write it."""
+    """The baseline's process body: encode these row groups and write them (torch threads: $OMP_NUM_THREADS, else 1)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     model = SentenceTransformer(str(model_path()), device="cpu")
     table = pq.ParquetFile(input).read_row_groups(groups)
     embeddings = model.encode(table.column("text").to_pylist(), batch_size=64, show_progress_bar=False)
@@ -71,15 +71,20 @@ def loop_worker(input: Path, output: Path, groups: list[int]) -> None:
     pq.write_table(pa.table({"id": table.column("id"), "embedding": pa.FixedSizeListArray.from_arrays(flat, 384)}), output)
 
 
-def run_loop(input: Path, output: Path) -> Measurement:
+def loop_cmds(input: Path, output: Path, processes: int = 2) -> list[list[str]]:
+    """The encode loop's commands: ``processes`` (1 or 2) Python processes, one per share of the row groups,
+    each writing one file into the ``output`` directory."""
     output.mkdir(parents=True, exist_ok=True)
     groups = pq.ParquetFile(input).metadata.num_row_groups
-    halves = [list(range(groups // 2)), list(range(groups // 2, groups))]
-    cmds = [
-        [sys.executable, str(Path(__file__).resolve()), WORKER, str(input), str(output / f"part-{i}.parquet"), ",".join(map(str, half))]
-        for i, half in enumerate(halves)
+    shares = [list(range(groups))] if processes == 1 else [list(range(groups // 2)), list(range(groups // 2, groups))]
+    return [
+        [sys.executable, str(Path(__file__).resolve()), WORKER, str(input), str(output / f"part-{i}.parquet"), ",".join(map(str, share))]
+        for i, share in enumerate(shares)
     ]
-    return run_measured_group(cmds, env=ENV)
+
+
+def run_loop(input: Path, output: Path) -> Measurement:
+    return run_measured_group(loop_cmds(input, output), env=ENV)
 
 
 def run_squall(input: Path, output: Path, state: Path) -> Measurement:

@@ -59,7 +59,9 @@ class RayRuntime:
             if address:
                 ray.init(address=address, **quiet)
             else:
-                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
+                # "local" starts a Ray of our own: a plain ray.init() would join any cluster `ray start` left on
+                # this machine, which refuses num_cpus.
+                ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"the Ray cluster at {address}" if address else "a local Ray"
             raise UsageError(f"cannot start or join {where}: {exc}; check `ray_address` (`ray status` on the head node)") from exc
