@@ -28,6 +28,7 @@ from support.faults import (
 import squall
 import squall.api
 from squall.errors import SpecError
+from squall.resolve import backend_for, model_ref
 
 
 def test_killing_a_random_worker_every_half_second_loses_and_duplicates_nothing(tmp_path, monkeypatch):
@@ -322,8 +323,8 @@ def test_a_fork_answered_while_another_workers_exit_is_pending_goes_to_its_own_w
     exit status were dropped, so the next answer went to the wrong worker, and killing that worker killed another
     one (a healthy worker's chunk then counted as a crash, or a fresh worker as a failed start)."""
     spec = ids_spec(tmp_path, "steady", workers=2)
-    backend = squall.api.backend_for(spec, tmp_path / "logs")
-    backend.start(squall.api.model_ref(spec), 2)
+    backend = backend_for(spec, tmp_path / "logs")
+    backend.start(model_ref(spec), 2)
     try:
         drive(backend, lambda seen: ready_of(seen, 0) and ready_of(seen, 1), "both workers to be ready")
         zygote = fork_server_of(os.getpid())

@@ -204,12 +204,11 @@ def test_a_long_table_name_resumed_after_a_coordinator_kill_holds_every_row_once
 def test_a_table_name_postgresql_would_cut_is_refused_before_any_work(long_names):
     ids_table(POSTGRES, long_names["input"], 100)
     too_long = long_names["output"] + "_abc"  # 58 bytes, and `<table>_errors` 65: over PostgreSQL's 63
-    spec = squall.JobSpec(
-        model="faultmodels:steady", input=[POSTGRES], query=f"SELECT * FROM {long_names['input']}",
-        partition_column="id", output=POSTGRES, table=too_long, key=["id"], features=["id_copy"],
-    )
     with pytest.raises(SpecError, match=r"`table` .* too long: postgresql keeps names of at most 63 bytes"):
-        squall.run(spec)
+        squall.run(squall.JobSpec(
+            model="faultmodels:steady", input=[POSTGRES], query=f"SELECT * FROM {long_names['input']}",
+            partition_column="id", output=POSTGRES, table=too_long, key=["id"], features=["id_copy"],
+        ))
     with connect(POSTGRES) as connection, connection.cursor() as cursor:
         assert not {t for t in list_tables(POSTGRES, cursor) if t.startswith((too_long[:50], staging_prefix(too_long)))}
     assert squall.jobs() == []
@@ -277,9 +276,8 @@ def test_a_bad_query_or_partition_column_fails_before_any_work_naming_what_to_ch
 
 
 def test_a_database_output_without_a_table_is_a_spec_error(linear_model, tmp_path):
-    spec = squall.JobSpec(model=str(linear_model), input=[str(tmp_path)], output=POSTGRES)
-    with pytest.raises(SpecError, match="set `table`"):
-        squall.run(spec)
+    with pytest.raises(SpecError, match="set `table`"):  # refused as the spec is built, before any work
+        squall.JobSpec(model=str(linear_model), input=[str(tmp_path)], output=POSTGRES)
 
 
 @pytest.mark.parametrize(
