@@ -146,9 +146,8 @@ class Contract:
         if self.kind.scripted:
             return None
         marks = self.folder.parent
-        started: list[Path] = []
-        self.drive(lambda seen: bool(started.extend(marks.glob("started-*")) or started), "the slow chunk to start")
-        return int(started[0].read_text())
+        self.drive(lambda seen: any(marks.glob("started-*")), "the slow chunk to start")
+        return int(next(marks.glob("started-*")).read_text())
 
 
 def ready_workers(events: list[WorkerEvent]) -> set[int]:

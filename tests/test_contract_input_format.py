@@ -115,7 +115,7 @@ def planned(source: Source, info: FileInfo) -> ReadOptions:
 
 def read_all(source: Source, info: FileInfo, target_rows: int) -> tuple[list[pd.DataFrame], list[BadRecord]]:
     """Each piece's rows, read in the order ``cut`` gave the pieces; every batch checked on the way."""
-    options, bad = planned(source, info), []
+    options, bad = planned(source, info), list[BadRecord]()
     frames = []
     for piece, _ in source.format.cut(info, target_rows):
         batches = list(source.format.read(piece, options, BATCH_ROWS, bad))

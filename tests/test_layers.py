@@ -17,35 +17,31 @@ import squall
 
 SRC = Path(squall.__file__).resolve().parent
 
-LAYERS: dict[str, int] = {
-    # 0. The foundation: the error tree, named states, the registry mechanism, redaction, owner-only files.
-    "squall.errors": 0, "squall.states": 0, "squall.registry": 0, "squall.secrets": 0, "squall.owner_only": 0,
-    # 1. Records that are queued, stored or sent: chunk descriptors, read options, model references, the job's
-    #    task and invocation reports, worker messages, limits, results, invocation records.
-    "squall.plan.chunk": 1, "squall.formats.options": 1, "squall.models.base": 1, "squall.runtime.task": 1,
-    "squall.runtime.messages": 1, "squall.limits": 1, "squall.result": 1, "squall.invocations": 1,
-    # 2. The plugin contracts and their registries, which the spec validates names against: the storage
-    #    configuration, the Output and PartWriter protocols with OUTPUTS and OUTPUT_FORMATS, InputFormat with
-    #    FORMATS, Flavor with FLAVORS (and how a model reference is resolved and fetched), Backend with
-    #    BACKENDS, and TRIGGERS.
-    "squall.io.storage": 2, "squall.io.output": 2, "squall.io.part_formats": 2, "squall.formats.base": 2,
-    "squall.formats.registry": 2, "squall.models.code": 2, "squall.models.artifact": 2, "squall.models.registry": 2,
-    "squall.backends.base": 2, "squall.backends.registry": 2, "squall.triggers.registry": 2,
-    # 3. The job spec.
-    "squall.spec": 3,
-    # 4. Storage and the plugins themselves: outputs, input formats, flavors, SQL, and what every worker runs.
-    "squall.io": 4, "squall.formats": 4, "squall.models": 4, "squall.sql": 4, "squall.runtime": 4,
-    # 5. Backends: pools of workers.
+LAYERS: dict[str, int] = {  # as docs/architecture.md ("Layers and what each may import") draws them
+    # 1. Foundations: the error tree, the named states, the registry mechanism, redaction, owner-only files.
+    "squall.errors": 1, "squall.states": 1, "squall.registry": 1, "squall.secrets": 1, "squall.owner_only": 1,
+    # 2. Records that are stored or cross a process boundary: chunk descriptors (and how one splits), read
+    #    options, model references, the job's task and invocation reports, worker messages, limits.
+    "squall.plan.chunk": 2, "squall.plan.split": 2, "squall.formats.options": 2, "squall.models.base": 2,
+    "squall.runtime.task": 2, "squall.runtime.messages": 2, "squall.limits": 2, "squall.invocations": 2,
+    # 3. Storage and plugins: reading inputs (and listing them), loading models, writing and committing parts;
+    #    the registries of formats, flavors, outputs and output formats live here.
+    "squall.io": 3, "squall.formats": 3, "squall.models": 3, "squall.sql": 3, "squall.plan.sources": 3,
+    # 4. One invocation: what every backend's worker runs.
+    "squall.runtime": 4,
+    # 5. Workers: the backends and their registry.
     "squall.backends": 5,
-    # 6. The engine: the job store, planning, the ledger, observation, the coordinator, finalize.
-    "squall.store": 6, "squall.plan": 6, "squall.ledger": 6, "squall.observe": 6, "squall.coordinator": 6,
-    "squall.finalize": 6, "squall.failed_rows": 6,
-    # 7. Running and reading jobs: spec resolution, the run pipeline, job status, tuning, output diffs.
-    "squall.resolve": 7, "squall.pipeline": 7, "squall.job_status": 7, "squall.tuning": 7, "squall.diff": 7,
-    # 8. The public API (and the package, which re-exports it).
-    "squall.api": 8, "squall": 8,
-    # 9. The ways in: the service, triggers, the command line, the demo.
-    "squall.service": 9, "squall.triggers": 9, "squall.cli": 9, "squall.demo": 9,
+    # 6. The spec, checked against the registries below it.
+    "squall.spec": 6,
+    # 7. One job: the store, planning, coordination, finalize, the ledger, results, the listeners.
+    "squall.store": 7, "squall.plan": 7, "squall.coordinator": 7, "squall.finalize": 7, "squall.ledger": 7,
+    "squall.failed_rows": 7, "squall.result": 7, "squall.observe": 7,
+    # 8. The pipeline: a job from spec to result, and reading jobs back.
+    "squall.resolve": 8, "squall.pipeline": 8, "squall.job_status": 8, "squall.tuning": 8, "squall.diff": 8,
+    # 9. The public API (and the package, which re-exports it).
+    "squall.api": 9, "squall": 9,
+    # 10. Entry points: what users and other programs call.
+    "squall.cli": 10, "squall.service": 10, "squall.triggers": 10, "squall.demo": 10,
 }
 
 
@@ -158,8 +154,8 @@ def _a_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_the_checks_see_a_lazy_import_and_ignore_one_for_annotations_only():
-    """The reader itself: ``spec`` imports the registries inside its validators (seen), and ``backends.base``
-    imports ``spec`` only under ``TYPE_CHECKING`` (not an edge)."""
+    """The reader itself: ``spec`` imports the registries inside its validators (an edge), and ``backends.base``
+    imports ``spec`` only under ``TYPE_CHECKING`` (none)."""
     found = {(edge.source, edge.target) for edge in edges()}
     assert ("squall.spec", "squall.models.registry") in found
     assert ("squall.backends.base", "squall.spec") not in found

@@ -37,6 +37,7 @@ from support.s3server import CREDENTIALS
 
 import squall
 from squall import api
+from squall.resolve import ResolvedJob, backend_for
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,7 +63,9 @@ def actor_pids(older_than_s: float = 0.0) -> list[int]:
 
 
 def on_ray(spec: squall.JobSpec, **env: str) -> squall.JobSpec:
-    return spec.model_copy(update={"backend": "ray", "backend_options": {"ray": {"runtime_env": {"env_vars": env}} if env else {}}})
+    ray = {**spec.backend_options.get("ray", {}), **({"runtime_env": {"env_vars": env}} if env else {})}
+    values = {**spec.model_dump(exclude_unset=True), "backend": "ray", "backend_options": {**spec.backend_options, "ray": ray}}
+    return squall.JobSpec.model_validate(values)
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
@@ -92,7 +95,7 @@ def test_actors_read_ranges_from_and_commit_parts_to_an_object_store(s3, bucket,
     spec = squall.JobSpec(
         model=str(linear_model), input=[f"s3://{bucket}/in/*.parquet"], output=f"s3://{bucket}/out", key=["id"],
         method="predict_proba", workers=2, chunk_rows=700, endpoint_url=s3.endpoint, backend="ray",
-        ray_runtime_env={"env_vars": CREDENTIALS},
+        ray_runtime_env={"env_vars": CREDENTIALS},  # type: ignore[call-arg]  # the flat spelling a spec file may use
     )
     result = squall.run(spec)
     assert (result.state, result.rows_out) == ("SUCCEEDED", 5_000)
@@ -106,13 +109,19 @@ def test_actors_read_ranges_from_and_commit_parts_to_an_object_store(s3, bucket,
 
 def test_sigkilling_random_actors_every_half_second_loses_and_duplicates_nothing(tmp_path):
     ids_dataset(tmp_path / "in", 40_000, files=2, row_group_size=500)
+    predicted = tmp_path / "predicted-by"  # the steady model notes its pid on every call
     spec = on_ray(
         ids_spec(tmp_path, "steady", workers=2, chunk_rows=1_000, batch_size=250, max_attempts=50, split_after=50, backoff_base=0.05),
-        FAULT_SLEEP="0.05",
+        FAULT_SLEEP="0.05", FAULT_PIDS=str(predicted),
     )
-    # Actors that have had time to load the model: a worker killed again and again while it starts is taken
-    # for a model that cannot load, and that is another test.
-    result, kills = run_killing_workers(spec, seed=11, max_kills=8, every_s=0.7, victims=lambda: actor_pids(older_than_s=3.0))
+
+    def working_actors() -> list[int]:
+        """Actors that have loaded the model and predicted: a worker killed again and again while it starts is
+        taken for a model that cannot load, and that is another test."""
+        worked = set(map(int, predicted.read_text().split())) if predicted.exists() else set()
+        return [pid for pid in actor_pids() if pid in worked]
+
+    result, kills = run_killing_workers(spec, seed=11, max_kills=8, every_s=0.7, victims=working_actors)
     assert len(kills) >= 4
     assert result.state == "SUCCEEDED" and result.rows_out == 40_000
     assert result.worker_starts >= 2 + len(kills) - 1
@@ -142,7 +151,7 @@ def test_an_actor_over_its_memory_limit_is_killed_and_its_chunk_split(tmp_path):
     assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 999, 1)
     assert_exact_output(tmp_path / "out", set(range(1_000)) - {500})
     (dead,) = api.dead_letters(result.job_id)
-    assert dead.attempts[-1]["outcome"] == "memory" and "600 MB memory limit" in dead.attempts[-1]["error"]
+    assert dead.attempts[-1]["outcome"] == "memory" and "600 MB memory limit" in str(dead.attempts[-1]["error"])
 
 
 @pytest.mark.parametrize("model", ["abort_on_row", "exit_on_row"])
@@ -156,7 +165,7 @@ def test_a_row_that_ends_the_actor_is_isolated_by_splits_and_rows_that_raise_are
     assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 2_999, 1)
     (dead,) = api.dead_letters(result.job_id)
     assert dead.est_rows == 1
-    assert ("Ray actor died" if model == "abort_on_row" else "worker crashed: SystemExit") in dead.attempts[-1]["error"]
+    assert ("Ray actor died" if model == "abort_on_row" else "worker crashed: SystemExit") in str(dead.attempts[-1]["error"])
     raising = on_ray(ids_spec(tmp_path, "raise_on_some", chunk_rows=500, batch_size=100, max_error_rate=0.01, overwrite=True))
     result = api.run(raising)
     assert (result.state, result.rows_out, result.error_rows) == ("PARTIAL", 2_997, 3)
@@ -188,13 +197,12 @@ def test_the_pool_grows_to_ray_max_workers_while_chunks_wait(tmp_path):
 
 
 def test_the_pool_grows_by_one_actor_at_a_time_and_gives_idle_actors_back_down_to_workers(tmp_path):
-    from squall.backends.registry import open_backend
     from squall.plan.planner import make_plan
 
     ids_dataset(tmp_path / "in", 1_000)
     spec = on_ray(ids_spec(tmp_path, "steady", workers=1, ray_max_workers=3, ray_num_cpus=0.5))
-    task = api.task_for(spec, make_plan(spec, "pool"))
-    backend = open_backend(spec, tmp_path / "logs")
+    task = ResolvedJob.of(spec).task(make_plan(spec, "pool"))
+    backend = backend_for(spec, tmp_path / "logs")
 
     def settle(idle: int) -> None:
         deadline = time.time() + 60
