@@ -23,12 +23,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
-import psutil
 import pyarrow.parquet as pq
 import pytest
 from faultmodels import LoadsOnFlag
 from support import TESTS_DIR
 from support.data import ids_dataset
+from support.processes import alive, local_backend_processes, ray_actor_processes
 from support.stub_backend import StubBackend
 
 import squall
@@ -42,35 +42,6 @@ from squall.states import Outcome
 ROWS, CHUNK, WORKERS = 1_000, 250, 2
 SLOW_ID, SLOW_S = 600, 4.0  # in chunk 2
 SLOW_CHUNK = SLOW_ID // CHUNK
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie has ended: it only waits to be reaped)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def local_processes() -> set[int]:
-    """The local backend's processes under this one: workers, the fork server and the workers it forked."""
-    found = set()
-    for process in psutil.Process().children(recursive=True):
-        try:
-            if "squall.backends.local" in " ".join(process.cmdline()) and process.status() != psutil.STATUS_ZOMBIE:
-                found.add(process.pid)
-        except psutil.Error:
-            continue
-    return found
-
-
-def ray_actor_processes() -> set[int]:
-    """Processes running squall's worker actors."""
-    found = set()
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        if " ".join(process.info["cmdline"] or []).startswith("ray::ActorWorker"):
-            found.add(process.info["pid"])
-    return found
 
 
 @dataclass(frozen=True)
@@ -88,8 +59,8 @@ class Kind:
 
 
 KINDS = [
-    Kind("local-fork", {"fork": True}, processes=local_processes, loads=lambda starts: 1),  # the fork server loads once
-    Kind("local-spawn", {"fork": False}, processes=local_processes),
+    Kind("local-fork", {"fork": True}, processes=local_backend_processes, loads=lambda starts: 1),  # the fork server loads once
+    Kind("local-spawn", {"fork": False}, processes=local_backend_processes),
     Kind("ray", {"backend": "ray"}, processes=ray_actor_processes, fixtures=("ray_cluster",)),
     Kind("stub", make=lambda spec, logs: StubBackend(), scripted=True),
     # The SQS backend is one more entry here, e.g. Kind("sqs", {"backend": "sqs", ...}, processes=..., fixtures=("sqs",)).
@@ -169,10 +140,10 @@ def contract(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest
     for name, value in env.items():
         monkeypatch.setenv(name, value)  # local workers and the stub see this process's environment
     options = {"backend_options": {"ray": {"runtime_env": {"env_vars": env}}}} if kind.fields.get("backend") == "ray" else {}
-    spec = squall.JobSpec(
-        model="faultmodels:LoadsOnFlag", input=[str(folder)], output=str(tmp_path / "out"), key=["id"],
-        features=["id_copy"], workers=WORKERS, chunk_rows=CHUNK, **{**kind.fields, **options},  # type: ignore[arg-type]
-    )
+    spec = squall.JobSpec.model_validate({
+        "model": "faultmodels:LoadsOnFlag", "input": [str(folder)], "output": str(tmp_path / "out"), "key": ["id"],
+        "features": ["id_copy"], "workers": WORKERS, "chunk_rows": CHUNK, **kind.fields, **options,
+    })
     plan = make_plan(spec, "contract")
     backend = kind.make(spec, tmp_path / "logs")
     try:

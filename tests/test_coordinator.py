@@ -42,11 +42,10 @@ def data(dataset: Callable[..., tuple[Path, pd.DataFrame]]) -> tuple[Path, pd.Da
 
 
 def spec_of(model: Path, folder: Path, output: str, **fields: object) -> squall.JobSpec:
-    values: dict[str, object] = dict(workers=2, chunk_rows=CHUNK, backoff_base=0.0)
-    values.update(fields)
-    return squall.JobSpec(
-        model=str(model), input=[str(folder)], output=output, key=["id"], method="predict_proba", **values  # type: ignore[arg-type]
-    )
+    return squall.JobSpec.model_validate({
+        "model": str(model), "input": [str(folder)], "output": output, "key": ["id"], "method": "predict_proba",
+        "workers": 2, "chunk_rows": CHUNK, "backoff_base": 0.0, **fields,
+    })
 
 
 def assert_predicted(got: pd.DataFrame, model: Path, frame: pd.DataFrame, chunks: set[int] | None = None) -> None:

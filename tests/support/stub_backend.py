@@ -116,9 +116,9 @@ class StubBackend:
     # --- scripting -------------------------------------------------------------------------
 
     def hold(self, chunk_id: int, attempt: int, until: Attempt | None = None, seconds: float | None = None) -> None:
-        """Keep that attempt back: it runs, and reports, only when :meth:`release` d; with ``until``, once that
-        other attempt's report was delivered (a late report, even from a worker killed meanwhile); with
-        ``seconds``, once that long has passed since it was submitted (a long invocation)."""
+        """Keep that attempt back: it runs, and reports, only once released (:meth:`release`); with ``until``, once
+        that other attempt's report was delivered (a late report: it arrives even if its worker was killed
+        meanwhile); with ``seconds``, once that long has passed since it was submitted (a long invocation)."""
         self._scripts[(chunk_id, attempt)] = _Script(hold=True, until=until, seconds=seconds)
 
     def duplicate(self, chunk_id: int, attempt: int, times: int = 2) -> None:
@@ -131,7 +131,7 @@ class StubBackend:
         self._scripts[(chunk_id, attempt)] = _Script(die=cause)
 
     def hang(self, chunk_id: int, attempt: int) -> None:
-        """That attempt never reports: its worker stays busy until :meth:`kill` ed."""
+        """That attempt never reports: its worker stays busy until it is killed (:meth:`kill`)."""
         self._scripts[(chunk_id, attempt)] = _Script(hang=True)
 
     def fail(self, chunk_id: int, attempt: int, error: BaseException) -> None:
@@ -219,11 +219,16 @@ class StubBackend:
         return events
 
     def kill(self, worker: int) -> None:
-        """End ``worker`` at once (its held or hung attempt never reports, unless scripted to report late) and start another."""
+        """End ``worker`` at once and start another: its hung or held attempt never reports, unless it was held
+        ``until`` another attempt reported (a late report, scripted)."""
         self.killed.append(worker)
         slot = self._workers.get(worker)
-        if slot is not None:
-            self._replace(slot, None)
+        if slot is None:
+            return
+        for attempt, held in list(self._held.items()):
+            if (held.worker, held.generation) == (worker, slot.generation) and held.until is None:
+                del self._held[attempt]
+        self._replace(slot, None)
 
     def cold_starts(self) -> int:
         """One model load per worker started, as separate processes would load it."""
