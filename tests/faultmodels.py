@@ -193,3 +193,25 @@ def hang_with_a_child(frame):
         (Path(os.environ["FAULT_DIR"]) / f"child-{first}").write_text(str(child.pid))
         time.sleep(3600)
     return _ids(frame) * 2.0
+
+
+class LoadsOnFlag:
+    """A model class for the backend contract: constructing it (its load) waits until the file FAULT_LOAD_FLAG
+    exists, when that is set (failing after 120 s); it predicts `id_copy * 2`. A batch holding the id
+    FAULT_SLOW_ID first writes its worker's pid to FAULT_DIR/started-<pid>, then takes FAULT_SLOW_S seconds."""
+
+    def __init__(self) -> None:
+        flag = os.environ.get("FAULT_LOAD_FLAG")
+        deadline = time.monotonic() + 120
+        while flag and not Path(flag).exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{flag} never appeared")
+            time.sleep(0.02)
+
+    def predict(self, frame):
+        ids = _ids(frame)
+        slow = os.environ.get("FAULT_SLOW_ID")
+        if slow is not None and (ids == int(slow)).any():
+            (Path(os.environ["FAULT_DIR"]) / f"started-{os.getpid()}").write_text(str(os.getpid()))
+            time.sleep(float(os.environ["FAULT_SLOW_S"]))
+        return ids * 2.0

@@ -8,7 +8,7 @@ import mlflow.pyfunc
 import pandas as pd
 
 
-class WeightedSum(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class WeightedSum(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
     """Predicts sum(i * f_i) over the feature columns, in order."""
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from squall.backends.base import InvocationDone, WorkerReady
+from squall.backends.base import InvocationDone, WorkerEvent, WorkerReady
 from squall.coordinator import Coordinator
 from squall.finalize import finalize_job
 from squall.formats.options import ReadOptions
@@ -24,6 +24,7 @@ from squall.limits import JobLimits, RetryPolicy
 from squall.models.base import ModelRef
 from squall.plan.chunk import Chunk, Piece
 from squall.runtime.task import InvocationReport, JobTask, OutputNaming
+from squall.states import Outcome
 from squall.store import JobStore
 
 
@@ -33,7 +34,7 @@ class ScriptedBackend:
     def __init__(self, output: str) -> None:
         self.output = output
         self.submitted: list[tuple[int, int, int]] = []
-        self.queue: list[object] = [WorkerReady(0, 0.1), WorkerReady(1, 0.1)]
+        self.queue: list[WorkerEvent] = [WorkerReady(0, 0.1), WorkerReady(1, 0.1)]
         self.busy: set[int] = set()
         self.killed: list[int] = []
         self.hold: set[tuple[int, int]] = set()
@@ -71,11 +72,11 @@ class ScriptedBackend:
         table = table.cast(schema_from_text(sent)) if sent else table
         pq.write_table(table, path)
         report = InvocationReport(
-            "job", chunk_id, attempt, worker, "ok", claimed_rows, claimed_rows, 0, path, None, part_schema=schema_text(table.schema)
+            "job", chunk_id, attempt, worker, Outcome.OK, claimed_rows, claimed_rows, 0, path, None, part_schema=schema_text(table.schema)
         )
         return InvocationDone(worker, report)
 
-    def wait(self, timeout: float) -> list[object]:
+    def wait(self, timeout: float) -> list[WorkerEvent]:
         events, self.queue = self.queue, []
         for event in events:
             if isinstance(event, InvocationDone):
@@ -128,13 +129,13 @@ def test_two_attempts_finishing_together_commit_exactly_one(tmp_path):
     coordinator = Coordinator(store, backend, task, 2, limits, clock=clock)
     original_wait = backend.wait
 
-    def wait(timeout: float) -> list[object]:
+    def wait(timeout: float) -> list[WorkerEvent]:
         if len(backend.submitted) == 2 and not backend.queue:
             worker, _, _ = backend.submitted[1]
             backend.queue.extend([backend.report(0, 0, 1), backend.report(worker, 0, 2)])
         return original_wait(timeout)
 
-    backend.wait = wait
+    backend.wait = wait  # type: ignore[method-assign]  # the script releases reports as the coordinator waits
     coordinator.drive()
     assert committed(output, 0) == {"id": 0, "attempt": 2}
     assert [p.name for p in Path(output).glob("part-*")] == ["part-00000.parquet"]
@@ -148,7 +149,7 @@ def test_a_duplicate_delivery_of_the_winning_attempt_changes_nothing(tmp_path):
     coordinator = Coordinator(store, backend, task, 2, JobLimits())
     original_wait = backend.wait
 
-    def wait(timeout: float) -> list[object]:
+    def wait(timeout: float) -> list[WorkerEvent]:
         if (0, 1) in backend.hold and any(s[1] == 0 for s in backend.submitted):
             backend.hold.clear()
             worker = next(s[0] for s in backend.submitted if s[1] == 0)
@@ -156,7 +157,7 @@ def test_a_duplicate_delivery_of_the_winning_attempt_changes_nothing(tmp_path):
             backend.queue.extend([first, first])
         return original_wait(timeout)
 
-    backend.wait = wait
+    backend.wait = wait  # type: ignore[method-assign]  # the script releases reports as the coordinator waits
     coordinator.drive()
     assert committed(output, 0)["attempt"] == 1 and committed(output, 1)["attempt"] == 1
     assert sorted(p.name for p in Path(output).glob("part-*")) == ["part-00000.parquet", "part-00001.parquet"]
@@ -169,14 +170,14 @@ def test_the_store_records_the_rows_committed_and_a_report_claiming_more_fails_t
     backend.hold.add((1, 1))
     original_wait = backend.wait
 
-    def wait(timeout: float) -> list[object]:
+    def wait(timeout: float) -> list[WorkerEvent]:
         if (1, 1) in backend.hold and any(s[1] == 1 for s in backend.submitted):
             backend.hold.clear()
             worker = next(s[0] for s in backend.submitted if s[1] == 1)
             backend.queue.append(backend.report(worker, 1, 1, claimed_rows=5))  # the file holds 1 row
         return original_wait(timeout)
 
-    backend.wait = wait
+    backend.wait = wait  # type: ignore[method-assign]  # the script releases reports as the coordinator waits
     coordinator = Coordinator(store, backend, task, 2, JobLimits())
     coordinator.drive()
     assert [(d.chunk_id, d.rows_in, d.rows_out) for d in store.done_chunks("job")] == [(0, 1, 1), (1, 5, 1)]
@@ -193,7 +194,7 @@ def test_two_first_parts_of_different_types_commit_one_schema_and_the_other_is_r
     backend.prediction = 2.0  # the retry's model answers float64 again, and is cast to the job's schema
     original_wait = backend.wait
 
-    def wait(timeout: float) -> list[object]:
+    def wait(timeout: float) -> list[WorkerEvent]:
         if {(0, 1), (1, 1)} <= backend.hold and len(backend.submitted) == 2:  # both run before either reports
             backend.hold.clear()
             (worker_a, chunk_a, _), (worker_b, chunk_b, _) = backend.submitted
@@ -201,7 +202,7 @@ def test_two_first_parts_of_different_types_commit_one_schema_and_the_other_is_r
             backend.queue.append(backend.report(worker_b, chunk_b, 1, prediction=chunk_b * 2.0))  # float64
         return original_wait(timeout)
 
-    backend.wait = wait
+    backend.wait = wait  # type: ignore[method-assign]  # the script releases reports as the coordinator waits
     coordinator = Coordinator(store, backend, task, 2, JobLimits(retry=RetryPolicy(max_attempts=3, backoff_base=0.0)))
     coordinator.drive()
     job_schema = store.output_schema("job")

@@ -47,7 +47,8 @@ def all_docs() -> str:
 
 def section(text: str, heading: str) -> str:
     """The part of ``text`` under the Markdown heading ``heading`` up to the next heading of the same or a higher level."""
-    lines, level, inside, fenced = [], None, False, False
+    lines: list[str] = []
+    level, inside, fenced = 0, False, False
     for line in text.splitlines():
         if line.startswith("```"):
             fenced = not fenced
@@ -149,7 +150,7 @@ def test_every_cli_command_is_documented_in_the_reference():
     for name in main.commands:
         assert re.search(rf"\| `squall {name}\b", commands), f"`squall {name}` has no row in the command table"
         assert f"squall {name}" in all_docs()
-    documented = {re.match(r"`squall (\w+)", row[0]).group(1) for row in table_rows(commands) if row[0].startswith("`squall")}
+    documented = {match.group(1) for row in table_rows(commands) if (match := re.match(r"`squall (\w+)", row[0]))}
     assert documented == set(main.commands), "docs/reference.md's command table and the CLI disagree"
 
 

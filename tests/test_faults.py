@@ -83,7 +83,7 @@ def test_a_model_that_hangs_on_one_row_is_isolated_by_timeouts_and_splits(tmp_pa
     assert_exact_output(tmp_path / "out", set(range(2_000)) - {1234})
     (dead,) = squall.api.dead_letters(result.job_id)
     assert dead.est_rows == 1 and dead.attempts[-1]["outcome"] == "timeout"
-    assert "cannot be split below min_chunk_rows" in dead.attempts[-1]["error"]
+    assert "cannot be split below min_chunk_rows" in str(dead.attempts[-1]["error"])
 
 
 def test_the_batch_lane_finishes_a_chunk_that_needs_more_than_the_timeout(tmp_path, monkeypatch):
@@ -107,7 +107,7 @@ def test_a_row_that_aborts_the_process_is_isolated_by_splitting_on_crashes(tmp_p
     assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 999, 1)
     assert_exact_output(tmp_path / "out", set(range(1_000)) - {321})
     (dead,) = squall.api.dead_letters(result.job_id)
-    assert dead.est_rows == 1 and "SIGABRT" in dead.attempts[-1]["error"]
+    assert dead.est_rows == 1 and "SIGABRT" in str(dead.attempts[-1]["error"])
     with sqlite3.connect(Path(os.environ["SQUALL_HOME"]) / "squall.db") as db:
         failures = db.execute("SELECT chunk_id, outcome, error FROM attempts WHERE outcome != 'ok'").fetchall()
     # Only the chunks holding row 321 crashed (128 → 64 → … → 1 rows), each by SIGABRT: no other worker was touched.
@@ -161,7 +161,7 @@ def test_a_worker_over_its_memory_limit_is_killed_and_its_chunk_split(tmp_path, 
     assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 999, 1)
     assert_exact_output(tmp_path / "out", set(range(1_000)) - {500})
     (dead,) = squall.api.dead_letters(result.job_id)
-    assert dead.attempts[-1]["outcome"] == "memory" and "600 MB memory limit" in dead.attempts[-1]["error"]
+    assert dead.attempts[-1]["outcome"] == "memory" and "600 MB memory limit" in str(dead.attempts[-1]["error"])
 
 
 def test_a_leaking_model_is_recycled_between_invocations_before_it_is_killed(tmp_path, monkeypatch):

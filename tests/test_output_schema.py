@@ -66,7 +66,9 @@ def test_parts_of_a_model_returning_int64_and_float64_read_as_one_table_in_panda
 
     by_pandas = pd.read_parquet(output).sort_values("id", ignore_index=True)
     by_polars = pl.read_parquet(f"{output}/*.parquet").sort("id").to_pandas()
-    by_duckdb = duckdb.sql(f"SELECT id, prediction FROM read_parquet('{output}/*.parquet') ORDER BY id").df()
+    relation = duckdb.sql(f"SELECT id, prediction FROM read_parquet('{output}/*.parquet') ORDER BY id")
+    assert relation is not None  # a query has a result
+    by_duckdb = relation.df()
     for got in (by_pandas, by_polars, by_duckdb):
         assert len(got) == ROWS and list(got["id"]) == list(range(ROWS))
         assert got["prediction"].dtype == job_type.to_pandas_dtype()

@@ -21,7 +21,7 @@ def covered_rows(plan) -> list[tuple[str, int]]:
     """Every (file, row) a plan's parquet chunks read, by reading them."""
     from squall.formats.registry import get_format
 
-    rows = []
+    rows: list[tuple[str, int]] = []
     for chunk in plan.chunks:
         for piece in chunk.pieces:
             for batch in get_format("parquet").read(piece, plan.read_options, 97, []):

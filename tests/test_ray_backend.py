@@ -95,7 +95,7 @@ def test_actors_read_ranges_from_and_commit_parts_to_an_object_store(s3, bucket,
     spec = squall.JobSpec(
         model=str(linear_model), input=[f"s3://{bucket}/in/*.parquet"], output=f"s3://{bucket}/out", key=["id"],
         method="predict_proba", workers=2, chunk_rows=700, endpoint_url=s3.endpoint, backend="ray",
-        ray_runtime_env={"env_vars": CREDENTIALS},
+        ray_runtime_env={"env_vars": CREDENTIALS},  # type: ignore[call-arg]  # the flat spelling a spec file may use
     )
     result = squall.run(spec)
     assert (result.state, result.rows_out) == ("SUCCEEDED", 5_000)
@@ -151,7 +151,7 @@ def test_an_actor_over_its_memory_limit_is_killed_and_its_chunk_split(tmp_path):
     assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 999, 1)
     assert_exact_output(tmp_path / "out", set(range(1_000)) - {500})
     (dead,) = api.dead_letters(result.job_id)
-    assert dead.attempts[-1]["outcome"] == "memory" and "600 MB memory limit" in dead.attempts[-1]["error"]
+    assert dead.attempts[-1]["outcome"] == "memory" and "600 MB memory limit" in str(dead.attempts[-1]["error"])
 
 
 @pytest.mark.parametrize("model", ["abort_on_row", "exit_on_row"])
@@ -165,7 +165,7 @@ def test_a_row_that_ends_the_actor_is_isolated_by_splits_and_rows_that_raise_are
     assert (result.state, result.rows_out, result.dead_chunks) == ("PARTIAL", 2_999, 1)
     (dead,) = api.dead_letters(result.job_id)
     assert dead.est_rows == 1
-    assert ("Ray actor died" if model == "abort_on_row" else "worker crashed: SystemExit") in dead.attempts[-1]["error"]
+    assert ("Ray actor died" if model == "abort_on_row" else "worker crashed: SystemExit") in str(dead.attempts[-1]["error"])
     raising = on_ray(ids_spec(tmp_path, "raise_on_some", chunk_rows=500, batch_size=100, max_error_rate=0.01, overwrite=True))
     result = api.run(raising)
     assert (result.state, result.rows_out, result.error_rows) == ("PARTIAL", 2_997, 3)

@@ -71,7 +71,9 @@ def test_the_report_opens_offline_in_a_headless_browser_and_draws_one_bar_per_in
     probe = tmp_path / "probe.html"
     probe.write_text(html.replace("</body>", _PROBE + "</body>"))
     dom = _chromium("--dump-dom", probe.as_uri()).stdout
-    bars = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1).replace("&quot;", '"'))
+    probed = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert probed is not None, dom
+    bars = json.loads(probed.group(1).replace("&quot;", '"'))
     assert len(bars) == result.invocations == len(re.findall(r"<rect class=\"bar\"", dom))
     assert {(b["chunk"], b["attempt"]) for b in bars} == {(c, 1) for c in range(12)}
     assert all(b["width"] >= 1 and b["height"] > 5 and b["inside"] for b in bars)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from squall.backends.ray.options import RayOptions
 from squall.errors import SpecError
 from squall.spec import build_spec, field_names, load_spec_file
 
@@ -80,6 +81,7 @@ def test_a_backend_ray_table_selects_ray_and_sets_its_fields_and_the_pool_size(t
     )
     spec = build_spec(load_spec_file(spec_file))
     ray = spec.backend_settings()
+    assert isinstance(ray, RayOptions)
     assert (spec.backend, ray.address, ray.num_cpus, ray.num_gpus, ray.memory) == ("ray", "auto", 2, 0.5, 2048)
     assert (spec.workers, ray.max_workers) == (2, 8)
     assert ray.runtime_env == {"env_vars": {"HF_HOME": "/mnt/hf"}}
