@@ -214,11 +214,7 @@ def test_a_late_report_of_a_killed_attempt_is_discarded_and_never_replaces_the_c
     assert_predicted(read_output(output), linear_model, frame)
 
 
-@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.xfail(strict=True, reason=(
-    "known bug, reported to the lead: on an object store the winning attempt's part is the committed part, and "
-    "Coordinator._on_report discards the part of a report it does not lease, so a duplicate delivery deletes "
-    "the committed part while the job still ends SUCCEEDED"
-)))])
+@pytest.mark.parametrize("where", ["local", "s3"])
 def test_a_duplicate_delivery_of_the_winning_report_changes_nothing(where, data, linear_model, tmp_path, request):
     folder, frame = data
     if where == "s3":

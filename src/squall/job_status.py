@@ -86,8 +86,8 @@ class DeadChunk:
 
     chunk_id: int
     est_rows: int
-    pieces: list[dict[str, object]]
-    attempts: list[dict[str, object]]
+    pieces: list[dict[str, Any]]
+    attempts: list[dict[str, Any]]
 
 
 def status(job_id: str, state_dir: str | Path | None = None) -> JobStatus:

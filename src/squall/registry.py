@@ -13,10 +13,10 @@ implementations do::
     my-flavor = "my_package.flavor:MyFlavor"
 
 Groups: ``squall.flavors``, ``squall.formats``, ``squall.output_formats``,
-``squall.outputs``, ``squall.backends``, ``squall.triggers``. A plugin's
-object may carry the metadata its registry reads (``extensions``,
-``schemes``); a built-in declares it here, so that recognising a file needs
-no import.
+``squall.outputs``, ``squall.backends``, ``squall.triggers``. A built-in
+declares how to recognise what it handles (file extensions, URL schemes...)
+in its :class:`Plugin` line, so that recognising a file needs no import; a
+package's plugin is chosen by name (``--flavor rule``, ``--format fwf``).
 """
 
 from __future__ import annotations

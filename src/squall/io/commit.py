@@ -140,7 +140,8 @@ class OutputDir:
             self._fs.rm(path)
 
     def clear_attempts(self) -> None:
-        """Remove every attempt file left in ``_tmp/``."""
+        """Remove every attempt file left in ``_tmp/`` (on an object store, attempts lie beside the committed
+        parts under part names, and :meth:`remove_unlisted` removes those never committed)."""
         path = f"{self._path}/{layout.TMP_DIR}"
         if self._fs.exists(path):
             self._fs.rm(path, recursive=True)

@@ -87,7 +87,9 @@ class Output(Protocol):
         """Delete a losing attempt, if it exists."""
 
     def clear_attempts(self) -> None:
-        """Delete every attempt that was not committed."""
+        """Delete every attempt kept apart from the committed parts (``_tmp/``, staging tables). An output that
+        commits an attempt by recording it where it lies (an object store) keeps its attempts beside the
+        committed parts: :meth:`remove_unlisted` removes the ones never committed, at finalize."""
 
     def remove_unlisted(self, listed: set[str]) -> list[str]:
         """Delete committed parts that ``listed`` (names relative to the output) does not name; returns them."""
