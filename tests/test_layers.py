@@ -41,7 +41,7 @@ LAYERS: dict[str, int] = {  # as docs/architecture.md ("Layers and what each may
     # 9. The public API (and the package, which re-exports it).
     "squall.api": 9, "squall": 9,
     # 10. Entry points: what users and other programs call.
-    "squall.cli": 10, "squall.service": 10, "squall.triggers": 10, "squall.demo": 10,
+    "squall.cli": 10, "squall.cli_deploy": 10, "squall.service": 10, "squall.triggers": 10, "squall.demo": 10,
 }
 
 

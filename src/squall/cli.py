@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, NoReturn, Union, get_a
 import click
 from rich.console import Console
 
+from squall.cli_deploy import deploy
 from squall.errors import SquallError, UsageError
 from squall.spec import JobSpec, backend_option_names, build_spec, load_spec_file
 from squall.states import JobState
@@ -467,6 +468,9 @@ def demo(directory: str, rows: int, workers: int | None) -> None:
         sys.exit(run_demo(directory, rows, workers))
     except UsageError as error:
         _fail(_stderr(), error)
+
+
+main.add_command(deploy)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,1 @@
+"""``squall deploy aws``: the CloudFormation stack that runs squall workers as AWS Lambda functions."""
