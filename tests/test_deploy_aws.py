@@ -23,6 +23,8 @@ from support.aws import (
     queue_names,
     without_aws,
 )
+from support.data import make_frame
+from support.s3 import filesystem, upload_frame
 from support.s3server import CREDENTIALS, S3Server
 
 from squall.backends.sqs.deploy.settings import S3Location
@@ -231,3 +233,18 @@ def _resources(statement: dict[str, Any]) -> list[str]:
 ])
 def test_a_prefix_is_the_folder_before_any_glob(uri: str, bucket: str, key: str) -> None:
     assert S3Location.prefix_of(uri, "--input-prefix") == S3Location(bucket, key)
+
+
+def test_plan_plans_the_specs_job_under_the_deployments_limits(s3: S3Server, bucket: str, tmp_path: Path) -> None:
+    fs = filesystem(s3)
+    for index in range(2):
+        upload_frame(fs, make_frame(3_000, seed=index, start=index * 3_000), f"{bucket}/in/f{index}.parquet", "parquet")
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'model = "s3://{bucket}/models/m.onnx"\ninput = ["s3://{bucket}/in/*.parquet"]\n'
+                    f'output = "s3://{bucket}/out/"\nendpoint_url = "{s3.endpoint}"\nchunk_rows = 1000\nworkers = 20\n')
+    result = deploy_cli(s3, "--stack", "preds", "--spec", str(spec), "--plan", "--dry-run", "--timeout", "60")
+    template_of(result)
+    assert "plan: 6 invocations, 1,000 rows per chunk" in result.stderr
+    assert "no measured speed for this model: run `squall tune`" in result.stderr
+    assert "at most 20 concurrent functions" in result.stderr and "timeout 60 s" in result.stderr
+    assert "cores" not in result.stderr  # this machine's cores say nothing about functions
