@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,11 @@ from support.s3 import filesystem, upload_frame
 from support.s3server import CREDENTIALS, S3Server
 
 from squall.backends.sqs.deploy.settings import S3Location
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/squall:1.0"
 
@@ -248,3 +254,14 @@ def test_plan_plans_the_specs_job_under_the_deployments_limits(s3: S3Server, buc
     assert "no measured speed for this model: run `squall tune`" in result.stderr
     assert "at most 20 concurrent functions" in result.stderr and "timeout 60 s" in result.stderr
     assert "cores" not in result.stderr  # this machine's cores say nothing about functions
+
+
+def test_the_lambda_image_runs_the_handler_with_extras_the_project_defines() -> None:
+    """Static: the base image cannot be pulled here, so the image is not built (hadolint passes on it, by hand)."""
+    root = Path(__file__).resolve().parents[1]
+    lines = (root / "Dockerfile.lambda").read_text().splitlines()
+    assert "FROM public.ecr.aws/lambda/python:3.11" in lines
+    assert lines[-1] == 'CMD ["squall.backends.sqs.lambda_handler.handler"]'
+    (default,) = [line.split("=", 1)[1] for line in lines if line.startswith("ARG EXTRAS=")]
+    defined = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "aws" in default.split(",") and set(default.split(",")) <= set(defined)
