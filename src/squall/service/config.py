@@ -149,7 +149,7 @@ def _beside(folder: Path, rule: Any) -> Any:
     if not isinstance(rule, dict):
         return rule
     rule = dict(rule)
-    for key in ("spec", "location"):
+    for key in ("spec", "schedule_spec", "location"):
         value = rule.get(key)
         if isinstance(value, str) and not is_remote(value) and not Path(value).is_absolute():
             rule[key] = str(folder / value)

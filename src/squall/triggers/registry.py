@@ -4,7 +4,8 @@ A trigger registers an object (:class:`TriggerKind`) that names its rule
 (a pydantic model: the fields of its table in the serve config), checks a
 rule before anything starts, and gives the loop a thread runs for a rule.
 ``watch`` starts a job per file that arrives in a folder or under a prefix;
-``schedule`` starts one per cron time. Another package adds one under the
+``schedule`` starts one per cron time; ``sqs-events`` one per S3 notification or
+scheduled event that arrives on an SQS queue. Another package adds one under the
 entry point group ``squall.triggers``; its rules go in the serve config's
 ``[[triggers]]`` tables with ``kind = "NAME"``.
 """
@@ -12,8 +13,9 @@ entry point group ``squall.triggers``; its rules go in the serve config's
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
@@ -45,4 +47,7 @@ class TriggerKind(Protocol):
 TRIGGERS: Registry[TriggerKind] = Registry("trigger", "squall.triggers", (
     Plugin("watch", "squall.triggers.kinds:FILE_ARRIVAL", "serve"),
     Plugin("schedule", "squall.triggers.kinds:CRON", "serve"),
+    Plugin("sqs-events", "squall.triggers.sqs_events:QUEUE_EVENTS", "aws"),
 ), error=SpecError)
+"""The built-in triggers: file arrival (``watch``), cron schedules (``schedule``), and the S3 notifications and
+scheduled events on an SQS queue (``sqs-events``, the events queue of ``squall deploy aws``)."""

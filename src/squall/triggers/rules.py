@@ -18,25 +18,27 @@ from squall.errors import SpecError
 from squall.io.storage import is_remote
 from squall.spec import load_spec_file
 
-_R = TypeVar("_R", bound="_Rule")
+_R = TypeVar("_R", bound="TemplateRule")
 PARTIAL_PATTERNS = ("*.tmp", ".*", "*.part", "*.crdownload", "*.partial", "*~", "_*")
 
 
-class _Rule(BaseModel):
+class TemplateRule(BaseModel):
+    """A rule whose jobs come from a spec template: the file ``spec`` names, overridden by inline ``template`` values."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     spec: str | None = Field(None, description="Spec template file (TOML or JSON).")
     template: dict[str, Any] = Field(default_factory=dict, description="Inline spec template values; override `spec`.")
 
     @model_validator(mode="after")
-    def _read_spec_file(self) -> "_Rule":
+    def _read_spec_file(self) -> TemplateRule:
         if self.spec is not None:
             object.__setattr__(self, "template", {**load_spec_file(self.spec), **self.template})
             object.__setattr__(self, "spec", None)
         return self
 
 
-class WatchRule(_Rule):
+class WatchRule(TemplateRule):
     """One job per new file under ``location``: a local folder or an object-store prefix URL."""
 
     location: str = Field(description="Local folder, or object-store prefix URL (s3://bucket/inbox/).")
@@ -59,7 +61,7 @@ class WatchRule(_Rule):
         return os.path.realpath(self.location.removeprefix("file://"))
 
 
-class ScheduleRule(_Rule):
+class ScheduleRule(TemplateRule):
     """One job per cron time (``[[schedules]]`` in the serve config)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$", description="Name of the schedule; prefixes its job ids.")
