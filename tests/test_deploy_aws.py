@@ -80,7 +80,10 @@ def test_dry_run_prints_the_template_without_credentials_and_touches_nothing(s3:
     template = template_of(result)
     assert template == without
     assert template["Parameters"]["ImageUri"]["Default"] == IMAGE
+    deleting = deploy_cli(s3, "--stack", "preds", "--delete", "--dry-run")
+    assert deleting.returncode == 0 and "would delete stack preds" in deleting.stdout
     assert len(s3.log.requests) == before, "a dry run sent requests"
+    assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in result.stdout + result.stderr
     assert "stack preds: 3008 MB, timeout 600 s" in result.stderr
 
 
@@ -92,6 +95,8 @@ def test_a_dry_run_cannot_mislead_a_bad_limit_is_refused_with_lambdas_bounds() -
     nowhere = deploy_cli(None, "--stack", "preds", "--dry-run", "--model", "/models/local.onnx", "--input-prefix",
                          "s3://data/in/", "--output-prefix", "s3://data/out/")
     assert nowhere.returncode == 2 and "--model must be an S3 URL" in nowhere.stderr
+    unnamed = deploy_cli(None, "--stack", "9-lives", "--dry-run", *plain())
+    assert unnamed.returncode == 2 and "--stack" in unnamed.stderr and "a letter first" in unnamed.stderr
 
 
 def test_limits_come_from_the_spec_then_the_environment_then_the_options(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def deploy() -> None:
 @click.option("--schedule", help="EventBridge schedule expression that notifies NAME-events, e.g. 'rate(1 hour)'.")
 @click.option("--log-retention-days", type=int, help="Days CloudWatch keeps the function's logs (default 30).")
 @click.option("--plan", "show_plan", is_flag=True, help="Plan the spec's job under these limits; print the forecast and its warnings.")
-@click.option("--dry-run", is_flag=True, help="Print the CloudFormation template; touch nothing.")
+@click.option("--dry-run", is_flag=True, help="Print the CloudFormation template (with --delete, what would go); touch nothing.")
 @click.option("--delete", is_flag=True, help="Remove the stack (and its trigger bucket's notification).")
 def aws(stack: str, spec_file: str | None, show_plan: bool, dry_run: bool, delete: bool, **options: Any) -> None:
     """Create or update (or with --delete remove) the CloudFormation stack that runs squall workers on AWS Lambda."""
@@ -60,6 +60,9 @@ def aws(stack: str, spec_file: str | None, show_plan: bool, dry_run: bool, delet
     from squall.backends.sqs.deploy.template import template_json
 
     try:
+        if delete and dry_run:
+            click.echo(f"would delete stack {stack} and its trigger bucket's notification; nothing was touched")
+            return
         if delete:
             removed = undeploy(stack, _note)
             click.echo(f"stack {stack} deleted" if removed else f"no stack {stack}: nothing to delete")

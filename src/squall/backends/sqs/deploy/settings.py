@@ -114,6 +114,7 @@ class DeploySettings(BaseModel):
 
 _OPTIONS = {"models": "model"}
 _HINTS = {
+    "stack": " (letters, digits and hyphens, a letter first, at most 48: the queues' names add -results and -events)",
     "timeout": " (Lambda's limit is 900 s: cut smaller chunks, --chunk-rows, so each fits)",
     "memory": " (Lambda gives a function 128 to 10,240 MB)",
     "max_concurrency": " (an SQS event source invokes 2 to 1,000 functions at once)",
