@@ -28,7 +28,8 @@ from support.data import make_frame
 from support.s3 import filesystem, upload_frame
 from support.s3server import CREDENTIALS, S3Server
 
-from squall.backends.sqs.deploy.settings import S3Location
+from squall.backends.sqs.deploy.settings import S3Location, deploy_settings
+from squall.backends.sqs.deploy.template import worker_statements
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -270,3 +271,12 @@ def test_the_lambda_image_runs_the_handler_with_extras_the_project_defines() -> 
     (default,) = [line.split("=", 1)[1] for line in lines if line.startswith("ARG EXTRAS=")]
     defined = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert "aws" in default.split(",") and set(default.split(",")) <= set(defined)
+
+
+def test_a_model_folder_is_readable_as_the_folder_and_nothing_beside_it() -> None:
+    settings = deploy_settings(stack="p", models=("s3://models/mlflow/m/",), input_prefix="s3://data/in",
+                               output_prefix="s3://data/out/")
+    statements = {s["Sid"]: s for s in worker_statements(settings)}
+    assert statements["ReadModels"]["Resource"] == [{"Fn::Sub": "arn:${AWS::Partition}:s3:::models/mlflow/m"},
+                                                    {"Fn::Sub": "arn:${AWS::Partition}:s3:::models/mlflow/m/*"}]
+    assert statements["List1"]["Condition"] == {"StringLike": {"s3:prefix": ["mlflow/m", "mlflow/m/*"]}}

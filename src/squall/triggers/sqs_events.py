@@ -77,6 +77,7 @@ class QueueEvents:
     section = "triggers"  # no table of its own: its rules are `[[triggers]]` tables with `kind = "sqs-events"`
 
     def check(self, rule: QueueEventsRule) -> None:
+        """Refuse templates that would not make valid specs, and a queue that does not exist."""
         now = datetime.now(timezone.utc)
         file_spec(rule.template, "s3://bucket/example.parquet", now, "template-check")
         if rule.schedule_template:
@@ -84,6 +85,8 @@ class QueueEvents:
         queue_url(_sqs_client(), rule.queue)
 
     def loop(self, rule: QueueEventsRule, submit: Submit, state_dir: Path, stop: threading.Event) -> Callable[[], None]:
+        """Poll the queue until ``stop``; an error is logged and the loop starts again (recovering) after a pause."""
+
         def consume() -> None:
             seen = SeenRecord(state_dir)
             try:
@@ -105,6 +108,7 @@ class QueueEvents:
         return retrying
 
     def describe(self, rule: QueueEventsRule) -> str:
+        """``sqs-events QUEUE``."""
         return f"sqs-events {rule.queue}"
 
 
@@ -126,6 +130,7 @@ class QueueEventsTrigger:
         recover(self.seen, self.schedule_rule_id(), self.runner, no_report, self.rule.schedule_template)
 
     def schedule_rule_id(self) -> str:
+        """The rule's id in the seen record for scheduled events (kept apart from objects' keys)."""
         return self.rule_id + ":schedule"
 
     def poll(self) -> int:

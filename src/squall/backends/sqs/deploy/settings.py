@@ -49,9 +49,6 @@ class S3Location:
         key = found.key[: glob.start()].rpartition("/")[0] if glob else found.key.rstrip("/")
         return cls(found.bucket, key + "/" if key else "")
 
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
 
 Architecture = Literal["x86_64", "arm64"]
 
@@ -94,12 +91,15 @@ class DeploySettings(BaseModel):
         return [S3Location.parse(uri, "--model") for uri in self.models]
 
     def input_location(self) -> S3Location:
+        """The folder the function may read inputs from."""
         return S3Location.prefix_of(self.input_prefix, "--input-prefix")
 
     def output_location(self) -> S3Location:
+        """The folder the function may read, write and delete under."""
         return S3Location.prefix_of(self.output_prefix, "--output-prefix")
 
     def trigger_location(self) -> S3Location | None:
+        """The folder whose new objects notify the events queue, if any."""
         return None if self.trigger_prefix is None else S3Location.prefix_of(self.trigger_prefix, "--trigger-prefix")
 
     def visibility_timeout(self) -> int:

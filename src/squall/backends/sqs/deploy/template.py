@@ -127,7 +127,8 @@ def _role(settings: DeploySettings) -> dict[str, Any]:
 
 def worker_statements(settings: DeploySettings) -> list[dict[str, Any]]:
     """The function role's statements: every action on a named resource, S3 listing only under the prefixes."""
-    models = [arn for m in settings.model_locations() for arn in (_object(m.bucket, m.key), _object(m.bucket, m.key + "/*"))]
+    models = [arn for m in settings.model_locations()
+              for arn in (_object(m.bucket, m.key.rstrip("/")), _object(m.bucket, m.key.rstrip("/") + "/*"))]
     inputs, outputs = settings.input_location(), settings.output_location()
     return [
         _allow("ReadModels", ["s3:GetObject"], models),
