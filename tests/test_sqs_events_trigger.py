@@ -19,6 +19,7 @@ from contextlib import closing
 from pathlib import Path
 
 import httpx
+import pytest
 from support.aws import aws_env, client, deploy_cli
 from support.data import make_frame, read_output
 from support.s3 import filesystem, upload_frame
@@ -166,3 +167,21 @@ def test_each_message_shape_starts_the_jobs_it_names_and_only_those(s3: S3Server
     ]
     assert {entry.key for entry in seen.entries()} == {"s3://b/inbox/a b.parquet", "2026-11-29T02:00:00+00:00"}
     seen.close()
+
+
+def test_an_event_its_template_cannot_fill_is_logged_and_deleted_not_received_forever(
+        s3: S3Server, tmp_path: Path, linear_model: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sqs = client(s3, "sqs")
+    queue = f"unfit{random.randrange(10**6)}"
+    url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    # {file} means nothing for a scheduled event (`squall serve` refuses this rule at start; the trigger is safe anyway)
+    rule = QueueEventsRule(queue=queue, template={"model": str(linear_model), "output": str(tmp_path / "out")}, wait_s=0,
+                           schedule_template={"model": str(linear_model), "input": ["{file}"], "output": str(tmp_path / "d")})
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(scheduled_event("arn:aws:events:us-east-1:123456789012:rule/x")))
+    started: list[JobSpec] = []
+    trigger = QueueEventsTrigger(rule, sqs, SeenRecord(tmp_path / "state"), started.append)
+    deadline = time.monotonic() + 60
+    while not queue_is_empty(s3, queue):
+        trigger.poll()
+        assert time.monotonic() < deadline, "the message is left on the queue"
+    assert started == [] and "starts no job" in caplog.text and "{file}" in caplog.text

@@ -35,7 +35,7 @@ from urllib.parse import unquote_plus
 
 from pydantic import Field, model_validator
 
-from squall.errors import MissingDependency, UsageError
+from squall.errors import MissingDependency, SpecError, UsageError
 from squall.spec import load_spec_file
 from squall.triggers.handover import Runner, hand_over, no_report, recover
 from squall.triggers.rules import TemplateRule
@@ -155,12 +155,20 @@ class QueueEventsTrigger:
             return
         elif isinstance(event.get("Records"), list):
             for record in event["Records"]:
-                self._object_created(record, message_id)
+                self._refusing_bad_specs(self._object_created, record, message_id)
         elif event.get("detail-type") == "Scheduled Event":
-            self._scheduled(event, message_id)
+            self._refusing_bad_specs(self._scheduled, event, message_id)
         else:
             log.error("sqs-events %s: message %s is neither an S3 notification nor a scheduled event; deleted",
                       self.rule.queue, message_id)
+
+    def _refusing_bad_specs(self, start: Callable[[Any, str], None], event: Any, message_id: str) -> None:
+        """``start(event)``; a template that makes no valid spec for this event is logged, and the event skipped
+        (a message that can never start its job must not come back forever)."""
+        try:
+            start(event, message_id)
+        except SpecError as exc:
+            log.error("sqs-events %s: message %s starts no job: %s", self.rule.queue, message_id, exc)
 
     def _object_created(self, record: Any, message_id: str) -> None:
         try:
