@@ -96,6 +96,9 @@ def test_a_dry_run_cannot_mislead_a_bad_limit_is_refused_with_lambdas_bounds() -
     nowhere = deploy_cli(None, "--stack", "preds", "--dry-run", "--model", "/models/local.onnx", "--input-prefix",
                          "s3://data/in/", "--output-prefix", "s3://data/out/")
     assert nowhere.returncode == 2 and "--model must be an S3 URL" in nowhere.stderr
+    unscoped = deploy_cli(None, "--stack", "preds", "--dry-run", "--model", "s3://models/m.onnx")
+    assert unscoped.returncode == 2 and "--input-prefix" in unscoped.stderr and "--output-prefix" in unscoped.stderr
+    assert "may read inputs only there" in unscoped.stderr
     unnamed = deploy_cli(None, "--stack", "9-lives", "--dry-run", *plain())
     assert unnamed.returncode == 2 and "--stack" in unnamed.stderr and "a letter first" in unnamed.stderr
 

@@ -118,6 +118,9 @@ _HINTS = {
     "timeout": " (Lambda's limit is 900 s: cut smaller chunks, --chunk-rows, so each fits)",
     "memory": " (Lambda gives a function 128 to 10,240 MB)",
     "max_concurrency": " (an SQS event source invokes 2 to 1,000 functions at once)",
+    "models": " (the S3 URL of each model the function may read, or --spec with a `model`)",
+    "input_prefix": " (the function's role may read inputs only there: an S3 prefix or glob, or --spec with an `input`)",
+    "output_prefix": " (the function's role may write only there: an S3 prefix, or --spec with an `output`)",
 }
 
 
