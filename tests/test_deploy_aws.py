@@ -9,7 +9,9 @@ policy is asserted in the template instead) and reports an image function's ``Pa
 from __future__ import annotations
 
 import json
+import math
 import random
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,8 @@ from support.aws import (
     queue_names,
     without_aws,
 )
-from support.data import make_frame
+from support.cli import run_cli
+from support.data import make_frame, write_frame
 from support.s3 import filesystem, upload_frame
 from support.s3server import CREDENTIALS, S3Server
 
@@ -283,3 +286,34 @@ def test_a_model_folder_is_readable_as_the_folder_and_nothing_beside_it() -> Non
     assert statements["ReadModels"]["Resource"] == [{"Fn::Sub": "arn:${AWS::Partition}:s3:::models/mlflow/m"},
                                                     {"Fn::Sub": "arn:${AWS::Partition}:s3:::models/mlflow/m/*"}]
     assert statements["List1"]["Condition"] == {"StringLike": {"s3:prefix": ["mlflow/m", "mlflow/m/*"]}}
+
+
+def test_plan_scales_the_measured_speed_to_the_functions_share_of_a_vcpu(tmp_path: Path, linear_model: Path) -> None:
+    """A local run measures the model's speed on one core; at 128 MB a function has 128/1769 of a vCPU, so the
+    chunk that fits the timeout on a full core does not fit it there."""
+    write_frame(make_frame(200_000, seed=1), tmp_path / "in" / "f.parquet", "parquet", 50_000)
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'model = "{linear_model}"\ninput = ["{tmp_path / "in"}"]\noutput = "{tmp_path / "out"}"\n'
+                    'key = ["id"]\nchunk_rows = 200000\nworkers = 1\nfork = false\n')
+    ran = run_cli("run", "--spec", str(spec), "--quiet")
+    assert ran.returncode == 0, ran.stderr
+    measured = json.loads(run_cli("plan", "--spec", str(spec), "--json").stdout)["forecast"]["measured"]["rows_per_s"]
+    # three times the time the chunk takes on a full core: it fits there, and not at 128 MB (13.8× slower)
+    timeout = str(max(1, math.ceil(3 * 200_000 / measured)))
+    scoped = ["--model", "s3://models/m.onnx", "--input-prefix", "s3://data/in/", "--output-prefix", "s3://data/out/",
+              "--max-concurrency", "2"]
+    full_core = deploy_cli(None, "--stack", "p", "--spec", str(spec), *scoped, "--plan", "--dry-run",
+                           "--memory", "1769", "--timeout", timeout)
+    small = deploy_cli(None, "--stack", "p", "--spec", str(spec), *scoped, "--plan", "--dry-run",
+                       "--memory", "128", "--timeout", timeout)
+    assert full_core.returncode == 0 and small.returncode == 0, full_core.stderr + small.stderr
+    assert "will exceed" not in full_core.stderr, full_core.stderr
+    assert f"chunk(s) will exceed the {timeout} s timeout" in small.stderr, small.stderr
+    assert shown_speed(full_core.stderr) == pytest.approx(measured, rel=0.01, abs=1)
+    assert shown_speed(small.stderr) == pytest.approx(measured * 128 / 1769, rel=0.01, abs=1)
+
+
+def shown_speed(text: str) -> float:
+    match = re.search(r"plan: ([\d,]+) rows/s per function", text)
+    assert match, text
+    return float(match[1].replace(",", ""))

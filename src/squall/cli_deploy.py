@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -18,6 +19,9 @@ from squall.errors import SquallError, UsageError
 
 if TYPE_CHECKING:
     from squall.backends.sqs.deploy.settings import DeploySettings
+    from squall.observe.forecast import Forecast
+    from squall.plan.planner import Plan
+    from squall.spec import JobSpec
 
 
 def _fail(error: SquallError) -> NoReturn:
@@ -120,8 +124,10 @@ def _describe(settings: DeploySettings) -> str:
 
 
 def _plan(spec_file: str | None, settings: DeploySettings) -> None:
-    """Plan the spec's job with the deployment's limits and print what ``squall plan`` would warn about."""
+    """Plan the spec's job with the deployment's limits and print what ``squall plan`` would: the invocations, the
+    cost and the timeout warnings, at the measured speed scaled to the function's share of a vCPU."""
     from squall import api
+    from squall.observe.cost import DEFAULT_MEMORY_MB as ONE_VCPU_MB
     from squall.observe.cost import dollars
     from squall.spec import build_spec, load_spec_file
 
@@ -129,11 +135,29 @@ def _plan(spec_file: str | None, settings: DeploySettings) -> None:
         raise UsageError("--plan plans the job of a spec: give --spec FILE (with its input and output)")
     limits = {"memory": settings.memory, "timeout": float(settings.timeout), "workers": settings.max_concurrency}
     spec = build_spec(load_spec_file(spec_file), limits)
-    expected = api.forecast(api.plan(spec), spec)
+    expected = _function_forecast(api.plan(spec), spec, settings.memory)
     _note(f"plan: {expected.invocations:,} invocations, {expected.rows_per_chunk[1]:,} rows per chunk (median)")
+    if expected.speed is not None:
+        _note(f"plan: {expected.speed.rows_per_s:,.0f} rows/s per function (job {expected.speed.job_id}'s speed "
+              f"on one core, × {min(1.0, settings.memory / ONE_VCPU_MB):.2f} of a vCPU at {settings.memory} MB)")
     if expected.cost is not None:
         _note(f"plan: about {dollars(expected.cost.function_total)} per run as functions "
               f"({expected.cost.gb_seconds:,.1f} GB-s at {settings.memory} MB)")
     for warning in expected.warnings:
         if "cores" not in warning:  # functions do not share this machine's cores
             _note(f"plan warning: {warning}")
+
+
+def _function_forecast(job_plan: Plan, spec: JobSpec, memory: int) -> Forecast:
+    """The forecast at the speed measured on one core here, times the share of a vCPU Lambda gives ``memory``:
+    a single-threaded model at 576 MB runs at a third of its speed on a full core."""
+    # Lambda gives one full vCPU at 1,769 MB, the memory squall bills an invocation at when no limit is set
+    from squall.observe.cost import DEFAULT_MEMORY_MB as ONE_VCPU_MB
+    from squall.observe.forecast import forecast, measured_speed
+    from squall.store import JobStore
+
+    with JobStore.at(spec.state_dir) as store:
+        speed = measured_speed(store, spec)
+    if speed is not None:
+        speed = replace(speed, rows_per_s=speed.rows_per_s * min(1.0, memory / ONE_VCPU_MB))
+    return forecast(job_plan, spec, speed)
