@@ -48,7 +48,7 @@ class CsvFormat:
     def describe(self, file: SourceFile, options: ReadOptions) -> FileInfo:
         if file.size == 0:
             return FileInfo(file=file, schema=pa.schema([]), rows=0)
-        head = read_head(file.uri, _HEAD_BYTES)
+        head = read_head(file.uri, _HEAD_BYTES, file.size)
         if len(head) < _HEAD_BYTES and not head.removeprefix(_BOM).strip():
             return FileInfo(file=file, schema=pa.schema([]), rows=0)  # blank lines only: an empty file
         compressed = compression_of(file.uri) is not None

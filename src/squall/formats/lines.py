@@ -19,7 +19,7 @@ import fsspec
 import numpy as np
 
 from squall.formats.base import BadRecord
-from squall.io.storage import open_ranged
+from squall.io.storage import open_ranged, read_range
 
 _READ_AHEAD = 1 << 16
 NEWLINE = 0x0A
@@ -209,8 +209,13 @@ def content_size_guess(size: int, compressed: bool) -> int:
     return size * 4 if compressed else size
 
 
-def read_head(uri: str, size: int) -> bytes:
-    """Up to ``size`` bytes from the start of the file's content, decompressed if it is compressed."""
+def read_head(uri: str, size: int, file_size: int | None = None) -> bytes:
+    """Up to ``size`` bytes from the start of the file's content, decompressed if it is compressed.
+
+    ``file_size``, the file's size from a listing, makes it one ranged read (one GET on an object store).
+    """
+    if file_size and not compression_of(uri):
+        return read_range(uri, 0, min(size, file_size))
     opened = fsspec.open(uri, "rb", compression="infer") if compression_of(uri) else open_ranged(uri)
     with opened as handle:
         return handle.read(size)

@@ -20,8 +20,12 @@ import pyarrow.parquet as pq
 
 from squall.errors import InputError
 from squall.formats.base import OFFSET_COLUMN, BadRecord, FileInfo, ReadOptions, SourceFile
-from squall.io.storage import is_remote, is_transient, open_ranged
+from squall.io.storage import is_remote, is_transient, open_ranged, read_range
 from squall.plan.chunk import Piece
+
+FOOTER_GUESS = 64 * 1024
+"""Bytes read from a file's end to find its footer: most footers fit, so one read describes the file."""
+_MAGIC = b"PAR1"
 
 
 class ParquetFormat:
@@ -31,9 +35,8 @@ class ParquetFormat:
 
     def describe(self, file: SourceFile, options: ReadOptions) -> FileInfo:
         try:
-            with open_ranged(file.uri) as handle:
-                metadata = pq.ParquetFile(handle).metadata
-                schema = metadata.schema.to_arrow_schema()
+            metadata = _footer(file)
+            schema = metadata.schema.to_arrow_schema()
         except (pa.ArrowInvalid, OSError) as exc:
             if is_transient(exc):
                 raise  # the store, not the file: planning tries again
@@ -82,6 +85,16 @@ class ParquetFormat:
                 for group in range(piece.start, piece.stop)
             )
             yield from _with_offsets(_row_window(batches, piece.row_offset, piece.row_count), first_row)
+
+
+def _footer(file: SourceFile) -> pq.FileMetaData:
+    """The file's metadata from the end of the file: one ranged read of its last :data:`FOOTER_GUESS`
+    bytes, and a second only when the footer is larger."""
+    tail = read_range(file.uri, max(0, file.size - FOOTER_GUESS), file.size)
+    length = int.from_bytes(tail[-8:-4], "little") + 8 if len(tail) >= 8 and tail.endswith(_MAGIC) else 0
+    if len(tail) < length <= file.size:
+        tail = read_range(file.uri, file.size - length, file.size)
+    return pq.ParquetFile(pa.BufferReader(tail)).metadata
 
 
 def _row_slices(uri: str, group: int, group_rows: int, target_rows: int) -> list[tuple[Piece, int]]:
