@@ -88,3 +88,27 @@ def test_a_big_text_file_on_s3_is_planned_from_one_read_of_its_head(fmt, s3, buc
     pieces = [p for c in plan.chunks for p in c.pieces]
     assert len(pieces) >= 10 and pieces[-1].stop == len(body)
     assert all(a.stop == b.start for a, b in zip(pieces, pieces[1:]))
+
+
+def test_each_text_piece_on_s3_is_one_ranged_get_and_every_line_is_read_once(s3, bucket):
+    from squall.formats.registry import get_format
+
+    body = b"id,x\n" + b"".join(b"%d,%s\n" % (i, b"y" * (i % 37)) for i in range(20_000))
+    filesystem(s3).pipe_file(f"{bucket}/in/rows.csv", body)
+    plan = make_plan(s3_spec(s3, f"s3://{bucket}/in/rows.csv", chunk_rows=1_500), "job")
+    pieces = [p for c in plan.chunks for p in c.pieces]
+    before = len(s3.traffic.requests())
+    ids = [i for p in pieces for b in get_format("csv").read(p, plan.read_options, 4_096, []) for i in b.column("id").to_pylist()]
+    during = s3.traffic.requests()[before:]
+    assert sorted(ids) == list(range(20_000))
+    # one GET per piece, and one for the header line the first piece reads the column names from
+    assert [r.method for r in during] == ["GET"] * (len(pieces) + 1) and all(r.range_bytes() for r in during)
+
+
+def test_automatic_chunks_on_s3_never_slice_a_row_group(s3, bucket):
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"id": np.arange(40_000, dtype=np.int64)}), buffer, row_group_size=10_000)
+    filesystem(s3).pipe_file(f"{bucket}/in/groups.parquet", buffer.getvalue())
+    plan = make_plan(s3_spec(s3, f"s3://{bucket}/in/groups.parquet", workers=2), "job")
+    pieces = [p for c in plan.chunks for p in c.pieces]
+    assert [(p.start, p.stop, p.row_count) for p in pieces] == [(g, g + 1, None) for g in range(4)]

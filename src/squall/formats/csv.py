@@ -181,7 +181,7 @@ def _file_columns(piece: Piece, options: ReadOptions) -> list[str]:
         return [name for name, _ in options.column_types]
     key = (piece.uri, piece.header_end)
     if key not in _HEADERS:
-        head = read_head(piece.uri, piece.header_end)
+        head = read_head(piece.uri, piece.header_end, piece.stop)
         _HEADERS[key] = _column_names(head, piece.header_end, SourceFile(piece.uri, piece.stop), options)
     return _HEADERS[key]
 

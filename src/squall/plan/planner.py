@@ -198,7 +198,14 @@ def _target_rows(spec: JobSpec, infos: list[FileInfo]) -> int:
         return max(1, int(spec.chunk_bytes / bytes_per_row))
     per_worker = -(-rows // (spec.workers * CHUNKS_PER_WORKER)) if rows else MIN_AUTO_CHUNK_ROWS
     by_bytes = max(1, int(MAX_AUTO_CHUNK_BYTES / bytes_per_row))
-    return max(MIN_AUTO_CHUNK_ROWS, min(per_worker, MAX_AUTO_CHUNK_ROWS, by_bytes))
+    target = max(MIN_AUTO_CHUNK_ROWS, min(per_worker, MAX_AUTO_CHUNK_ROWS, by_bytes))
+    return max(target, min(_largest_remote_row_group(infos), MAX_AUTO_CHUNK_ROWS, by_bytes))
+
+
+def _largest_remote_row_group(infos: list[FileInfo]) -> int:
+    """The most rows in one row group of a Parquet file on an object store: a row slice downloads its whole
+    row group, so an automatic chunk smaller than that would fetch the group once per slice."""
+    return max((max(i.row_group_rows) for i in infos if i.row_group_rows and is_remote(i.file.uri)), default=0)
 
 
 def _pack(
