@@ -112,3 +112,30 @@ def test_automatic_chunks_on_s3_never_slice_a_row_group(s3, bucket):
     plan = make_plan(s3_spec(s3, f"s3://{bucket}/in/groups.parquet", workers=2), "job")
     pieces = [p for c in plan.chunks for p in c.pieces]
     assert [(p.start, p.stop, p.row_count) for p in pieces] == [(g, g + 1, None) for g in range(4)]
+
+
+def test_a_worker_reads_a_parquet_footer_once_per_version_of_the_object(s3, bucket):
+    from squall.formats.registry import get_format
+
+    def upload(offset: int) -> None:
+        buffer = io.BytesIO()
+        ids = np.arange(offset, offset + 4_000, dtype=np.int64)
+        pq.write_table(pa.table({"id": ids, "x": ids * 0.5}), buffer, row_group_size=1_000)
+        filesystem(s3).pipe_file(f"{bucket}/in/ids.parquet", buffer.getvalue())
+
+    def read_all() -> list[int]:
+        plan = make_plan(s3_spec(s3, f"s3://{bucket}/in/ids.parquet", chunk_rows=1_000), "job")
+        return [i for c in plan.chunks for p in c.pieces
+                for b in get_format("parquet").read(p, plan.read_options, 500, []) for i in b.column("id").to_pylist()]
+
+    def footer_gets(since: int) -> int:
+        gets = s3.traffic.requests(lambda r: r.method == "GET" and r.path.endswith("/ids.parquet"))[since:]
+        return sum(1 for r in gets if (r.range_bytes() or 0) >= 8 and r.range.endswith(f"-{size - 1}"))
+
+    upload(0)
+    size = filesystem(s3).size(f"{bucket}/in/ids.parquet")
+    seen = len(s3.traffic.requests(lambda r: r.method == "GET" and r.path.endswith("/ids.parquet")))
+    assert read_all() == list(range(4_000))
+    assert footer_gets(seen) == 2, "the planner's footer read and the first piece's; the other three pieces reuse it"
+    upload(10_000)  # rewritten: same size, another ETag
+    assert read_all() == list(range(10_000, 14_000)), "a stale footer was used"

@@ -11,8 +11,10 @@ automatic chunk sizes are chosen large enough that this is rare.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from itertools import accumulate, chain
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -75,7 +77,8 @@ class ParquetFormat:
         with open_ranged(piece.uri) as handle:
             # On an object store, pre-buffering turns a row group's column chunks into a few
             # large ranged GETs instead of one request per column (3x faster on S3).
-            parquet = pq.ParquetFile(handle, pre_buffer=is_remote(piece.uri))
+            parquet = pq.ParquetFile(handle, pre_buffer=is_remote(piece.uri), metadata=_FOOTERS.get(handle, piece.uri))
+            _FOOTERS.keep(handle, piece.uri, parquet.metadata)
             starts = [0, *accumulate(parquet.metadata.row_group(i).num_rows for i in range(piece.start))]
             first_row = starts[-1] + piece.row_offset
             # One row group at a time: asked for all at once, the reader pre-buffers them
@@ -85,6 +88,45 @@ class ParquetFormat:
                 for group in range(piece.start, piece.stop)
             )
             yield from _with_offsets(_row_window(batches, piece.row_offset, piece.row_count), first_row)
+
+
+class _RemoteFooters:
+    """The footers of the object-store files this process read last, by URI, size and ETag: a worker reads
+    piece after piece of the same file, and each would otherwise fetch the footer again (one more GET per
+    piece). A rewritten object has another ETag, so its stale footer is never used."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._footers: OrderedDict[tuple[str, int, str], pq.FileMetaData] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, handle: Any, uri: str) -> pq.FileMetaData | None:
+        """The footer kept for this version of the file, if any."""
+        key = self._key(handle, uri)
+        with self._lock:
+            return None if key is None else self._footers.get(key)
+
+    def keep(self, handle: Any, uri: str, metadata: pq.FileMetaData) -> None:
+        """Remember ``metadata`` as the footer of this version of the file, forgetting the oldest beyond capacity."""
+        key = self._key(handle, uri)
+        if key is None:
+            return
+        with self._lock:
+            self._footers[key] = metadata
+            self._footers.move_to_end(key)
+            while len(self._footers) > self._capacity:
+                self._footers.popitem(last=False)
+
+    @staticmethod
+    def _key(handle: Any, uri: str) -> tuple[str, int, str] | None:
+        if not is_remote(uri):
+            return None  # a local footer costs no round trip
+        details = handle.details  # the HEAD an object-store file makes before its first read anyway
+        version = details.get("ETag") or details.get("etag") or details.get("LastModified")
+        return None if version is None else (uri, int(details["size"]), str(version))
+
+
+_FOOTERS = _RemoteFooters(capacity=64)
 
 
 def _footer(file: SourceFile) -> pq.FileMetaData:
