@@ -104,10 +104,11 @@ def child_plan(pattern: str, endpoint: str | None, chunk_rows: int | None, twice
     spec = JobSpec(model="m.joblib", input=[pattern], output="/tmp/unused-out", key=["id"], workers=2,
                    chunk_rows=chunk_rows, endpoint_url=endpoint)
     storage.configure(storage.connection_options(spec.storage_options, endpoint), [pattern])
+    base_rss = _proc_status("VmRSS")
     started = time.perf_counter()
-    list_inputs(spec.input)  # the listing alone, timed apart, then again as part of the plan
+    list_inputs(spec.input)  # the listing alone, timed apart (its memory counts in the peak), then as part of the plan
     list_seconds = time.perf_counter() - started
-    base_rss, read_before = _proc_status("VmRSS"), _bytes_read()
+    read_before = _bytes_read()
     started, cpu_before = time.perf_counter(), time.process_time()
     plan = make_plan(spec, "scale")
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_before

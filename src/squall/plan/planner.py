@@ -1,8 +1,9 @@
 """The planner: list inputs, describe each file from metadata, cut and pack them into balanced chunks.
 
-Planning reads footers (Parquet) or the first megabyte of the first file
+Planning reads footers (Parquet) or the first megabyte of each file
 (CSV/JSONL), never the data, and checks that every key and feature column
-exists before any work starts.
+exists before any work starts. On an object store the files are described
+many at a time (:data:`DESCRIBE_THREADS`), each with one ranged read.
 """
 
 from __future__ import annotations
