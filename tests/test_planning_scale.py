@@ -4,6 +4,7 @@ and the same chunks as one by one; a big CSV planned from its head alone."""
 from __future__ import annotations
 
 import io
+from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
@@ -87,7 +88,7 @@ def test_a_big_text_file_on_s3_is_planned_from_one_read_of_its_head(fmt, s3, buc
     assert [r.range_bytes() for r in reads] == [1 << 20], "planning read more than the head"
     pieces = [p for c in plan.chunks for p in c.pieces]
     assert len(pieces) >= 10 and pieces[-1].stop == len(body)
-    assert all(a.stop == b.start for a, b in zip(pieces, pieces[1:]))
+    assert all(a.stop == b.start for a, b in pairwise(pieces))
 
 
 def test_each_text_piece_on_s3_is_one_ranged_get_and_every_line_is_read_once(s3, bucket):
