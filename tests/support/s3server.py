@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from moto.server import ThreadedMotoServer
 
@@ -37,25 +40,112 @@ class RequestLog(logging.Handler):
                 if method == "GET" and path.startswith(key_prefix) and "?" not in path]
 
 
+@dataclass(frozen=True)
+class Request:
+    """One request as the server received it; ``range`` is its Range header (None: the whole object)."""
+
+    method: str
+    path: str
+    query: str
+    range: str | None
+
+    @property
+    def is_listing(self) -> bool:
+        return self.method == "GET" and "list-type=" in self.query
+
+    def range_bytes(self) -> int | None:
+        """How many bytes a ``bytes=a-b`` range asks for; None for a request without one."""
+        match = re.fullmatch(r"bytes=(\d+)-(\d+)", self.range or "")
+        return int(match[2]) - int(match[1]) + 1 if match else None
+
+
+class Traffic:
+    """WSGI middleware on the server: every request, when each started and ended, and a gate that holds
+    chosen requests until enough of them are in flight together (so that a client which sends them
+    concurrently is seen to, whatever the timing, and one that sends them one by one is seen not to)."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+        self._changed = threading.Condition()
+        self._clock = 0
+        self.spans: list[tuple[Request, int, int | None]] = []
+        self._gate: tuple[Callable[[Request], bool], int, float] | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        request = Request(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""),
+                          environ.get("HTTP_RANGE"))
+        with self._changed:
+            self._clock += 1
+            index = len(self.spans)
+            self.spans.append((request, self._clock, None))
+            self._changed.notify_all()
+            self._wait_at_gate(request)
+        try:
+            return self.app(environ, start_response)
+        finally:
+            with self._changed:
+                self._clock += 1
+                self.spans[index] = (request, self.spans[index][1], self._clock)
+                self._changed.notify_all()
+
+    def _wait_at_gate(self, request: Request) -> None:
+        if self._gate is None or not self._gate[0](request):
+            return
+        matches, count, deadline = self._gate
+        while self.most_at_once(matches) < count and time.monotonic() < deadline:
+            self._changed.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+    @contextmanager
+    def held(self, matches: Callable[[Request], bool], count: int, timeout_s: float = 10.0) -> Iterator[None]:
+        """While inside, a request that ``matches`` is answered only once ``count`` such requests have been in
+        flight together (or ``timeout_s`` has passed: the client is not concurrent, and the test says so)."""
+        with self._changed:
+            self._gate = (matches, count, time.monotonic() + timeout_s)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._gate = None
+                self._changed.notify_all()
+
+    def requests(self, matches: Callable[[Request], bool] = lambda r: True) -> list[Request]:
+        with self._changed:
+            return [request for request, _, _ in self.spans if matches(request)]
+
+    def most_at_once(self, matches: Callable[[Request], bool]) -> int:
+        """The most requests that ``matches`` the server held at the same time."""
+        with self._changed:
+            events = sorted((at, step) for request, start, end in self.spans if matches(request)
+                            for at, step in ((start, 1), (end if end is not None else self._clock + 1, -1)))
+        most = current = 0
+        for _, step in events:
+            current += step
+            most = max(most, current)
+        return most
+
+
 @dataclass
 class S3Server:
-    """A running server: its endpoint and its request log."""
+    """A running server: its endpoint, its request log, and the requests as it received them."""
 
     endpoint: str
     log: RequestLog
+    traffic: Traffic
 
 
 def serve() -> Iterator[S3Server]:
     """Start the server on a free loopback port; stop it when the generator closes."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    traffic = Traffic(server._server.app)  # type: ignore[union-attr]
+    server._server.app = traffic  # type: ignore[union-attr]  # werkzeug calls server.app for each request
     host, port = server.get_host_and_port()
     log = RequestLog()
     werkzeug = logging.getLogger("werkzeug")
     werkzeug.addHandler(log)
     werkzeug.setLevel(logging.INFO)
     try:
-        yield S3Server(f"http://{host}:{port}", log)
+        yield S3Server(f"http://{host}:{port}", log, traffic)
     finally:
         werkzeug.removeHandler(log)
         server.stop()

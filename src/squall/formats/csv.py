@@ -48,7 +48,7 @@ class CsvFormat:
     def describe(self, file: SourceFile, options: ReadOptions) -> FileInfo:
         if file.size == 0:
             return FileInfo(file=file, schema=pa.schema([]), rows=0)
-        head = read_head(file.uri, _HEAD_BYTES)
+        head = read_head(file.uri, _HEAD_BYTES, file.size)
         if len(head) < _HEAD_BYTES and not head.removeprefix(_BOM).strip():
             return FileInfo(file=file, schema=pa.schema([]), rows=0)  # blank lines only: an empty file
         compressed = compression_of(file.uri) is not None
@@ -181,7 +181,7 @@ def _file_columns(piece: Piece, options: ReadOptions) -> list[str]:
         return [name for name, _ in options.column_types]
     key = (piece.uri, piece.header_end)
     if key not in _HEADERS:
-        head = read_head(piece.uri, piece.header_end)
+        head = read_head(piece.uri, piece.header_end, piece.stop)
         _HEADERS[key] = _column_names(head, piece.header_end, SourceFile(piece.uri, piece.stop), options)
     return _HEADERS[key]
 

@@ -46,7 +46,7 @@ class JsonlFormat:
     name = "jsonl"
 
     def describe(self, file: SourceFile, options: ReadOptions) -> FileInfo:
-        head = read_head(file.uri, _HEAD_BYTES)
+        head = read_head(file.uri, _HEAD_BYTES, file.size)
         compressed = compression_of(file.uri) is not None
         whole = len(head) < _HEAD_BYTES if compressed else len(head) == file.size
         sample = head if whole else head[: head.rfind(b"\n") + 1]

@@ -19,7 +19,7 @@ import fsspec
 import numpy as np
 
 from squall.formats.base import BadRecord
-from squall.io.storage import open_ranged
+from squall.io.storage import open_ranged, read_range
 
 _READ_AHEAD = 1 << 16
 NEWLINE = 0x0A
@@ -46,41 +46,49 @@ def cut_ranges(data_start: int, size: int, target_bytes: int) -> list[tuple[int,
 
 
 def read_line_range(uri: str, start: int, stop: int, data_start: int, max_line_bytes: int) -> LineBlock:
-    """Read the whole lines that begin in ``[start, stop)`` of ``uri``."""
+    """Read the whole lines that begin in ``[start, stop)`` of ``uri``.
+
+    One read (one ranged GET on an object store) fetches the byte before the
+    range, the range, and :data:`_READ_AHEAD` bytes past it, where the line
+    that crosses ``stop`` almost always ends; only a longer line costs more reads.
+    """
+    low = data_start if start <= data_start else start - 1
+    window = read_range(uri, low, stop + _READ_AHEAD)
+    first = data_start if start <= data_start else _first_line_start(window, low, stop)
+    if first >= stop:
+        return LineBlock(b"", np.empty(0, dtype=np.int64))
+    body = window[first - low : stop - low]
     oversized: list[int] = []
-    with open_ranged(uri) as handle:
-        first = data_start if start <= data_start else _first_line_start(handle, start, stop)
-        if first >= stop:
-            return LineBlock(b"", np.empty(0, dtype=np.int64))
-        handle.seek(first)
-        body = handle.read(stop - first)
-        if body and body[-1] != NEWLINE:
-            tail = _rest_of_line(handle, max_line_bytes)
-            if tail is None:
-                last = body.rfind(b"\n") + 1
-                oversized.append(first + last)
-                body = body[:last]
-            else:
-                body += tail
+    if body and body[-1] != NEWLINE:
+        tail = _end_of_line(uri, window[stop - low :], stop + _READ_AHEAD, max_line_bytes)
+        if tail is None:
+            last = body.rfind(b"\n") + 1
+            oversized.append(first + last)
+            body = body[:last]
+        else:
+            body += tail
     return _without_long_lines(body, first, max_line_bytes, oversized)
 
 
-def _first_line_start(handle: BinaryIO, start: int, stop: int) -> int:
-    """The offset of the first line that begins in ``[start, stop)``, or ``stop`` if none does.
+def _first_line_start(window: bytes, low: int, stop: int) -> int:
+    """The offset of the first line that begins in ``(low, stop)``, or ``stop`` if none does, from the bytes
+    read from ``low`` on (the byte before the range first)."""
+    hit = window.find(b"\n", 0, stop - low)
+    return low + hit + 1 if hit >= 0 else stop
 
-    Scanning stops at ``stop``: a range inside one long line costs its own length, not the line's.
-    """
-    handle.seek(start - 1)
-    position = start - 1
-    while position < stop:
-        block = handle.read(min(_READ_AHEAD, stop - position))
-        if not block:
-            return stop
-        hit = block.find(b"\n")
-        if hit >= 0:
-            return position + hit + 1
-        position += len(block)
-    return stop
+
+def _end_of_line(uri: str, ahead: bytes, ahead_end: int, max_line_bytes: int) -> bytes | None:
+    """The bytes that finish the line crossing the range's end: from the read-ahead, or, for a line longer
+    than it, read on from ``ahead_end``; ``None`` once more than the cap were seen."""
+    hit = ahead.find(b"\n")
+    if hit >= 0:
+        return ahead[: hit + 1]
+    if len(ahead) < _READ_AHEAD:
+        return ahead  # the file ends inside the line
+    with open_ranged(uri) as handle:
+        handle.seek(ahead_end)
+        rest = _rest_of_line(handle, max_line_bytes - len(ahead))
+    return None if rest is None else ahead + rest
 
 
 def _rest_of_line(handle: BinaryIO, max_line_bytes: int) -> bytes | None:
@@ -209,8 +217,14 @@ def content_size_guess(size: int, compressed: bool) -> int:
     return size * 4 if compressed else size
 
 
-def read_head(uri: str, size: int) -> bytes:
-    """Up to ``size`` bytes from the start of the file's content, decompressed if it is compressed."""
+def read_head(uri: str, size: int, file_size: int | None = None) -> bytes:
+    """Up to ``size`` bytes from the start of the file's content, decompressed if it is compressed.
+
+    ``file_size``, the file's size from a listing (or any size it is known to reach), makes it one ranged
+    read: one GET on an object store, with no request for the size first.
+    """
+    if file_size and not compression_of(uri):
+        return read_range(uri, 0, min(size, file_size))
     opened = fsspec.open(uri, "rb", compression="infer") if compression_of(uri) else open_ranged(uri)
     with opened as handle:
         return handle.read(size)

@@ -33,6 +33,8 @@ LOCAL_PROTOCOLS = frozenset({"file", "local"})
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
 _S3_PROTOCOLS = frozenset({"s3", "s3a"})
 S3_MAX_ATTEMPTS = 8
+S3_CONNECTIONS = 32
+"""Connections botocore keeps per S3 client: as many as planning reads footers at once."""
 _TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED,
                                errno.EPIPE, getattr(errno, "EREMOTEIO", errno.EIO)})
 """s3fs turns 503 SlowDown into ``EBUSY`` and 500 InternalError into ``EREMOTEIO``."""
@@ -83,16 +85,20 @@ def configure(options: Mapping[str, Any], uris: Iterable[str]) -> None:
     for name in {protocol(uri) for uri in uris if is_remote(uri)} - LOCAL_PROTOCOLS:
         _require(name)
         # Workers write objects the coordinator lists; a cached listing would hide them.
-        fsspec.config.conf[name] = _with_retry_defaults(name, {**baseline.get(name, {}), "use_listings_cache": False, **options})
+        fsspec.config.conf[name] = _with_s3_defaults(name, {**baseline.get(name, {}), "use_listings_cache": False, **options})
 
 
-def _with_retry_defaults(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """S3 options with more botocore retries than its default five attempts, unless the user chose theirs:
-    a store that throttles (503 SlowDown) or drops connections under load would otherwise fail whole chunks."""
-    config = dict(options.get("config_kwargs") or {})
-    if name not in _S3_PROTOCOLS or "retries" in config or os.environ.get("AWS_MAX_ATTEMPTS"):
+def _with_s3_defaults(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """S3 options with squall's defaults under the user's own ``config_kwargs``: more botocore retries than its
+    default five attempts (a store that throttles (503 SlowDown) or drops connections under load would
+    otherwise fail whole chunks), and :data:`S3_CONNECTIONS` pooled connections instead of its ten, so that
+    planning's concurrent footer reads are not queued behind each other."""
+    if name not in _S3_PROTOCOLS:
         return options
-    return {**options, "config_kwargs": {**config, "retries": {"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"}}}
+    defaults: dict[str, Any] = {"max_pool_connections": S3_CONNECTIONS}
+    if not os.environ.get("AWS_MAX_ATTEMPTS"):
+        defaults["retries"] = {"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"}
+    return {**options, "config_kwargs": {**defaults, **(options.get("config_kwargs") or {})}}
 
 
 @cache
@@ -144,6 +150,13 @@ def retrying(call: Callable[[], T], attempts: int = 5, base_s: float = 0.2, max_
                 raise
             time.sleep(random.uniform(0, min(base_s * 2 ** (attempt - 1), max_s)))
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def read_range(uri: str, start: int, stop: int) -> bytes:
+    """Bytes ``[start, stop)`` of ``uri`` (fewer at its end) in one read: on an object store one ranged GET,
+    without the request for the object's size that an opened file makes before its first read."""
+    filesystem, path = url_to_fs(uri)
+    return bytes(filesystem.cat_file(path, start=start, end=stop))
 
 
 def open_ranged(uri: str) -> Any:

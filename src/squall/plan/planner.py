@@ -1,18 +1,30 @@
 """The planner: list inputs, describe each file from metadata, cut and pack them into balanced chunks.
 
-Planning reads footers (Parquet) or the first megabyte of the first file
+Planning reads footers (Parquet) or the first megabyte of each file
 (CSV/JSONL), never the data, and checks that every key and feature column
-exists before any work starts.
+exists before any work starts. On an object store the files are described
+many at a time (:data:`DESCRIBE_THREADS`), each with one ranged read.
 """
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable, TypeVar
 
+import pyarrow as pa
+
 from squall.errors import InputError
-from squall.formats.base import OFFSET_COLUMN, SOURCE_COLUMN, FileInfo, ReadOptions, SourceFile
+from squall.formats.base import (
+    OFFSET_COLUMN,
+    SOURCE_COLUMN,
+    FileInfo,
+    InputFormat,
+    ReadOptions,
+    SourceFile,
+)
 from squall.formats.registry import detect_format, get_format
 from squall.formats.table import type_name
 from squall.io.storage import is_remote, is_transient, retrying
@@ -26,6 +38,8 @@ MIN_AUTO_CHUNK_ROWS = 1_000
 MAX_AUTO_CHUNK_ROWS = 1_000_000
 MAX_AUTO_CHUNK_BYTES = 256 * 1024 * 1024
 TAIL_SPLIT_LEVELS = 3
+DESCRIBE_THREADS = 32
+"""Files described at once while planning: enough to keep an object store's round trips overlapped."""
 T = TypeVar("T")
 
 
@@ -61,7 +75,7 @@ def make_plan(spec: JobSpec, job_id: str, only: Callable[[list[FileInfo]], dict[
     format_name = _job_format(spec, files)
     fmt = get_format(format_name)
     options = _read_options(spec, files)
-    infos = [_retried(partial(fmt.describe, file, options), file.uri) for file in files]
+    infos = _describe_all(fmt, files, options)
     key, features = _columns(spec, infos)
     options = _with_columns(options, infos, key, features)
     target = _target_rows(spec, infos)
@@ -76,6 +90,44 @@ def make_plan(spec: JobSpec, job_id: str, only: Callable[[list[FileInfo]], dict[
     if not (spec.chunk_rows or spec.chunk_bytes):
         chunks = _refine_tail(chunks, spec.workers)
     return Plan(job_id, format_name, tuple(infos), tuple(chunks), options, key, features, target)
+
+
+def _describe_all(fmt: InputFormat, files: list[SourceFile], options: ReadOptions) -> list[FileInfo]:
+    """Every file described, in order; on an object store :data:`DESCRIBE_THREADS` at a time, since each
+    description is a round trip (a footer or a head) and waiting for them one by one is most of planning.
+    Local files are described one by one: threads would only contend for the interpreter.
+
+    The first file that fails, in order, raises, as it would one by one.
+    """
+    schemas = _SharedSchemas()
+
+    def describe(file: SourceFile) -> FileInfo:
+        info = _retried(partial(fmt.describe, file, options), file.uri)
+        return replace(info, schema=schemas.shared(info.schema))
+
+    if len(files) < 2 or not any(is_remote(file.uri) for file in files):
+        return [describe(file) for file in files]
+    with ThreadPoolExecutor(min(DESCRIBE_THREADS, len(files)), thread_name_prefix="squall-describe") as pool:
+        return list(pool.map(describe, files))
+
+
+class _SharedSchemas:
+    """One schema object per distinct schema: a footer's schema is a new object per file, and a hundred
+    thousand copies of the same one, kept until planning ends, would be most of its memory."""
+
+    def __init__(self) -> None:
+        self._distinct: list[pa.Schema] = []
+        self._lock = threading.Lock()
+
+    def shared(self, schema: pa.Schema) -> pa.Schema:
+        """The first schema seen that equals ``schema`` (metadata aside), or ``schema`` itself if none does."""
+        with self._lock:
+            # Arrow's equals, not a dict: hashing a schema costs ten times more, and inputs rarely hold many.
+            for known in self._distinct:
+                if known.equals(schema):
+                    return known
+            self._distinct.append(schema)
+            return schema
 
 
 def _retried(read: Callable[[], T], what: str) -> T:
@@ -147,7 +199,14 @@ def _target_rows(spec: JobSpec, infos: list[FileInfo]) -> int:
         return max(1, int(spec.chunk_bytes / bytes_per_row))
     per_worker = -(-rows // (spec.workers * CHUNKS_PER_WORKER)) if rows else MIN_AUTO_CHUNK_ROWS
     by_bytes = max(1, int(MAX_AUTO_CHUNK_BYTES / bytes_per_row))
-    return max(MIN_AUTO_CHUNK_ROWS, min(per_worker, MAX_AUTO_CHUNK_ROWS, by_bytes))
+    target = max(MIN_AUTO_CHUNK_ROWS, min(per_worker, MAX_AUTO_CHUNK_ROWS, by_bytes))
+    return max(target, min(_largest_remote_row_group(infos), MAX_AUTO_CHUNK_ROWS, by_bytes))
+
+
+def _largest_remote_row_group(infos: list[FileInfo]) -> int:
+    """The most rows in one row group of a Parquet file on an object store: a row slice downloads its whole
+    row group, so an automatic chunk smaller than that would fetch the group once per slice."""
+    return max((max(i.row_group_rows) for i in infos if i.row_group_rows and is_remote(i.file.uri)), default=0)
 
 
 def _pack(
@@ -155,20 +214,21 @@ def _pack(
 ) -> list[Chunk]:
     """Greedily pack consecutive pieces into chunks of at most ``target`` estimated rows."""
     chunks: list[Chunk] = []
-    pending: list[tuple[Piece, int]] = []
+    pending: list[Piece] = []
+    pending_rows = 0
 
     def close() -> None:
         if pending:
-            pieces = tuple(p for p, _ in pending)
-            chunks.append(
-                Chunk(job_id, len(chunks), format_name, pieces, sum(r for _, r in pending), _bytes(pieces, files))
-            )
+            pieces = tuple(pending)
+            chunks.append(Chunk(job_id, len(chunks), format_name, pieces, pending_rows, _bytes(pieces, files)))
             pending.clear()
 
     for piece, rows in units:
-        if pending and sum(r for _, r in pending) + rows > target:
+        if pending and pending_rows + rows > target:
             close()
-        pending.append((piece, rows))
+            pending_rows = 0
+        pending.append(piece)
+        pending_rows += rows
     close()
     return chunks
 

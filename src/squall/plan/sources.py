@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Iterable
 
 from fsspec.core import url_to_fs
@@ -9,7 +11,11 @@ from fsspec.core import url_to_fs
 from squall.errors import InputError
 from squall.formats.base import SourceFile
 from squall.formats.registry import known_extension
+from squall.io.storage import is_transient
 from squall.sql.drivers import is_database_url
+
+LIST_THREADS = 16
+"""Folders of an object-store prefix listed at once."""
 
 
 def list_inputs(patterns: Iterable[str], storage_options: dict[str, Any] | None = None) -> list[SourceFile]:
@@ -37,16 +43,44 @@ def _expand(pattern: str, storage_options: dict[str, Any]) -> list[SourceFile]:
         entries = [e for e in fs.glob(path, detail=True).values() if e["type"] == "file"]
         if not entries:
             raise InputError(f"{pattern}: the glob matched no files; check the pattern and the current directory")
-    elif fs.isdir(path):
-        found = fs.find(path, detail=True)
-        entries = [e for e in found.values() if _is_input_name(e["name"])]
+    elif (entry := _info(fs, path, pattern))["type"] == "directory":
+        found = _find(fs, path)
+        entries = [e for e in found if _is_input_name(e["name"])]
         if not entries:
-            raise InputError(_no_input_files(pattern, sorted(found)))
-    elif fs.isfile(path):
-        entries = [fs.info(path)]
+            raise InputError(_no_input_files(pattern, sorted(e["name"] for e in found)))
     else:
-        raise InputError(f"{pattern}: no such file or directory")
+        entries = [entry]
     return [SourceFile(uri=_uri(fs, e["name"]), size=int(e["size"] or 0), version=_version(e)) for e in entries]
+
+
+def _info(fs: Any, path: str, pattern: str) -> dict[str, Any]:
+    """What ``path`` is (one request on an object store for a file); a store's transient error is raised
+    as it is, to be tried again, and any other is an :class:`InputError` naming the pattern."""
+    try:
+        return dict(fs.info(path))
+    except OSError as exc:
+        if is_transient(exc):
+            raise
+        raise InputError(f"{pattern}: no such file or directory") from None
+
+
+def _find(fs: Any, path: str) -> list[dict[str, Any]]:
+    """Every file under the directory ``path``, in no particular order.
+
+    On an object store a prefix's listing is a chain of pages, each asked for
+    with the last one's token; so the first level is listed once, and each
+    folder under it (``day=…/``) is listed on a thread of its own, :data:`LIST_THREADS` at a time.
+    """
+    if "file" in fs.protocol:
+        return list(fs.find(path, detail=True).values())
+    top = fs.ls(path, detail=True)
+    files = [entry for entry in top if entry["type"] != "directory"]
+    folders = [entry["name"] for entry in top if entry["type"] == "directory"]
+    if folders:
+        with ThreadPoolExecutor(min(LIST_THREADS, len(folders)), thread_name_prefix="squall-list") as pool:
+            for found in pool.map(partial(fs.find, detail=True), folders):
+                files.extend(found.values())
+    return files
 
 
 def _no_input_files(pattern: str, held: list[str]) -> str:
