@@ -219,6 +219,7 @@ class JobStore:
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{state_dir / 'squall.db'}: cannot open the job store ({exc}); use another --state-dir") from exc
+        self._batching = False
         self._check_version()
         self._locks: dict[str, Any] = {}
 
@@ -597,7 +598,28 @@ class JobStore:
         return row[0] if row and row[0] is not None else None
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make every change inside one transaction, committed on the way out, an exception's way included:
+        each change is whole on its own (a savepoint), so those made before the exception stand, as they
+        would have one transaction each. A process killed inside loses the batch's changes, all of them."""
+        if self._batching:
+            yield
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._batching = True
+        try:
+            yield
+        finally:
+            self._batching = False
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
+
+    @contextmanager
     def _transaction(self) -> Iterator[None]:
+        if self._batching:
+            with self._savepoint():
+                yield
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -606,6 +628,18 @@ class JobStore:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        self._db.execute("SAVEPOINT change")
+        try:
+            yield
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK TO change")
+                self._db.execute("RELEASE change")
+            raise
+        self._db.execute("RELEASE change")
 
 
 def _redacted(text: str | None) -> str | None:

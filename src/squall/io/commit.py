@@ -31,6 +31,8 @@ class OutputDir:
     def __init__(self, uri: str) -> None:
         self.uri = uri.rstrip("/") or "/"
         self._fs, self._path = url_to_fs(self.uri)
+        self._renames = layout.commits_by_rename(self.uri)
+        self._folders: set[str] = set()  # folders this committer made: each is made once, not per part
 
     @classmethod
     def location_of(cls, output: str, table: str | None) -> str:
@@ -118,13 +120,16 @@ class OutputDir:
     def commit(self, attempt_uri: str, final_uri: str) -> Committed:
         """Commit a winning attempt's file: renamed to ``final_uri`` (atomic on a local or POSIX
         filesystem), or left where it lies on an object store; its rows are counted from the committed file."""
-        if not layout.commits_by_rename(self.uri):
+        if not self._renames:
             return self._counted(attempt_uri)
-        _, source = url_to_fs(attempt_uri)
-        _, target = url_to_fs(final_uri)
-        self._fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-        self._fs.mv(source, target)
-        return self._counted(final_uri)
+        source, target = self._fs._strip_protocol(attempt_uri), self._fs._strip_protocol(final_uri)
+        folder = os.path.dirname(target)
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        os.replace(source, target)  # atomic: the part is there whole, or not at all
+        with open(target, "rb") as handle:
+            return Committed(final_uri, count_rows(handle, final_uri))
 
     def _counted(self, uri: str) -> Committed:
         _, path = url_to_fs(uri)
