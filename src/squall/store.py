@@ -26,6 +26,10 @@ rows of error parts, which are then ``errors_superseded``). ``jobs.ledger`` hold
 the run's ledger record (:class:`squall.ledger.Increment`) until finalize.
 ``jobs.output_schema`` is the schema every part of the job is written in
 (:func:`squall.io.output_schema.schema_text`), set with the first committed part.
+A done chunk's ``part`` is its committed file; once small parts are merged at
+finalize (:mod:`squall.coalesce`) several chunks name one file, and
+``part_first_row`` says where in it each chunk's rows begin (``NULL``: the file
+is the chunk's alone).
 A coordinator that dies leaves chunks ``leased``; ``resume`` returns them
 to ``pending``. Only one coordinator may run a job at a time: it holds an
 exclusive lock on ``locks/JOB.lock`` for as long as it runs.
@@ -65,7 +69,7 @@ from squall.spec import default_state_dir
 if TYPE_CHECKING:
     from squall.io.output import Committed  # pulls in pyarrow, which the store's users need not load
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -107,6 +111,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     part TEXT,
     error_part TEXT,
     finished_at REAL,
+    part_first_row INTEGER,
     PRIMARY KEY (job_id, chunk_id)
 );
 CREATE INDEX IF NOT EXISTS chunks_queue ON chunks (job_id, state, chunk_id);
@@ -172,6 +177,7 @@ class DoneChunk:
     chunk: Chunk
     kind: str = "data"
     errors_superseded: bool = False
+    part_first_row: int | None = None  # where the chunk's rows begin in ``part``, when it shares a merged file
 
     @property
     def files(self) -> list[str]:
@@ -229,7 +235,7 @@ class JobStore:
             row = ("1",)  # made before versions were recorded
         if row is None:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) in (3, 4):
+        elif int(row[0]) in (3, 4, 5):
             self._migrate_from(int(row[0]))
         elif int(row[0]) != SCHEMA_VERSION:
             raise StoreError(
@@ -244,6 +250,8 @@ class JobStore:
                 self._add_column("attempts", "init_s", "REAL")  # v4: old attempts have no cold start recorded
             if version <= 4:
                 self._add_column("jobs", "output_schema", "TEXT")  # v5: old jobs fix theirs with their next part
+            if version <= 5:
+                self._add_column("chunks", "part_first_row", "INTEGER")  # v6: no part of an old job is merged
             self._db.execute("UPDATE meta SET value=? WHERE name='schema_version'", (str(SCHEMA_VERSION),))
 
     def _add_column(self, table: str, column: str, kind: str) -> None:
@@ -526,14 +534,23 @@ class JobStore:
     def done_chunks(self, job_id: str) -> list[DoneChunk]:
         """Every done chunk of ``job_id``, in order."""
         rows = self._db.execute(
-            "SELECT chunk_id, rows_in, rows_out, error_rows, part, error_part, descriptor, kind, errors_superseded "
-            "FROM chunks WHERE job_id=? AND state='done' ORDER BY chunk_id",
+            "SELECT chunk_id, rows_in, rows_out, error_rows, part, error_part, descriptor, kind, errors_superseded, "
+            "part_first_row FROM chunks WHERE job_id=? AND state='done' ORDER BY chunk_id",
             (job_id,),
         ).fetchall()
         return [
-            DoneChunk(cid, rin, rout, err, part, epart, Chunk.from_json(desc), kind, bool(sup))
-            for cid, rin, rout, err, part, epart, desc, kind, sup in rows
+            DoneChunk(cid, rin, rout, err, part, epart, Chunk.from_json(desc), kind, bool(sup), first)
+            for cid, rin, rout, err, part, epart, desc, kind, sup, first in rows
         ]
+
+    def move_parts(self, job_id: str, moves: Sequence[tuple[int, str, int]]) -> None:
+        """Record, all at once, that each ``(chunk_id, part, first_row)`` chunk's rows now lie in ``part`` from
+        row ``first_row`` on (small parts merged into one file)."""
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE chunks SET part=?, part_first_row=? WHERE job_id=? AND chunk_id=? AND state='done'",
+                [(_redacted(part), first, job_id, chunk_id) for chunk_id, part, first in moves],
+            )
 
     def was_committed(self, job_id: str, chunk_id: int, attempt: int) -> bool:
         """Whether attempt ``attempt`` of the chunk is the one whose files were committed."""

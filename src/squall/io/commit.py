@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
 from fsspec.core import url_to_fs
 
@@ -107,6 +107,36 @@ class OutputDir:
                     self._fs.rm(path)
                     removed.append(relative)
         return removed
+
+    def part_sizes(self) -> dict[str, int]:
+        """Bytes of every committed-looking prediction part, from one listing of the output folder."""
+        sizes: dict[str, int] = {}
+        for entry in self._fs.ls(self._path, detail=True, refresh=True):
+            name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+            if entry.get("type") == "file" and name.startswith("part-"):
+                sizes[layout.join(self.uri, name)] = int(entry["size"])
+        return sizes
+
+    def merge_parts(self, parts: Sequence[str], final_uri: str) -> Committed:
+        """Concatenate Parquet ``parts`` into ``final_uri``: on local disk written under ``_tmp/`` and renamed
+        into place, on an object store one whole-object PUT; a reader never sees a half-written merge."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = []
+        for uri in parts:
+            with self._fs.open(self._fs._strip_protocol(uri), "rb") as handle:
+                tables.append(pq.read_table(handle))
+        merged = pa.concat_tables(tables)
+        name = final_uri.rstrip("/").rsplit("/", 1)[-1]
+        target = layout.join(self.uri, layout.TMP_DIR, f"merging-{name}") if self._renames else final_uri
+        if self._renames:
+            self._fs.makedirs(layout.join(self._path, layout.TMP_DIR), exist_ok=True)
+        with self._fs.open(self._fs._strip_protocol(target), "wb") as handle:
+            pq.write_table(merged, handle, compression="zstd")
+        if self._renames:
+            os.replace(self._fs._strip_protocol(target), self._fs._strip_protocol(final_uri))
+        return Committed(final_uri, merged.num_rows)
 
     def _owner(self) -> str | None:
         path = f"{self._path}/{layout.OWNER_FILE}"

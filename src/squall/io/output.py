@@ -14,7 +14,7 @@ output final.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import pyarrow as pa
 
@@ -93,6 +93,13 @@ class Output(Protocol):
 
     def remove_unlisted(self, listed: set[str]) -> list[str]:
         """Delete committed parts that ``listed`` (names relative to the output) does not name; returns them."""
+
+    def part_sizes(self) -> dict[str, int]:
+        """Bytes of every committed prediction part, by URI as committed; empty for an output without files."""
+
+    def merge_parts(self, parts: Sequence[str], final_uri: str) -> Committed:
+        """Write the rows of ``parts`` (Parquet parts of one schema), in order, as one part at ``final_uri``:
+        whole, or not at all. The parts themselves are left as they are."""
 
     def remove_final_markers(self) -> None:
         """Withdraw the "final" mark before a resume, redrive or replay changes the output again."""
