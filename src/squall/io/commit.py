@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from fsspec.core import url_to_fs
 
 from squall.errors import OutputExistsError, SpecError
 from squall.io import layout
 from squall.io.output import Committed
-from squall.io.part_formats import count_rows
-from squall.io.parts import PartFile
+
+if TYPE_CHECKING:
+    from squall.io.parts import PartFile
+
+# The part writers and counters load pyarrow: imported where a part is written or counted, so that resolving a
+# job's output (before its workers start) does not wait for pyarrow.
 
 
 class OutputDir:
@@ -59,6 +64,8 @@ class OutputDir:
 
     def part_sink(self, uri: str, output_format: str) -> PartFile:
         """A part file at ``uri``, opened on its first row."""
+        from squall.io.parts import PartFile
+
         return PartFile(uri, output_format)
 
     def claim(self, job_id: str, overwrite: bool, incremental: bool = False) -> None:
@@ -158,10 +165,14 @@ class OutputDir:
             os.makedirs(folder, exist_ok=True)
             self._folders.add(folder)
         os.replace(source, target)  # atomic: the part is there whole, or not at all
+        from squall.io.part_formats import count_rows
+
         with open(target, "rb") as handle:
             return Committed(final_uri, count_rows(handle, final_uri))
 
     def _counted(self, uri: str) -> Committed:
+        from squall.io.part_formats import count_rows
+
         _, path = url_to_fs(uri)
         with self._fs.open(path, "rb") as handle:
             return Committed(uri, count_rows(handle, uri))
