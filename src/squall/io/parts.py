@@ -11,9 +11,8 @@ import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
 from squall.errors import OutputShapeError
-from squall.io.storage import is_remote
 from squall.io.part_formats import OUTPUT_FORMATS, PartWriter
-
+from squall.io.storage import is_remote
 
 _FOLDERS_MADE: set[str] = set()
 
@@ -54,10 +53,10 @@ class PartFile:
             os.makedirs(folder, exist_ok=True)
             _FOLDERS_MADE.add(folder)
         try:
-            self._local = open(path, "wb")
+            self._local = open(path, "wb")  # noqa: SIM115 -- closed by close() or abandon(), after the writer
         except FileNotFoundError:  # the folder was removed since (a finalize cleared _tmp/): make it again
             os.makedirs(folder, exist_ok=True)
-            self._local = open(path, "wb")
+            self._local = open(path, "wb")  # noqa: SIM115
         return self._local
 
     def close(self) -> str | None:
