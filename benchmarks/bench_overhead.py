@@ -93,8 +93,10 @@ def squall_command() -> list[str]:
 
 
 def environment(work: Path) -> dict[str, str]:
-    """This environment, with the work folder importable (the model module lives there)."""
-    path = [str(work), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    """This environment, with the work folder importable (the model module lives there); the commands run in
+    the work folder, so a relative ``PYTHONPATH`` entry (``src``) is made absolute."""
+    given = [os.path.abspath(entry) for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    path = [str(work), *given]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
 
 
@@ -220,14 +222,14 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def many_chunks(work: Path, chunks: int, runs: int) -> list[dict[str, float]]:
+def many_chunks(work: Path, chunks: int, runs: int, min_part_bytes: int) -> list[dict[str, float]]:
     """``chunks`` one-row chunks on 2 workers, interleaved with the plain loop; one record per run."""
     results = []
     for index in range(runs):
         output = work / f"many-{index}"
         command = [*squall_command(), "run", "-q", "--model", "noop_model:zeros", "--input", "rows.csv",
-                   "--chunk-rows", "1", "--workers", "2", "--state-dir", "state", "--output", str(output),
-                   "--min-part-bytes", str(MIN_PART_BYTES)]
+                   "--chunk-rows", "1", "--workers", "2", "--state-dir", "state", "--output", str(output)]
+        command += ["--min-part-bytes", str(min_part_bytes)] if min_part_bytes else []
         wall, cpu = timed_with_cpu(command, work)
         manifest = json.loads((output / "_manifest.json").read_text())
         assert manifest["rows"]["written"] == chunks, manifest["rows"]
@@ -246,20 +248,24 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=5_000)
     parser.add_argument("--chunk-runs", type=int, default=3)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--skip-one-row", action="store_true")
+    parser.add_argument("--min-part-bytes", type=int, default=MIN_PART_BYTES,
+                        help="the many-chunks job's part size floor; 0 leaves the option out (a squall without it)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="squall-overhead-") as folder:
         work = Path(folder)
         prepare(work, args.chunks)
-        one = one_row_job(work, args.runs)
-        print(f"1-row job, whole process: squall median {statistics.median(one['squall']):.3f} s "
-              f"(min {min(one['squall']):.3f}, max {max(one['squall']):.3f}; CPU of its process tree "
-              f"{statistics.median(one['squall_cpu']):.3f} s), plain loop {statistics.median(one['plain']):.3f} s "
-              f"(CPU {statistics.median(one['plain_cpu']):.3f} s); target <= {ONE_ROW_TARGET_S} s")
+        one = {} if args.skip_one_row else one_row_job(work, args.runs)
+        if one:
+            print(f"1-row job, whole process: squall median {statistics.median(one['squall']):.3f} s "
+                  f"(min {min(one['squall']):.3f}, max {max(one['squall']):.3f}; CPU of its process tree "
+                  f"{statistics.median(one['squall_cpu']):.3f} s), plain loop {statistics.median(one['plain']):.3f} s "
+                  f"(CPU {statistics.median(one['plain_cpu']):.3f} s); target <= {ONE_ROW_TARGET_S} s")
         if not args.skip_http:
             latencies = http_job(work, args.runs)
             print(f"1-row job over HTTP, warm pool: median {statistics.median(latencies):.3f} s "
                   f"(min {min(latencies):.3f}, max {max(latencies):.3f}); target <= {HTTP_TARGET_S} s")
-        runs = many_chunks(work, args.chunks, args.chunk_runs)
+        runs = many_chunks(work, args.chunks, args.chunk_runs, args.min_part_bytes)
         rate = statistics.median(run["invocations"] / run["job_wall_s"] for run in runs)
         whole = statistics.median(run["invocations"] / run["wall_s"] for run in runs)
         plain_rate = statistics.median(args.chunks / run["plain_s"] for run in runs)
