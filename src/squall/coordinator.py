@@ -102,8 +102,8 @@ class Coordinator:
                     if self._outstanding <= 0:
                         break
                     self._check_cancel()
-                    leases = self._lease_idle_workers()
-                self._submit(leases)  # after the leases are committed, so no attempt number is ever handed out twice
+                    claimed = self._lease_idle_workers()
+                self._submit(claimed)  # after the leases are committed, so no attempt number is ever handed out twice
                 self._backend.scale(self._outstanding - len(self._leases))
                 events = self._backend.wait(self._wait_time())
         finally:
@@ -113,9 +113,9 @@ class Coordinator:
     def invocations(self) -> int:
         return self._invocations
 
-    def _lease_idle_workers(self) -> list[tuple[int, _Lease]]:
+    def _lease_idle_workers(self) -> list[tuple[int, Claim, float | None]]:
         """Claim a chunk for each idle worker, while there are chunks that may run now."""
-        leased: list[tuple[int, _Lease]] = []
+        claimed: list[tuple[int, Claim, float | None]] = []
         for worker in self._backend.idle():
             if worker in self._leases:
                 continue
@@ -125,13 +125,15 @@ class Coordinator:
                 if init_s is not None:
                     self._init_s[worker] = init_s
                 break
+            claimed.append((worker, claim, init_s))
+        return claimed
+
+    def _submit(self, claimed: list[tuple[int, Claim, float | None]]) -> None:
+        """Send each claimed chunk to its worker; its time limit starts now, not when it was claimed (the
+        commit in between is the coordinator's time, not the invocation's)."""
+        for worker, claim, init_s in claimed:
             lease = _Lease(claim, self._limits.deadline(claim.lane, self._clock()), init_s)
             self._leases[worker] = lease
-            leased.append((worker, lease))
-        return leased
-
-    def _submit(self, leased: list[tuple[int, _Lease]]) -> None:
-        for worker, lease in leased:
             self._backend.submit(worker, lease.chunk, lease.attempt, self._output_schema)
             self._invocations += 1
             for listener in self._listeners:
