@@ -54,8 +54,11 @@ def test_a_killed_coordinator_resumes_redoing_only_leased_chunks(tmp_path):
     def done() -> int:
         if not database.exists():
             return 0
-        with sqlite3.connect(database) as db:
-            return int(db.execute("SELECT COUNT(*) FROM chunks WHERE state='done'").fetchone()[0])
+        try:
+            with sqlite3.connect(database) as db:
+                return int(db.execute("SELECT COUNT(*) FROM chunks WHERE state='done'").fetchone()[0])
+        except sqlite3.OperationalError:  # the coordinator has made the file but not its tables yet
+            return 0
 
     poll(lambda: done() >= 6 or process.poll() is not None, "six committed chunks", 120)
     assert process.poll() is None

@@ -34,7 +34,8 @@ LAYERS: dict[str, int] = {  # as docs/architecture.md ("Layers and what each may
     # 6. The spec, checked against the registries below it.
     "squall.spec": 6,
     # 7. One job: the store, planning, coordination, finalize, the ledger, results, the listeners.
-    "squall.store": 7, "squall.plan": 7, "squall.coordinator": 7, "squall.finalize": 7, "squall.ledger": 7,
+    "squall.store": 7, "squall.plan": 7, "squall.coordinator": 7, "squall.finalize": 7, "squall.coalesce": 7,
+    "squall.ledger": 7,
     "squall.failed_rows": 7, "squall.result": 7, "squall.observe": 7,
     # 8. The pipeline: a job from spec to result, and reading jobs back.
     "squall.resolve": 8, "squall.pipeline": 8, "squall.job_status": 8, "squall.tuning": 8, "squall.diff": 8,

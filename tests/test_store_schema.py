@@ -93,7 +93,7 @@ def test_a_schema_3_store_is_migrated_in_place_and_its_attempts_read_as_invocati
     finally:
         store.close()
     version = sqlite3.connect(tmp_path / "squall.db").execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
-    assert version == (str(SCHEMA_VERSION),) == ("5",)
+    assert version == (str(SCHEMA_VERSION),) == ("6",)
 
 
 def test_a_job_is_recorded_with_its_chunks_or_not_at_all(tmp_path):

@@ -8,6 +8,7 @@ Exit codes: 0 success (SUCCEEDED or PARTIAL), 1 the job failed, 2 bad usage, spe
 from __future__ import annotations
 
 import json
+import os
 import sys
 import types
 from typing import TYPE_CHECKING, Any, Callable, Literal, NoReturn, Union, get_args, get_origin
@@ -247,7 +248,19 @@ def _run_and_summarise(start: Callable[[list[Any]], Any], quiet: bool, job_id: s
         click.echo(f"{result.state} {result.rows_in} rows in {result.wall_s:.2f} s")
     else:
         console.print(summary_table(result))
-    sys.exit(0 if JobState(result.state).succeeded else 1)
+    _exit_now(0 if JobState(result.state).succeeded else 1)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process without the interpreter's teardown, which with pyarrow and pandas loaded costs a small
+    job a tenth of a second: the job is over, its store, log and output are closed, and what remains to
+    write (this process's own output and log records) is flushed first."""
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _stopped(console: Console, job_id: str, state_dir: str | None) -> NoReturn:

@@ -13,11 +13,12 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-from squall.backends.base import Backend, InvocationDone, WorkerDied, WorkerLoadFailed, WorkerReady
+from squall.backends.base import Backend, InvocationDone, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady
 from squall.errors import EnvironmentFault, JobCancelled, ModelLoadError, environment_cause, stopped_by_environment
 from squall.io.output import open_output
 from squall.io.output_schema import schema_from_text
 from squall.io.part_formats import extension_of
+from squall.invocations import InvocationRecord
 from squall.io.storage import is_transient
 from squall.observe.events import JobListener
 from squall.plan.chunk import Chunk
@@ -35,6 +36,7 @@ _START_FAILURES_PER_WORKER = 3
 class _Lease:
     claim: Claim
     deadline: float
+    init_s: float | None = None  # the worker's start-up time, when this is its first invocation
 
     @property
     def chunk(self) -> Chunk:
@@ -72,6 +74,8 @@ class Coordinator:
         self._start_failures = 0
         self._last_cancel_check = 0.0
         self._retry_times: list[float] = []
+        self._in_turn = False
+        self._notices: list[Callable[[JobListener], None]] = []
         self._init_s: dict[int, float] = {}  # start-up time of ready workers that have not run an invocation yet
         self._output_schema = store.output_schema(task.job_id)  # fixed by the job's first committed part
 
@@ -88,14 +92,20 @@ class Coordinator:
         for listener in self._listeners:
             listener.job_started(job_id, sum(counts.by_state.values()), counts.count(ChunkState.DONE), self._store.job(job_id).est_rows)
         self._store.set_job_state(job_id, JobState.RUNNING)
+        events: list[WorkerEvent] = []
         try:
-            while self._outstanding > 0:
-                self._check_cancel()
-                self._dispatch()
+            while True:
+                with self._turn():  # what the events changed, then the next leases
+                    for event in events:
+                        self._handle(event)
+                    self._enforce_deadlines()
+                    if self._outstanding <= 0:
+                        break
+                    self._check_cancel()
+                    claimed = self._lease_idle_workers()
+                self._submit(claimed)  # after the leases are committed, so no attempt number is ever handed out twice
                 self._backend.scale(self._outstanding - len(self._leases))
-                for event in self._backend.wait(self._wait_time()):
-                    self._handle(event)
-                self._enforce_deadlines()
+                events = self._backend.wait(self._wait_time())
         finally:
             self._store.add_starts(job_id, self._backend.cold_starts(), self._backend.worker_starts())
 
@@ -103,19 +113,31 @@ class Coordinator:
     def invocations(self) -> int:
         return self._invocations
 
-    def _dispatch(self) -> None:
+    def _lease_idle_workers(self) -> list[tuple[int, Claim, float | None]]:
+        """Claim a chunk for each idle worker, while there are chunks that may run now."""
+        claimed: list[tuple[int, Claim, float | None]] = []
         for worker in self._backend.idle():
             if worker in self._leases:
                 continue
-            claim = self._store.claim(self._task.job_id, worker, init_s=self._init_s.get(worker))
+            init_s = self._init_s.pop(worker, None)
+            claim = self._store.claim(self._task.job_id, worker, init_s=init_s)
             if claim is None:
-                return
-            self._init_s.pop(worker, None)
-            self._leases[worker] = _Lease(claim, self._limits.deadline(claim.lane, self._clock()))
-            self._backend.submit(worker, claim.chunk, claim.attempt, self._output_schema)
+                if init_s is not None:
+                    self._init_s[worker] = init_s
+                break
+            claimed.append((worker, claim, init_s))
+        return claimed
+
+    def _submit(self, claimed: list[tuple[int, Claim, float | None]]) -> None:
+        """Send each claimed chunk to its worker; its time limit starts now, not when it was claimed (the
+        commit in between is the coordinator's time, not the invocation's)."""
+        for worker, claim, init_s in claimed:
+            lease = _Lease(claim, self._limits.deadline(claim.lane, self._clock()), init_s)
+            self._leases[worker] = lease
+            self._backend.submit(worker, lease.chunk, lease.attempt, self._output_schema)
             self._invocations += 1
             for listener in self._listeners:
-                listener.invocation_started(self._task.job_id, claim.chunk.chunk_id, claim.attempt, worker)
+                listener.invocation_started(self._task.job_id, lease.chunk.chunk_id, lease.attempt, worker)
 
     def _check_cancel(self) -> None:
         now = self._clock()
@@ -138,8 +160,7 @@ class Coordinator:
     def _handle(self, event: object) -> None:
         if isinstance(event, WorkerReady):
             self._init_s[event.worker] = event.init_s
-            for listener in self._listeners:
-                listener.worker_ready(event.worker, event.init_s)
+            self._tell(lambda listener: listener.worker_ready(event.worker, event.init_s))
         elif isinstance(event, InvocationDone):
             self._start_failures = 0
             self._on_report(event.worker, event.report)
@@ -162,7 +183,9 @@ class Coordinator:
         if report.outcome == Outcome.OK and mismatch is None:
             self._commit(report)
             self._notify(report, committed=True)
-        elif mismatch is not None:  # two first parts raced: no chunk's fault; the retry is sent the job's schema
+            self._notify_committed(lease, report)
+            return
+        if mismatch is not None:  # two first parts raced: no chunk's fault; the retry is sent the job's schema
             self._discard(report)
             self._notify(report, committed=False)
             self._store.release_attempt(self._task.job_id, lease.chunk.chunk_id, lease.attempt, mismatch, report)
@@ -177,7 +200,7 @@ class Coordinator:
 
     def _schema_mismatch(self, report: InvocationReport) -> str | None:
         """Why the report's part cannot join the job's output (its schema is not the job's), or ``None``."""
-        if self._output_schema is None or report.part_schema is None:
+        if self._output_schema is None or report.part_schema is None or report.part_schema == self._output_schema:
             return None
         job, part = schema_from_text(self._output_schema), schema_from_text(report.part_schema)
         if part.equals(job):
@@ -309,20 +332,48 @@ class Coordinator:
         self._notify_failed(lease, outcome, error, dead=not retry)
 
     def _notify_failed(self, lease: _Lease, outcome: str, error: str, dead: bool) -> None:
-        for listener in self._listeners:
-            listener.chunk_failed(self._task.job_id, lease.chunk.chunk_id, lease.attempt, outcome, error, dead)
+        job_id, chunk_id, attempt = self._task.job_id, lease.chunk.chunk_id, lease.attempt
+        self._tell(lambda listener: listener.chunk_failed(job_id, chunk_id, attempt, outcome, error, dead))
 
     def _notify_closed(self, lease: _Lease) -> None:
         """Tell listeners how a leased invocation ended, as the store recorded it."""
         if not self._listeners:
             return
         for record in self._store.invocations(self._task.job_id, lease.chunk.chunk_id, lease.attempt):
-            for listener in self._listeners:
-                listener.invocation_closed(record)
+            self._tell(_closed(record))
+
+    def _notify_committed(self, lease: _Lease, report: InvocationReport) -> None:
+        """Tell listeners how a committed invocation ended: as the store recorded it, from the report in hand."""
+        self._tell(_closed(InvocationRecord.of_report(report, Outcome.OK, lease.init_s)))
 
     def _notify(self, report: InvocationReport, committed: bool) -> None:
+        self._tell(lambda listener: listener.invocation_finished(report, committed))
+
+    def _tell(self, notice: Callable[[JobListener], None]) -> None:
+        """Give every listener ``notice``: at once, or, during a turn, once the turn's changes are committed
+        (so a listener that reads the store finds what it was told)."""
+        if self._in_turn:
+            self._notices.append(notice)
+            return
         for listener in self._listeners:
-            listener.invocation_finished(report, committed)
+            notice(listener)
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """One transaction for the changes of one turn of the loop; listeners hear of them after it commits."""
+        self._in_turn = True
+        try:
+            with self._store.batch():
+                yield
+        finally:
+            self._in_turn = False
+            notices, self._notices = self._notices, []
+            for notice in notices:
+                self._tell(notice)
+
+
+def _closed(record: InvocationRecord) -> Callable[[JobListener], None]:
+    return lambda listener: listener.invocation_closed(record)
 
 
 __all__ = ["Coordinator"]

@@ -56,7 +56,7 @@ def _read(output: str, key: Sequence[str]) -> Any:
     folder = Path(output)
     manifest = folder / "_manifest.json"
     if manifest.exists():
-        paths = [folder / part["path"] for part in json.loads(manifest.read_text())["parts"]]
+        paths = [folder / path for path in dict.fromkeys(part["path"] for part in json.loads(manifest.read_text())["parts"])]
     else:
         paths = sorted(folder.glob("part-*"))
     frames = [_read_part(path) for path in paths]

@@ -10,7 +10,9 @@ The manifest is also the output's ledger (:mod:`squall.ledger`): each part
 names the run that wrote it and the input files it read. Parts an
 incremental run replaced, and error parts a replay read again, are deleted
 here, after every new part is committed and before the new manifest.
-The manifest holds no secret: passwords and credentials read ``***``.
+Parts below the job's ``min_part_bytes`` are merged first (:mod:`squall.coalesce`);
+each manifest entry still names its chunk, and ``first_row`` says where its rows
+begin in a merged file. The manifest holds no secret: passwords and credentials read ``***``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from squall.coalesce import coalesce
 from squall.limits import JobLimits
 from squall.result import JobResult
 from squall.io import layout
@@ -59,8 +62,11 @@ class Tally:
         )
 
 
-def finalize_job(store: JobStore, job_id: str, limits: JobLimits, invocations: int) -> JobResult:
-    """Decide the job's final state from the store, write the manifest, and return the result."""
+def finalize_job(
+    store: JobStore, job_id: str, limits: JobLimits, invocations: int, min_part_bytes: int = 0, part_prefix: str = ""
+) -> JobResult:
+    """Decide the job's final state from the store, merge its parts below ``min_part_bytes``
+    (:mod:`squall.coalesce`), write the manifest, and return the result."""
     job = store.job(job_id)
     done = store.done_chunks(job_id)
     dead = store.chunks_in_state(job_id, ChunkState.DEAD)
@@ -74,9 +80,11 @@ def finalize_job(store: JobStore, job_id: str, limits: JobLimits, invocations: i
             f"read {tally.rows_in} rows but the Parquet footers hold {job.est_rows}; this is a bug in squall, please report it"
         )
     output = open_output(job.output)
-    output.clear_attempts()
     for path in _replaced(done, increment):
         output.discard(layout.join(job.output, path))
+    if coalesce(store, job_id, output, job.output, min_part_bytes, part_prefix):
+        done = store.done_chunks(job_id)
+    output.clear_attempts()  # after merging, which writes under _tmp/ too
     finished = time.time()
     started = job.started_at or job.created_at
     entries = _entries(done, increment)
@@ -108,7 +116,7 @@ def finalize_job(store: JobStore, job_id: str, limits: JobLimits, invocations: i
         error_rows=tally.error_rows,
         dead_chunks=tally.dead_chunks,
         chunks=job.chunks_total,
-        parts=tuple(d.part for d in done if d.part),
+        parts=tuple(dict.fromkeys(d.part for d in done if d.part)),
         wall_s=finished - started,
         cold_starts=final.cold_starts,
         worker_starts=final.worker_starts,
@@ -156,7 +164,7 @@ def _entries(done: list[DoneChunk], increment: Increment | None) -> dict[str, li
     """This run's parts and error parts, after the ones kept from earlier runs."""
     made = {"run": increment.run, "model": increment.model, "spec": increment.spec} if increment else {"run": 1}
     parts = [
-        {"chunk": d.chunk_id, "path": _name(d.part), "rows": d.rows_out, **made, "files": d.files}
+        {"chunk": d.chunk_id, "path": _name(d.part), "rows": d.rows_out, **_first_row(d), **made, "files": d.files}
         for d in done
         if d.part
     ]
@@ -168,6 +176,11 @@ def _entries(done: list[DoneChunk], increment: Increment | None) -> dict[str, li
     kept_parts = increment.kept_parts if increment else []
     kept_errors = increment.kept_errors if increment else []
     return {"parts": kept_parts + parts, "errors": kept_errors + errors}
+
+
+def _first_row(done: DoneChunk) -> dict[str, int]:
+    """Where the chunk's rows begin in its part, when the part is a merged file several chunks share."""
+    return {} if done.part_first_row is None else {"first_row": done.part_first_row}
 
 
 def _replaced(done: list[DoneChunk], increment: Increment | None) -> list[str]:

@@ -54,10 +54,16 @@ class InvocationRecord:
         if not report:
             return cls(job_id, chunk_id, attempt, -1 if worker is None else worker, outcome, started,
                        max(0.0, finished - started), init_s, error=error)
-        data = InvocationReport.from_dict(json.loads(report))
+        return cls.of_report(InvocationReport.from_dict(json.loads(report)), outcome, init_s, error)
+
+    @classmethod
+    def of_report(
+        cls, report: InvocationReport, outcome: str, init_s: float | None = None, error: str | None = None
+    ) -> InvocationRecord:
+        """The record of an invocation that reported ``report`` and closed with ``outcome``."""
         return cls(
-            job_id, chunk_id, attempt, data.worker, outcome, data.started_at, data.duration_s, init_s,
-            data.max_rss_mb, data.rows_in, data.rows_out, data.error_rows, error,
+            report.job_id, report.chunk_id, report.attempt, report.worker, outcome, report.started_at,
+            report.duration_s, init_s, report.max_rss_mb, report.rows_in, report.rows_out, report.error_rows, error,
         )
 
     def to_dict(self) -> dict[str, Any]:

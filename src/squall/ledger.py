@@ -202,25 +202,28 @@ def _stale_files(ledger: Ledger, model_fp: str, spec_fp: str) -> set[str]:
 def _settle(
     ledger: Ledger, current: dict[str, FileStamp], only: dict[str, int], dirty: set[str], reasons: dict[str, str]
 ) -> Increment:
-    """Drop every old entry that read a dirty file; files sharing a dropped entry are planned again, whole."""
+    """Drop every old entry that read a dirty file, and every entry that shares a file with a dropped one (a
+    merged part holds several chunks' rows, and goes whole); the files they read are planned again, whole."""
     entries = ledger.parts + ledger.errors
     while True:
-        dropped = [e for e in entries if set(e.get("files", [])) & dirty]
+        gone = {e["path"] for e in entries if set(e.get("files", [])) & dirty}
+        dropped = [e for e in entries if e["path"] in gone]
         spread = {uri for e in dropped for uri in e.get("files", []) if uri in current} - dirty
         if not spread:
             break
         for uri in spread:
             only[uri], reasons[uri] = 0, reasons.get(uri, "shared a part with a changed file")
         dirty |= spread
+
     def keep(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [e for e in items if not set(e.get("files", [])) & dirty]
+        return [e for e in items if e["path"] not in gone]
 
     return Increment(
         run=ledger.next_run,
         only=only,
         kept_parts=keep(ledger.parts),
         kept_errors=keep(ledger.errors),
-        dropped=[e["path"] for e in entries if set(e.get("files", [])) & dirty],
+        dropped=list(dict.fromkeys(e["path"] for e in dropped)),
         previous_runs=ledger.runs,
         reasons=reasons,
     )

@@ -386,7 +386,7 @@ def _coordinate(
         coordinator.drive()
         for listener in listeners:
             listener.job_finalizing(task.job_id)
-        result = _finalize(store, task, limits, coordinator.invocations)
+        result = _finalize(store, task, limits, coordinator.invocations, spec.min_part_bytes)
     except (KeyboardInterrupt, JobCancelled) as exc:
         _record_stop(store, task.job_id, JobState.CANCELLED, "cancelled", exc)
         raise
@@ -403,12 +403,12 @@ def _coordinate(
     return result
 
 
-def _finalize(store: JobStore, task: JobTask, limits: JobLimits, invocations: int) -> JobResult:
+def _finalize(store: JobStore, task: JobTask, limits: JobLimits, invocations: int, min_part_bytes: int) -> JobResult:
     """Finalize the job; an output that fills up or turns read-only meanwhile stops it with that reason."""
     from squall.finalize import finalize_job
 
     try:
-        return finalize_job(store, task.job_id, limits, invocations)
+        return finalize_job(store, task.job_id, limits, invocations, min_part_bytes, task.part_prefix)
     except Exception as exc:
         if environment_cause(exc) is None and not storage.is_transient(exc):
             raise

@@ -39,9 +39,15 @@ def assert_exact_output(output: Path, expected_ids: set[int]) -> pd.DataFrame:
     assert set(got["id"]) == expected_ids
     np.testing.assert_array_equal(got["prediction"].to_numpy(), got["id"].to_numpy() * 2.0)
     manifest = json.loads((output / "_manifest.json").read_text())
+    ranges: dict[str, list[tuple[int, int]]] = {}  # a merged file holds several chunks' rows, each a range of it
     for part in manifest["parts"]:
-        assert pq.ParquetFile(output / part["path"]).metadata.num_rows == part["rows"]
-    assert sorted(p.name for p in output.glob("part-*")) == sorted(part["path"] for part in manifest["parts"])
+        start = part.get("first_row", 0)
+        ranges.setdefault(part["path"], []).append((start, start + part["rows"]))
+    for path, spans in ranges.items():
+        spans.sort()
+        assert [end for _, end in spans[:-1]] == [start for start, _ in spans[1:]] and spans[0][0] == 0
+        assert pq.ParquetFile(output / path).metadata.num_rows == spans[-1][1]
+    assert sorted(p.name for p in output.glob("part-*")) == sorted(ranges)
     assert not (output / "_tmp").exists()
     return got
 

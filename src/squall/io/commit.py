@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from fsspec.core import url_to_fs
 
 from squall.errors import OutputExistsError, SpecError
 from squall.io import layout
 from squall.io.output import Committed
-from squall.io.part_formats import count_rows
-from squall.io.parts import PartFile
+
+if TYPE_CHECKING:
+    from squall.io.parts import PartFile
+
+# The part writers and counters load pyarrow: imported where a part is written or counted, so that resolving a
+# job's output (before its workers start) does not wait for pyarrow.
 
 
 class OutputDir:
@@ -31,6 +36,8 @@ class OutputDir:
     def __init__(self, uri: str) -> None:
         self.uri = uri.rstrip("/") or "/"
         self._fs, self._path = url_to_fs(self.uri)
+        self._renames = layout.commits_by_rename(self.uri)
+        self._folders: set[str] = set()  # folders this committer made: each is made once, not per part
 
     @classmethod
     def location_of(cls, output: str, table: str | None) -> str:
@@ -57,6 +64,8 @@ class OutputDir:
 
     def part_sink(self, uri: str, output_format: str) -> PartFile:
         """A part file at ``uri``, opened on its first row."""
+        from squall.io.parts import PartFile
+
         return PartFile(uri, output_format)
 
     def claim(self, job_id: str, overwrite: bool, incremental: bool = False) -> None:
@@ -106,6 +115,36 @@ class OutputDir:
                     removed.append(relative)
         return removed
 
+    def part_sizes(self) -> dict[str, int]:
+        """Bytes of every committed-looking prediction part, from one listing of the output folder."""
+        sizes: dict[str, int] = {}
+        for entry in self._fs.ls(self._path, detail=True, refresh=True):
+            name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+            if entry.get("type") == "file" and name.startswith("part-"):
+                sizes[layout.join(self.uri, name)] = int(entry["size"])
+        return sizes
+
+    def merge_parts(self, parts: Sequence[str], final_uri: str) -> Committed:
+        """Concatenate Parquet ``parts`` into ``final_uri``: on local disk written under ``_tmp/`` and renamed
+        into place, on an object store one whole-object PUT; a reader never sees a half-written merge."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = []
+        for uri in parts:
+            with self._fs.open(self._fs._strip_protocol(uri), "rb") as handle:
+                tables.append(pq.read_table(handle))
+        merged = pa.concat_tables(tables)
+        name = final_uri.rstrip("/").rsplit("/", 1)[-1]
+        target = layout.join(self.uri, layout.TMP_DIR, f"merging-{name}") if self._renames else final_uri
+        if self._renames:
+            self._fs.makedirs(layout.join(self._path, layout.TMP_DIR), exist_ok=True)
+        with self._fs.open(self._fs._strip_protocol(target), "wb") as handle:
+            pq.write_table(merged, handle, compression="zstd")
+        if self._renames:
+            os.replace(self._fs._strip_protocol(target), self._fs._strip_protocol(final_uri))
+        return Committed(final_uri, merged.num_rows)
+
     def _owner(self) -> str | None:
         path = f"{self._path}/{layout.OWNER_FILE}"
         if not self._fs.exists(path):
@@ -118,15 +157,22 @@ class OutputDir:
     def commit(self, attempt_uri: str, final_uri: str) -> Committed:
         """Commit a winning attempt's file: renamed to ``final_uri`` (atomic on a local or POSIX
         filesystem), or left where it lies on an object store; its rows are counted from the committed file."""
-        if not layout.commits_by_rename(self.uri):
+        if not self._renames:
             return self._counted(attempt_uri)
-        _, source = url_to_fs(attempt_uri)
-        _, target = url_to_fs(final_uri)
-        self._fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-        self._fs.mv(source, target)
-        return self._counted(final_uri)
+        source, target = self._fs._strip_protocol(attempt_uri), self._fs._strip_protocol(final_uri)
+        folder = os.path.dirname(target)
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        os.replace(source, target)  # atomic: the part is there whole, or not at all
+        from squall.io.part_formats import count_rows
+
+        with open(target, "rb") as handle:
+            return Committed(final_uri, count_rows(handle, final_uri))
 
     def _counted(self, uri: str) -> Committed:
+        from squall.io.part_formats import count_rows
+
         _, path = url_to_fs(uri)
         with self._fs.open(path, "rb") as handle:
             return Committed(uri, count_rows(handle, uri))

@@ -18,6 +18,8 @@ the manifest does not list before it writes ``_SUCCESS``.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from squall.io.storage import is_remote
 
 TMP_DIR = "_tmp"
@@ -32,6 +34,7 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
 
+@lru_cache(maxsize=64)  # asked for every part of a job, about the same few outputs
 def commits_by_rename(output: str) -> bool:
     """Whether committing an attempt renames it (local disk) or records it where it lies (object stores)."""
     return not is_remote(output)

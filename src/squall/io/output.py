@@ -13,10 +13,12 @@ output final.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from squall.registry import Plugin, Registry
 
@@ -93,6 +95,13 @@ class Output(Protocol):
 
     def remove_unlisted(self, listed: set[str]) -> list[str]:
         """Delete committed parts that ``listed`` (names relative to the output) does not name; returns them."""
+
+    def part_sizes(self) -> dict[str, int]:
+        """Bytes of every committed prediction part, by URI as committed; empty for an output without files."""
+
+    def merge_parts(self, parts: Sequence[str], final_uri: str) -> Committed:
+        """Write the rows of ``parts`` (Parquet parts of one schema), in order, as one part at ``final_uri``:
+        whole, or not at all. The parts themselves are left as they are."""
 
     def remove_final_markers(self) -> None:
         """Withdraw the "final" mark before a resume, redrive or replay changes the output again."""

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import fsspec
 from fsspec.core import split_protocol, url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
 from squall.errors import MissingDependency, causes
 
@@ -165,6 +166,8 @@ def open_ranged(uri: str) -> Any:
     fsspec's default read-ahead fetches a whole block (50 MB on S3) past every
     read; a byte-range reader already asks for exactly what it needs.
     """
+    if "::" not in uri and not is_remote(uri):  # this machine's disk: a plain file, without fsspec's layers
+        return open(LocalFileSystem._strip_protocol(uri), "rb")
     filesystem, path = url_to_fs(uri)
     if is_remote(uri):
         return filesystem.open(path, "rb", cache_type="none")

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from squall.errors import EnvironmentFault, ErrorBudgetExceeded, ErrorInfo, InputError, SquallError, environment_cause, is_retryable
 from squall.formats.base import OFFSET_COLUMN, SOURCE_COLUMN, BadRecord
 from squall.formats.registry import get_format
-from squall.io.output import PartSink, open_output
+from squall.io.output import Output, PartSink, open_output
 from squall.io.output_schema import Uncastable, conform, schema_from_text, schema_text
 from squall.io.part_formats import extension_of
 from squall.models.base import LoadedModel
@@ -68,6 +68,7 @@ class Steps:
     batch_format: str = "pandas"
     vector: bool = False
     sizer: BatchSizer = field(default_factory=lambda: BatchSizer(65536))
+    output: Output | None = None  # where the parts go, opened once (None: opened per invocation)
 
     @classmethod
     def for_task(cls, task: JobTask, model: LoadedModel) -> Steps:
@@ -81,6 +82,7 @@ class Steps:
             batch_format=task.batch_format if task.batch_format != "auto" else model.batch_format,
             vector=task.naming.layout == "vector" or (task.naming.layout == "auto" and model.vector_output),
             sizer=BatchSizer(fixed, task.memory_mb),
+            output=open_output(task.output),
         )
 
 
@@ -105,7 +107,7 @@ class _Invocation:
     def open(cls, task: JobTask, chunk: Chunk, attempt: int, steps: Steps, schema: pa.Schema | None) -> _Invocation:
         """An invocation whose part and error files are named for this attempt (opened on first write)."""
         ext = extension_of(task.output_format)
-        output = open_output(task.output)
+        output = steps.output or open_output(task.output)
         part = output.attempt_part(chunk.chunk_id, attempt, ext, task.part_prefix)
         errors = output.attempt_errors(chunk.chunk_id, attempt, task.part_prefix)
         return cls(

@@ -27,12 +27,13 @@ def reset_peak() -> None:
 def peak_mb() -> float:
     """The highest resident memory of this process, in MiB, since the last :func:`reset_peak`."""
     try:
-        with open(_STATUS) as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
+        with open(_STATUS, "rb") as handle:
+            status = handle.read()
     except OSError:
-        pass
+        status = b""
+    at = status.find(b"VmHWM:")
+    if at >= 0:
+        return int(status[at + 6 : status.index(b"\n", at)].split()[0]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -1,46 +1,5 @@
-"""The job store: SQLite in WAL mode, written by the coordinator alone.
-
-Tables
-------
-``jobs``      one row per job: spec, state, output, timestamps, summary counts.
-``chunks``    one row per chunk: its descriptor and where it is in the queue.
-``attempts``  one row per invocation of a chunk: worker, outcome, error, report.
-
-Chunk states and lease rules
-----------------------------
-``pending`` → ``leased`` (claimed by the coordinator for one worker, with a
-deadline; ``attempts`` counts claims) → ``done`` (its winning attempt is
-committed) or back to ``pending`` (retry, not before ``not_before``) or
-``dead`` (attempts exhausted; ``redrive`` returns it to ``pending`` and
-sets ``attempt_base`` so it gets a full set of attempts again) or
-``split`` (replaced by two children, whose ``parent`` names it, that cover
-the same rows). ``kills`` counts timeouts and memory kills, which decide
-splitting (crashes count too); ``lane`` is ``function`` (time-limited) or ``batch`` (not).
-An attempt's ``init_s`` is set when it was the first invocation of a fresh worker
-process (a cold start) and holds that worker's start-up time; its ``report`` is
-the worker's :class:`InvocationReport` (absent when the worker was killed or
-died). A ``split`` or ``to-batch-lane`` attempt's ``error`` starts with the kill
-that caused it (``timeout:``, ``memory:``, ``lost:``).
-``kind`` is ``data`` (reads input for the first time) or ``replay`` (reads again the
-rows of error parts, which are then ``errors_superseded``). ``jobs.ledger`` holds
-the run's ledger record (:class:`squall.ledger.Increment`) until finalize.
-``jobs.output_schema`` is the schema every part of the job is written in
-(:func:`squall.io.output_schema.schema_text`), set with the first committed part.
-A coordinator that dies leaves chunks ``leased``; ``resume`` returns them
-to ``pending``. Only one coordinator may run a job at a time: it holds an
-exclusive lock on ``locks/JOB.lock`` for as long as it runs.
-
-Secrets: nothing secret is written (:mod:`squall.secrets`). Specs, tasks,
-descriptors, part names, reports and messages are stored redacted, a
-password or credential replaced by ``***``; :meth:`JobStore.claim` gives a
-leased chunk's URLs back from the coordinator's memory, so the chunk a worker
-receives (in memory) can reach its database. The state folder, ``squall.db``
-(with its WAL) and the lock files are the owner's alone (0700/0600).
-
-Durability: WAL with ``synchronous=NORMAL`` survives a killed process; after
-a power cut the last few acknowledgements may be lost, and those chunks are
-simply run again (their parts are rewritten with identical content).
-"""
+"""``JobStore``: the job store's one class, everything the coordinator and the readers do with it
+(the tables and lease rules are in :mod:`squall.store`)."""
 
 from __future__ import annotations
 
@@ -48,150 +7,27 @@ import fcntl
 import json
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from squall.errors import JobNotFoundError, JobStateError, StoreError
 from squall.invocations import InvocationRecord
-from squall.owner_only import open_private, private_dir, private_file
+from squall.owner_only import open_private, private_dir
 from squall.plan.chunk import Chunk
-from squall.secrets import MARK, redact_json, redact_url, reveal_url
 from squall.runtime.task import InvocationReport
-from squall.states import ChunkState, JobState, KILL_OUTCOMES, Outcome
+from squall.secrets import MARK, redact_json, redact_url, reveal_url
 from squall.spec import default_state_dir
+from squall.states import KILL_OUTCOMES, ChunkState, JobState, Outcome
+from squall.store.records import ChunkCounts, Claim, DoneChunk, JobRecord, job_record
+from squall.store.schema import open_database
 
 if TYPE_CHECKING:
-    from squall.io.output import Committed  # pulls in pyarrow, which the store's users need not load
-
-SCHEMA_VERSION = 5
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY,
-    spec TEXT NOT NULL,
-    task TEXT NOT NULL,
-    output TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    chunks_total INTEGER NOT NULL DEFAULT 0,
-    est_rows INTEGER NOT NULL DEFAULT 0,
-    cold_starts INTEGER NOT NULL DEFAULT 0,
-    worker_starts INTEGER NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    ledger TEXT,
-    message TEXT,
-    output_schema TEXT
-);
-CREATE TABLE IF NOT EXISTS chunks (
-    job_id TEXT NOT NULL,
-    chunk_id INTEGER NOT NULL,
-    descriptor TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    attempt_base INTEGER NOT NULL DEFAULT 0,
-    kills INTEGER NOT NULL DEFAULT 0,
-    lane TEXT NOT NULL DEFAULT 'function',
-    kind TEXT NOT NULL DEFAULT 'data',
-    errors_superseded INTEGER NOT NULL DEFAULT 0,
-    parent INTEGER,
-    not_before REAL NOT NULL DEFAULT 0,
-    worker INTEGER,
-    rows_in INTEGER NOT NULL DEFAULT 0,
-    rows_out INTEGER NOT NULL DEFAULT 0,
-    error_rows INTEGER NOT NULL DEFAULT 0,
-    part TEXT,
-    error_part TEXT,
-    finished_at REAL,
-    PRIMARY KEY (job_id, chunk_id)
-);
-CREATE INDEX IF NOT EXISTS chunks_queue ON chunks (job_id, state, chunk_id);
-CREATE TABLE IF NOT EXISTS attempts (
-    job_id TEXT NOT NULL,
-    chunk_id INTEGER NOT NULL,
-    attempt INTEGER NOT NULL,
-    worker INTEGER,
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    outcome TEXT,
-    error TEXT,
-    report TEXT,
-    init_s REAL,
-    PRIMARY KEY (job_id, chunk_id, attempt)
-);
-"""
-
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """A job as the store knows it."""
-
-    job_id: str
-    spec: dict[str, Any]
-    task: str
-    output: str
-    state: JobState
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    chunks_total: int
-    est_rows: int
-    cold_starts: int
-    worker_starts: int
-    message: str | None
-
-
-@dataclass(frozen=True)
-class ChunkCounts:
-    """How many chunks of a job are in each state, and the rows of the finished ones."""
-
-    by_state: dict[str, int]
-    rows_in: int
-    rows_out: int
-    error_rows: int
-
-    def count(self, state: str) -> int:
-        return self.by_state.get(state, 0)
-
-
-@dataclass(frozen=True)
-class DoneChunk:
-    """A committed chunk: its counts, its committed files and what it read."""
-
-    chunk_id: int
-    rows_in: int
-    rows_out: int
-    error_rows: int
-    part: str | None
-    error_part: str | None
-    chunk: Chunk
-    kind: str = "data"
-    errors_superseded: bool = False
-
-    @property
-    def files(self) -> list[str]:
-        return sorted({piece.uri for piece in self.chunk.pieces})
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A chunk leased for one attempt: ``attempt`` numbers all its attempts, ``attempt - attempt_base`` those since the last redrive."""
-
-    chunk: Chunk
-    attempt: int
-    attempt_base: int = 0
-    kills: int = 0
-    lane: str = "function"
-    worker: int = -1
-
-    @property
-    def attempts_since_redrive(self) -> int:
-        return self.attempt - self.attempt_base
+    from squall.io.output import (
+        Committed,  # pulls in pyarrow, which the store's users need not load
+    )
 
 
 class JobStore:
@@ -212,42 +48,9 @@ class JobStore:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         private_dir(state_dir)
-        try:
-            self._db = sqlite3.connect(private_file(state_dir / "squall.db"), timeout=30, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{state_dir / 'squall.db'}: cannot open the job store ({exc}); use another --state-dir") from exc
-        self._check_version()
+        self._db = open_database(state_dir)
+        self._batching = False
         self._locks: dict[str, Any] = {}
-
-    def _check_version(self) -> None:
-        row = self._db.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
-        if row is None and self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]:
-            row = ("1",)  # made before versions were recorded
-        if row is None:
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) in (3, 4):
-            self._migrate_from(int(row[0]))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise StoreError(
-                f"the job store in {self.state_dir} has schema version {row[0]}; this squall reads {SCHEMA_VERSION}. "
-                "Use another --state-dir (or $SQUALL_HOME), or finish its jobs with the squall that made it"
-            )
-
-    def _migrate_from(self, version: int) -> None:
-        """Bring a store of an older ``version`` up to :data:`SCHEMA_VERSION` in place, in one transaction."""
-        with self._transaction():
-            if version <= 3:
-                self._add_column("attempts", "init_s", "REAL")  # v4: old attempts have no cold start recorded
-            if version <= 4:
-                self._add_column("jobs", "output_schema", "TEXT")  # v5: old jobs fix theirs with their next part
-            self._db.execute("UPDATE meta SET value=? WHERE name='schema_version'", (str(SCHEMA_VERSION),))
-
-    def _add_column(self, table: str, column: str, kind: str) -> None:
-        if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
-            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         """Release the job locks this store holds, and close the database."""
@@ -309,14 +112,14 @@ class JobStore:
         row = self._db.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFoundError(f"no job {job_id!r} in {self.state_dir}; `squall status` lists the jobs there")
-        return _job_record(row)
+        return job_record(row)
 
     def has_job(self, job_id: str) -> bool:
         return self._db.execute("SELECT 1 FROM jobs WHERE job_id=?", (job_id,)).fetchone() is not None
 
     def recent_jobs(self, limit: int = 20) -> list[JobRecord]:
         rows = self._db.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
-        return [_job_record(row) for row in rows]
+        return [job_record(row) for row in rows]
 
     def set_job_state(self, job_id: str, state: JobState, message: str | None = None) -> None:
         now = time.time()
@@ -525,14 +328,23 @@ class JobStore:
     def done_chunks(self, job_id: str) -> list[DoneChunk]:
         """Every done chunk of ``job_id``, in order."""
         rows = self._db.execute(
-            "SELECT chunk_id, rows_in, rows_out, error_rows, part, error_part, descriptor, kind, errors_superseded "
-            "FROM chunks WHERE job_id=? AND state='done' ORDER BY chunk_id",
+            "SELECT chunk_id, rows_in, rows_out, error_rows, part, error_part, descriptor, kind, errors_superseded, "
+            "part_first_row FROM chunks WHERE job_id=? AND state='done' ORDER BY chunk_id",
             (job_id,),
         ).fetchall()
         return [
-            DoneChunk(cid, rin, rout, err, part, epart, Chunk.from_json(desc), kind, bool(sup))
-            for cid, rin, rout, err, part, epart, desc, kind, sup in rows
+            DoneChunk(cid, rin, rout, err, part, epart, Chunk.from_json(desc), kind, bool(sup), first)
+            for cid, rin, rout, err, part, epart, desc, kind, sup, first in rows
         ]
+
+    def move_parts(self, job_id: str, moves: Sequence[tuple[int, str, int]]) -> None:
+        """Record, all at once, that each ``(chunk_id, part, first_row)`` chunk's rows now lie in ``part`` from
+        row ``first_row`` on (small parts merged into one file)."""
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE chunks SET part=?, part_first_row=? WHERE job_id=? AND chunk_id=? AND state='done'",
+                [(_redacted(part), first, job_id, chunk_id) for chunk_id, part, first in moves],
+            )
 
     def was_committed(self, job_id: str, chunk_id: int, attempt: int) -> bool:
         """Whether attempt ``attempt`` of the chunk is the one whose files were committed."""
@@ -597,7 +409,28 @@ class JobStore:
         return row[0] if row and row[0] is not None else None
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make every change inside one transaction, committed on the way out, an exception's way included:
+        each change is whole on its own (a savepoint), so those made before the exception stand, as they
+        would have one transaction each. A process killed inside loses the batch's changes, all of them."""
+        if self._batching:
+            yield
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._batching = True
+        try:
+            yield
+        finally:
+            self._batching = False
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
+
+    @contextmanager
     def _transaction(self) -> Iterator[None]:
+        if self._batching:
+            with self._savepoint():
+                yield
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -606,6 +439,18 @@ class JobStore:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        self._db.execute("SAVEPOINT change")
+        try:
+            yield
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK TO change")
+                self._db.execute("RELEASE change")
+            raise
+        self._db.execute("RELEASE change")
 
 
 def _redacted(text: str | None) -> str | None:
@@ -617,10 +462,3 @@ def _revealed(chunk: Chunk) -> Chunk:
     if not any(MARK in piece.uri for piece in chunk.pieces):
         return chunk
     return replace(chunk, pieces=tuple(replace(piece, uri=reveal_url(piece.uri)) for piece in chunk.pieces))
-
-
-def _job_record(row: tuple[Any, ...]) -> JobRecord:
-    job_id, spec, task, output, state, created, started, finished, total, est_rows, cold, workers, _, _, message = row[:15]
-    return JobRecord(
-        job_id, json.loads(spec), task, output, JobState(state), created, started, finished, total, est_rows, cold, workers, message
-    )
