@@ -55,8 +55,10 @@ class InvocationRecord:
             return cls(job_id, chunk_id, attempt, -1 if worker is None else worker, outcome, started,
                        max(0.0, finished - started), init_s, error=error)
         data = InvocationReport.from_dict(json.loads(report))
+        # A worker that learns of its cold start only as it runs (a queue consumer) reports it in its report.
+        cold = init_s if init_s is not None else data.init_s
         return cls(
-            job_id, chunk_id, attempt, data.worker, outcome, data.started_at, data.duration_s, init_s,
+            job_id, chunk_id, attempt, data.worker, outcome, data.started_at, data.duration_s, cold,
             data.max_rss_mb, data.rows_in, data.rows_out, data.error_rows, error,
         )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Sequence, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict
 
@@ -120,6 +120,9 @@ class BackendOptions(BaseModel):
     ``--NAME-OPTION`` on the command line, ``backend_options: {NAME: {...}}`` in JSON. This base has none."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cli_aliases: ClassVar[dict[str, str]] = {}
+    """Shorter command-line flags for some options (``{"queue": "--queue"}`` beside ``--sqs-queue``)."""
 
     def threads_per_worker(self) -> int | None:
         """BLAS/OpenMP threads each worker may use, when the backend decides it (``None``: cores ÷ workers)."""
