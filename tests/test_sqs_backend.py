@@ -9,6 +9,8 @@ in SQS's dead-letter queue.
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +26,13 @@ from support.s3 import (
     filesystem,
     read_s3_output,
     upload_frame,
+    upload_ids,
 )
 from support.s3server import S3Server
 from support.sqs import Queues, WorkerPool, aws_environment, make_queues
 
 import squall
+from squall.store import JobStore
 
 
 @dataclass
@@ -93,3 +97,49 @@ def test_predictions_made_by_squall_workers_on_sqs_equal_the_models_own_call(fmt
     logs = deployment.workers.log(0) + deployment.workers.log(1)
     assert logs.count("finished message") == result.chunks, "each chunk ran once, on the workers"
     assert deployment.queues.depth(deployment.queues.url) == 0 and deployment.queues.depth(deployment.queues.results_url) == 0
+
+
+def ids_spec(deployment: Deployment, model: str, **fields: object) -> squall.JobSpec:
+    """A job over the ids object on the bucket, with a fault model from tests/faultmodels.py (code the workers import)."""
+    return deployment.spec(
+        "parquet", model=model, input=[f"s3://{deployment.bucket}/in/ids.parquet"], features=["id_copy"], method="predict",
+        trust_model=False, **fields,
+    )
+
+
+def invocation_outcomes(job_id: str) -> list[str]:
+    with JobStore.at(None) as store:
+        return [record.outcome for record in store.invocations(job_id)]
+
+
+def committed_ids(deployment: Deployment) -> pd.DataFrame:
+    assert_committed_exactly(deployment.fs, f"{deployment.bucket}/out")
+    return read_s3_output(deployment.fs, f"{deployment.bucket}/out").sort_values("id", ignore_index=True)
+
+
+def test_workers_sigkilled_at_random_with_a_message_in_hand_lose_nothing_and_every_row_is_committed_once(deployment, monkeypatch):
+    rows = 4_000
+    upload_ids(deployment.fs, f"{deployment.bucket}/in/ids.parquet", rows)
+    monkeypatch.setenv("FAULT_SLEEP", "0.05")  # each batch of 50 rows: a chunk takes about a quarter second
+    deployment.workers.start(2)
+    spec = ids_spec(deployment, "faultmodels:steady", chunk_rows=250, batch_size=50, timeout=4, split_after=3)
+    outcome: dict[str, squall.JobResult] = {}
+    coordinator = threading.Thread(target=lambda: outcome.setdefault("result", squall.run(spec)))
+    coordinator.start()
+    rng = random.Random(7)
+    landed = 0
+    for _ in range(3):
+        victim = rng.randrange(len(deployment.workers.processes))
+        time.sleep(rng.uniform(0.0, 0.5))
+        if coordinator.is_alive():
+            landed += deployment.workers.kill_when_in_flight(victim)
+            deployment.workers.replace(victim)
+    coordinator.join(timeout=240)
+    assert landed >= 2, "the kills did not land while a worker held a message"
+    result = outcome["result"]
+    assert (result.state, result.rows_in, result.rows_out, result.error_rows) == ("SUCCEEDED", rows, rows, 0)
+    got = committed_ids(deployment)
+    assert got["id"].tolist() == list(range(rows)), "a row is missing or doubled"
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), got["id"].to_numpy() * 2.0)
+    outcomes = invocation_outcomes(result.job_id)
+    assert outcomes.count("timeout") >= landed, "a killed worker's attempt was not abandoned and retried"

@@ -348,19 +348,22 @@ def _refused_table(messages: list[Any]) -> None:
 @click.option("--wait-s", type=click.IntRange(0, 20), default=20, show_default=True, help="Seconds one long poll waits for a message.")
 @click.option("--visibility-s", type=click.IntRange(5, 43_200), default=60, show_default=True,
               help="Seconds a message in work stays hidden from other workers; extended while it runs.")
-@click.option("--max-messages", type=int, help="Exit after this many messages (default: run until SIGTERM).")
-def worker(queue: str, region: str | None, wait_s: int, visibility_s: int, max_messages: int | None) -> None:
+@click.option("--processes", type=click.IntRange(1), default=1, show_default=True, help="Consumer processes to run.")
+@click.option("--max-messages", type=int, help="Each process exits after this many messages (default: run until SIGTERM).")
+def worker(queue: str, region: str | None, wait_s: int, visibility_s: int, processes: int, max_messages: int | None) -> None:
     """Consume an SQS request queue: run each dispatched chunk, keep the model warm, report, repeat."""
     import logging
     import os
 
-    from squall.backends.sqs.worker import WorkerSettings, run_worker
+    from squall.backends.sqs.queues import Queue
+    from squall.backends.sqs.worker import WorkerSettings, supervise
 
     logging.basicConfig(level=os.environ.get("SQUALL_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        sys.exit(run_worker(WorkerSettings(queue, region, wait_s, visibility_s, max_messages)))
+        Queue.named(queue, region)  # a queue that is not there is a usage error now, not in each process
     except SquallError as error:
         _fail(_stderr(), error)
+    sys.exit(supervise(WorkerSettings(queue, region, wait_s, visibility_s, max_messages), processes))
 
 
 @main.command()

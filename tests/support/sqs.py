@@ -15,7 +15,6 @@ from typing import Any
 import boto3
 
 from support.cli import SQUALL
-from support.processes import alive
 from support.s3server import CREDENTIALS, S3Server
 
 
@@ -62,29 +61,41 @@ def make_queues(server: S3Server, name: str, max_receives: int = 3, visibility_s
 
 @dataclass
 class WorkerPool:
-    """Real ``squall worker`` processes on one queue, each logging to its own file."""
+    """Real ``squall worker`` processes on one queue, each logging to its own file; a replaced one gets a new file."""
 
     queue: str
     folder: Path
     environment: dict[str, str]
     args: tuple[str, ...] = ("--wait-s", "1", "--visibility-s", "10")
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+    started: int = 0
 
-    def start(self, count: int = 1) -> list[subprocess.Popen[bytes]]:
-        started = []
+    def start(self, count: int = 1) -> None:
         for _ in range(count):
-            log = self.folder / f"worker-{len(self.processes)}.log"
-            with open(log, "wb") as handle:
-                process = subprocess.Popen(
-                    [*SQUALL, "worker", "--queue", self.queue, *self.args], stdout=handle, stderr=subprocess.STDOUT,
-                    env={**os.environ, **self.environment},
-                )
-            self.processes.append(process)
-            started.append(process)
-        return started
+            self.processes.append(self._launch())
+            self.logs.append(self.folder / f"worker-{self.started - 1}.log")
+
+    def replace(self, index: int) -> None:
+        """Start a fresh worker in place of worker ``index`` (which must have ended)."""
+        self.processes[index] = self._launch()
+        self.logs[index] = self.folder / f"worker-{self.started - 1}.log"
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        log = self.folder / f"worker-{self.started}.log"
+        self.started += 1
+        with open(log, "wb") as handle:
+            return subprocess.Popen(
+                [*SQUALL, "worker", "--queue", self.queue, *self.args], stdout=handle, stderr=subprocess.STDOUT,
+                env={**os.environ, **self.environment},
+            )
 
     def log(self, index: int) -> str:
-        return (self.folder / f"worker-{index}.log").read_text(errors="replace")
+        return self.logs[index].read_text(errors="replace")
+
+    def every_log(self) -> str:
+        """Every worker's log so far, replaced ones included."""
+        return "".join(path.read_text(errors="replace") for path in sorted(self.folder.glob("worker-*.log")))
 
     def in_flight(self, index: int) -> bool:
         """Whether worker ``index`` has received a message it has not finished (nor refused)."""
@@ -108,9 +119,6 @@ class WorkerPool:
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 process.wait(timeout=10)
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.processes if alive(p.pid)]
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:

@@ -14,7 +14,10 @@ A timeout cannot kill a remote function: ``kill`` abandons the attempt and
 frees its slot. If the attempt still reports later (a slow worker, or a
 redelivery after a worker died), the report reaches the coordinator as a late
 one, which it records and discards with its files, as for a duplicate
-delivery. The deadline of an attempt counts from its dispatch, so time spent
+delivery. Each dispatch carries the job's ``timeout`` (none when the batch
+lane is on, whose chunks have a longer one): ``squall worker`` ends itself
+when an invocation runs past it, as Lambda ends a function at its timeout.
+The deadline of an attempt counts from its dispatch, so time spent
 waiting in the queue for a consumer counts: give ``workers`` no more than the
 consumers there are.
 
@@ -60,10 +63,11 @@ class SqsBackend:
     @classmethod
     def from_spec(cls, spec: JobSpec, options: SqsOptions, log_dir: Path) -> SqsBackend:
         """The queues ``options`` name; the workers are whoever consumes them."""
-        return cls(options)
+        return cls(options, None if spec.batch_lane else spec.timeout)
 
-    def __init__(self, options: SqsOptions) -> None:
+    def __init__(self, options: SqsOptions, timeout_s: float | None = None) -> None:
         self._options = options
+        self._timeout_s = timeout_s
         self._requests: Queue | None = None
         self._results: Queue | None = None
         self._task: JobTask | None = None
@@ -102,7 +106,8 @@ class SqsBackend:
 
     def submit(self, worker: int, chunk: Chunk, attempt: int, output_schema: str | None = None) -> None:
         assert self._task is not None and self._requests is not None and self._results is not None
-        dispatch = Dispatch(self._task.job_id, self._task_uri, worker, Invoke(chunk, attempt, output_schema), self._results.url)
+        invoke = Invoke(chunk, attempt, output_schema)
+        dispatch = Dispatch(self._task.job_id, self._task_uri, worker, invoke, self._results.url, self._timeout_s)
         self._requests.send(dispatch.to_json())
         self._in_flight[worker] = (chunk.chunk_id, attempt)
 

@@ -42,12 +42,11 @@ class Consumer:
         self._instances: OrderedDict[str, WarmInstance] = OrderedDict()
         self._queues: dict[str, Queue] = {}
 
-    def run(self, body: str) -> Reply:
-        """Run the dispatch ``body`` holds and send its report to its results queue; returns the reply sent.
+    def run(self, dispatch: Dispatch) -> Reply:
+        """Run ``dispatch`` and send its report to its results queue; returns the reply sent.
 
-        Raises :class:`~squall.errors.MessageRefused` (before running anything) for a message that is not a
-        dispatch this worker runs, or whose job task it cannot read."""
-        dispatch = Dispatch.parse(body)
+        Raises :class:`~squall.errors.MessageRefused` (before running anything) for a dispatch whose job task
+        this worker cannot read."""
         reply = self.invoke(dispatch)
         self._queue(dispatch.reply_to).send(reply.to_json())
         return reply

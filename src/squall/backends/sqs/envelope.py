@@ -34,6 +34,8 @@ class Dispatch:
     invoke: Invoke
     reply_to: str
     """URL of the results queue."""
+    timeout_s: float | None = None
+    """The invocation's time limit: a worker that runs past it ends itself, as a function platform would."""
     sent_at: float = 0.0
     version: int = ENVELOPE_VERSION
 
@@ -41,7 +43,8 @@ class Dispatch:
         """The message body."""
         return json.dumps({
             "kind": _DISPATCH, "version": self.version, "job_id": self.job_id, "task": self.task, "slot": self.slot,
-            "invoke": encode(self.invoke), "reply_to": self.reply_to, "sent_at": self.sent_at or time.time(),
+            "invoke": encode(self.invoke), "reply_to": self.reply_to, "timeout_s": self.timeout_s,
+            "sent_at": self.sent_at or time.time(),
         })
 
     @classmethod
@@ -52,8 +55,9 @@ class Dispatch:
             invoke = decode(data["invoke"])
             if not isinstance(invoke, Invoke):
                 raise TypeError(f"it carries a {type(invoke).__name__}, not an invocation")
+            timeout = data.get("timeout_s")
             return cls(str(data["job_id"]), str(data["task"]), int(data["slot"]), invoke, str(data["reply_to"]),
-                       float(data.get("sent_at", 0.0)), int(data["version"]))
+                       None if timeout is None else float(timeout), float(data.get("sent_at", 0.0)), int(data["version"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise MessageRefused(f"not a squall dispatch this worker can run: {_reason(exc)}") from None
 

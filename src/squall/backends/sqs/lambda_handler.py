@@ -22,6 +22,7 @@ import os
 from typing import Any
 
 from squall.backends.sqs.consumer import Consumer
+from squall.backends.sqs.envelope import Dispatch
 from squall.errors import MessageRefused
 
 _log = logging.getLogger("squall.lambda")
@@ -35,7 +36,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str
     for record in event.get("Records", []):
         message_id = str(record.get("messageId", ""))
         try:
-            reply = consumer.run(str(record.get("body", "")))
+            reply = consumer.run(Dispatch.parse(str(record.get("body", ""))))
         except MessageRefused as refused:
             _log.error("refused message %s: %s", message_id, refused)
             failures.append({"itemIdentifier": message_id})
