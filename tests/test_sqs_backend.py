@@ -8,81 +8,44 @@ in SQS's dead-letter queue.
 
 from __future__ import annotations
 
+import json
 import random
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import fsspec
 import numpy as np
 import pandas as pd
 import pytest
-from support.data import make_frame
-from support.expect import expected_proba
+from support.cli import SQUALL, run_cli
 from support.s3 import (
     assert_committed_exactly,
-    filesystem,
     read_s3_output,
-    upload_frame,
     upload_ids,
 )
 from support.s3server import S3Server
-from support.sqs import Queues, WorkerPool, aws_environment, make_queues
+from support.sqs import wait_until
+from support.sqs_deployment import (
+    Deployment,
+    assert_predictions_equal_the_model,
+    deploy,
+    upload_inputs,
+)
 
 import squall
+from squall.backends.sqs.envelope import Dispatch
+from squall.backends.sqs.task_object import task_uri
+from squall.plan.chunk import Chunk, Piece
+from squall.runtime.messages import Invoke
 from squall.store import JobStore
-
-
-@dataclass
-class Deployment:
-    """Queues on the loopback server, workers on them, and the bucket the job reads and writes."""
-
-    s3: S3Server
-    fs: fsspec.AbstractFileSystem
-    bucket: str
-    queues: Queues
-    workers: WorkerPool
-
-    def spec(self, fmt: str, **fields: object) -> squall.JobSpec:
-        values: dict[str, object] = {
-            "model": f"s3://{self.bucket}/model/linear.joblib", "trust_model": True, "input": [f"s3://{self.bucket}/in/*.{fmt}"],
-            "output": f"s3://{self.bucket}/out", "key": ["id"], "method": "predict_proba", "workers": 2, "chunk_rows": 700,
-            "backend": "sqs", "backend_options": {"sqs": {"queue": self.queues.name}}, "timeout": 30,
-            **fields,
-        }
-        return squall.JobSpec.model_validate(values)
 
 
 @pytest.fixture
 def deployment(s3: S3Server, bucket: str, tmp_path: Path, linear_model: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployment]:
-    for name, value in aws_environment(s3).items():
-        monkeypatch.setenv(name, value)  # the coordinator here and the workers reach moto as boto3 would reach AWS
-    fs = filesystem(s3)
-    fs.pipe_file(f"{bucket}/model/linear.joblib", linear_model.read_bytes())
-    queues = make_queues(s3, f"preds-{random.randrange(10**9)}")
-    pool = WorkerPool(queues.name, tmp_path, aws_environment(s3))
-    try:
-        yield Deployment(s3, fs, bucket, queues, pool)
-    finally:
-        pool.stop()
-
-
-def upload_inputs(deployment: Deployment, fmt: str, rows: int = 2_500, files: int = 2) -> pd.DataFrame:
-    frames = [make_frame(rows, seed=i, start=i * rows) for i in range(files)]
-    for index, frame in enumerate(frames):
-        upload_frame(deployment.fs, frame, f"{deployment.bucket}/in/data-{index}.{fmt}", fmt)
-    return pd.concat(frames, ignore_index=True)
-
-
-def assert_predictions_equal_the_model(deployment: Deployment, frame: pd.DataFrame, linear_model: Path) -> None:
-    assert_committed_exactly(deployment.fs, f"{deployment.bucket}/out")
-    got = read_s3_output(deployment.fs, f"{deployment.bucket}/out").set_index("id").sort_index()
-    assert not got.index.duplicated().any(), "a row was committed twice"
-    want = expected_proba(linear_model, frame)
-    assert got.index.equals(want.index), "a row is missing"
-    np.testing.assert_allclose(got[want.columns].to_numpy(), want.to_numpy(), rtol=1e-9, atol=1e-12)
+    yield from deploy(s3, bucket, tmp_path, linear_model, monkeypatch)
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
@@ -143,3 +106,92 @@ def test_workers_sigkilled_at_random_with_a_message_in_hand_lose_nothing_and_eve
     np.testing.assert_array_equal(got["prediction"].to_numpy(), got["id"].to_numpy() * 2.0)
     outcomes = invocation_outcomes(result.job_id)
     assert outcomes.count("timeout") >= landed, "a killed worker's attempt was not abandoned and retried"
+
+
+def test_a_coordinator_sigkilled_with_messages_in_flight_is_finished_by_squall_resume(deployment, monkeypatch):
+    rows = 4_000
+    upload_ids(deployment.fs, f"{deployment.bucket}/in/ids.parquet", rows)
+    monkeypatch.setenv("FAULT_SLEEP", "0.05")
+    deployment.workers.start(2)
+    job_id = "sqs-resume"
+    coordinator = subprocess.Popen(
+        [*SQUALL, "run", "--job-id", job_id, "--backend", "sqs", "--queue", deployment.queues.name, "--model", "faultmodels:steady",
+         "--input", f"s3://{deployment.bucket}/in/ids.parquet", "--output", f"s3://{deployment.bucket}/out", "--key", "id",
+         "--features", "id_copy", "--workers", "2", "--chunk-rows", "250", "--batch-size", "50", "--timeout", "10", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    wait_until(lambda: deployment.workers.every_log().count("finished message") >= 3 or coordinator.poll() is not None,
+               "the job to commit a few chunks")
+    wait_until(lambda: deployment.workers.in_flight(0) or deployment.workers.in_flight(1), "a message in a worker's hands")
+    coordinator.send_signal(signal.SIGKILL)
+    coordinator.wait(timeout=10)
+    assert coordinator.returncode == -signal.SIGKILL, "the coordinator finished before it was killed"
+    assert deployment.queues.depth(deployment.queues.url) > 0, "no message was in flight when the coordinator died"
+    with JobStore.at(None) as store:
+        assert store.job(job_id).state == "RUNNING"
+    resumed = run_cli("resume", job_id, "-q")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    with JobStore.at(None) as store:
+        assert store.job(job_id).state == "SUCCEEDED"
+    got = committed_ids(deployment)
+    assert got["id"].tolist() == list(range(rows)), "a row is missing or doubled"
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), got["id"].to_numpy() * 2.0)
+
+
+def test_rows_the_model_raises_on_are_bisected_into_error_rows_and_every_other_row_is_predicted(deployment):
+    rows = 3_000
+    upload_ids(deployment.fs, f"{deployment.bucket}/in/ids.parquet", rows)
+    deployment.workers.start(2)
+    result = squall.run(ids_spec(deployment, "faultmodels:raise_on_some", chunk_rows=500, max_error_rate=0.01))
+    poison = [i for i in range(rows) if i % 1000 == 7]
+    assert (result.state, result.rows_out, result.error_rows) == ("PARTIAL", rows - len(poison), len(poison))
+    got = committed_ids(deployment)
+    assert got["id"].tolist() == [i for i in range(rows) if i not in poison]
+    errors = read_s3_output(deployment.fs, f"{deployment.bucket}/out/_errors")
+    assert sorted(errors["_offset"]) == poison and set(errors["step"]) == {"predict"}
+    assert set(errors["error_type"]) == {"ValueError"}
+
+
+def test_a_row_that_hangs_is_isolated_by_timeouts_and_splits_while_every_other_row_is_committed(deployment, monkeypatch):
+    rows, group, bad = 64, 8, 42
+    deployment.queues.set_max_receives(1)  # a hung message is not run again after its worker ended over the time limit
+    upload_ids(deployment.fs, f"{deployment.bucket}/in/ids.parquet", rows, row_group_size=group)
+    monkeypatch.setenv("FAULT_ID", str(bad))
+    # A spare consumer: a dispatch's time counts from when it is sent, so one must not wait for a consumer that restarts;
+    # and a time limit that leaves a cold consumer (a fresh process importing pandas and pyarrow) time to start.
+    deployment.workers.start(3)
+    spec = ids_spec(deployment, "faultmodels:hang_on_row", chunk_rows=group, batch_size=group, timeout=10, split_after=1,
+                    max_dead_chunks=1, max_error_rate=0.02, backoff_base=0.0)
+    result = squall.run(spec)
+    dead = squall.api.dead_letters(result.job_id)
+    assert (result.state, result.rows_out) == ("PARTIAL", rows - 1), (result.message, dead)
+    assert len(dead) == 1 and dead[0].est_rows == 1, dead
+    assert dead[0].pieces[0]["start"] * group + dead[0].pieces[0]["row_offset"] == bad, dead
+    got = committed_ids(deployment)
+    assert got["id"].tolist() == [i for i in range(rows) if i != bad]
+    assert "ran past its 10 s time limit" in deployment.workers.every_log(), "no worker ended itself over the time limit"
+    assert invocation_outcomes(result.job_id).count("timeout") >= 4, "the chunk was not split down to its bad row"
+
+
+def test_messages_no_worker_can_run_end_in_the_sqs_dead_letter_queue_and_squall_dlq_says_why(deployment):
+    queues = deployment.queues
+    queues.set_max_receives(2)
+    queues.client.send_message(QueueUrl=queues.url, MessageBody="hello, I am not squall's")
+    chunk = Chunk("job-x", 3, "parquet", (Piece(f"s3://{deployment.bucket}/in/ids.parquet", "rowgroups", 0, 1),), 250, 1_000)
+    # A dispatch whose job task is not where its job's output says (never written): refused, nothing run.
+    unreadable = Dispatch("job-x", task_uri(f"s3://{deployment.bucket}/out", "job-x"), 0, Invoke(chunk, 1), queues.results_url)
+    queues.client.send_message(QueueUrl=queues.url, MessageBody=unreadable.to_json())
+    deployment.workers.start(1)
+    wait_until(lambda: queues.depth(queues.dlq_url) == 2, "both messages to reach the dead-letter queue", timeout=90)
+    log = deployment.workers.log(0)
+    assert log.count("refused message") >= 4, log  # each received twice (maxReceiveCount), each time refused
+    assert "finished message" not in log and queues.depth(queues.results_url) == 0, "a refused message was run"
+    shown = run_cli("dlq", "--queue", queues.name, "--json")
+    assert shown.returncode == 0, shown.stderr
+    listed = {entry["what"]: entry["reason"] for entry in json.loads(shown.stdout)}
+    assert listed.keys() == {"not a squall dispatch", "job job-x chunk 3 attempt 1"}, listed
+    assert "not JSON" in listed["not a squall dispatch"]
+    assert "cannot read the task of job job-x" in listed["job job-x chunk 3 attempt 1"]
+    assert queues.depth(queues.dlq_url) == 2, "listing the dead-letter queue took messages off it"
+    table = run_cli("dlq", "--queue", queues.name)
+    assert "2 message(s) in the SQS dead-letter queue" in table.stdout and "not JSON" in table.stdout, table.stdout

@@ -40,6 +40,12 @@ class Queues:
         )["Attributes"]
         return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
+    def set_max_receives(self, count: int) -> None:
+        """Receives of a message before SQS moves it to the dead-letter queue (the redrive policy's maxReceiveCount)."""
+        arn = self.client.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        redrive = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": str(count)})
+        self.client.set_queue_attributes(QueueUrl=self.url, Attributes={"RedrivePolicy": redrive})
+
     def dead_bodies(self) -> list[str]:
         """Bodies of the messages in the dead-letter queue (received and released again)."""
         answer = self.client.receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0)

@@ -41,7 +41,6 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Self
 
 from squall.backends.sqs.consumer import Consumer
 from squall.backends.sqs.envelope import Dispatch
@@ -119,9 +118,8 @@ class _Heartbeat:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="squall-visibility", daemon=True)
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> None:
         self._thread.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self._done.set()
@@ -142,10 +140,9 @@ class _TimeLimit:
         self._seconds = seconds
         self._done = threading.Event()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> None:
         if self._seconds is not None:
             threading.Thread(target=self._watch, name="squall-time-limit", daemon=True).start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self._done.set()
