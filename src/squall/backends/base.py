@@ -42,6 +42,14 @@ class InvocationDone:
 
 
 @dataclass(frozen=True)
+class InvocationStarted:
+    """The invocation handed to ``worker`` began only now (a queue backend: a consumer took its message off the
+    queue); its time limit counts from here rather than from when it was handed over."""
+
+    worker: int
+
+
+@dataclass(frozen=True)
 class WorkerDied:
     """A worker ended without being asked to: ``cause`` is ``crash`` or ``memory`` (killed over its limit)."""
 
@@ -73,7 +81,7 @@ class WorkerRecycling:
         return cls(spec.memory, spec.max_invocations_per_worker, spec.recycle_rss_mb)
 
 
-WorkerEvent = Union[WorkerReady, InvocationDone, WorkerDied, WorkerLoadFailed]
+WorkerEvent = Union[WorkerReady, InvocationStarted, InvocationDone, WorkerDied, WorkerLoadFailed]
 
 
 class Backend(Protocol):

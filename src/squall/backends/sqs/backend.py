@@ -17,9 +17,13 @@ one, which it records and discards with its files, as for a duplicate
 delivery. Each dispatch carries the job's ``timeout`` (none when the batch
 lane is on, whose chunks have a longer one): ``squall worker`` ends itself
 when an invocation runs past it, as Lambda ends a function at its timeout.
-The deadline of an attempt counts from its dispatch, so time spent
-waiting in the queue for a consumer counts: give ``workers`` no more than the
-consumers there are.
+
+A consumer says when it takes a message off the queue
+(:class:`~.envelope.Started`): the attempt's time limit counts from then
+(``InvocationStarted``), not from the dispatch, so waiting in the queue for a
+consumer is not running out of time. Until a consumer takes it, the deadline counts from the dispatch: a message
+that waits longer than ``timeout`` for a consumer is abandoned and retried
+like a timeout, so give ``workers`` no more than the consumers there are.
 
 Reports of another job (two coordinators sharing a results queue) are left
 for their coordinator: hidden for a few seconds, then received again; one
@@ -35,8 +39,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from squall.backends.base import InvocationDone, WorkerEvent
-from squall.backends.sqs.envelope import Dispatch, Reply
+from squall.backends.base import InvocationDone, InvocationStarted, WorkerEvent
+from squall.backends.sqs.envelope import Dispatch, Reply, Started, parse_result
 from squall.backends.sqs.options import SqsOptions
 from squall.backends.sqs.queues import Queue, Received
 from squall.backends.sqs.task_object import write_task
@@ -146,21 +150,29 @@ class SqsBackend:
         done: list[str] = []
         for message in received:
             try:
-                reply = Reply.parse(message.body)
+                result = parse_result(message.body)
             except MessageRefused as refused:
-                _log.warning("deleted a message on the results queue that is not a squall reply: %s", refused)
+                _log.warning("deleted a message on the results queue that is not squall's: %s", refused)
                 done.append(message.receipt)
                 continue
-            report = reply.reported.report
-            if report.job_id != self._task.job_id and message.receive_count < FOREIGN_RECEIVES:
+            job_id = result.job_id if isinstance(result, Started) else result.reported.report.job_id
+            if job_id != self._task.job_id and message.receive_count < FOREIGN_RECEIVES:
                 self._results.hide(message.receipt, FOREIGN_HIDE_S)  # another coordinator's
                 continue
             done.append(message.receipt)
-            if report.job_id == self._task.job_id:
-                events.append(self._done(reply))
+            event = self._event(result) if job_id == self._task.job_id else None
+            if event is not None:
+                events.append(event)
         if done:
             self._results.delete(done)
         return events
+
+    def _event(self, result: Started | Reply) -> WorkerEvent | None:
+        if isinstance(result, Reply):
+            return self._done(result)
+        if self._in_flight.get(result.slot) == (result.chunk_id, result.attempt):
+            return InvocationStarted(result.slot)
+        return None  # an abandoned attempt that a consumer took late
 
     def _done(self, reply: Reply) -> InvocationDone:
         report = reply.reported.report

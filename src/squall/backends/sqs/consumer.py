@@ -18,7 +18,7 @@ import traceback
 from collections import OrderedDict
 from dataclasses import asdict, replace
 
-from squall.backends.sqs.envelope import Dispatch, Reply
+from squall.backends.sqs.envelope import Dispatch, Reply, Started
 from squall.backends.sqs.queues import Queue
 from squall.backends.sqs.task_object import read_task
 from squall.errors import ErrorInfo, ModelLoadError
@@ -47,14 +47,17 @@ class Consumer:
 
         Raises :class:`~squall.errors.MessageRefused` (before running anything) for a dispatch whose job task
         this worker cannot read."""
-        reply = self.invoke(dispatch)
-        self._queue(dispatch.reply_to).send(reply.to_json())
+        task = self._task(dispatch)
+        replies = self._queue(dispatch.reply_to)
+        replies.send(Started.of(dispatch).to_json())
+        reply = self.invoke(dispatch, task)
+        replies.send(reply.to_json())
         return reply
 
-    def invoke(self, dispatch: Dispatch) -> Reply:
-        """Run ``dispatch``; a model that cannot be loaded is reported as a failed invocation that is not retried."""
+    def invoke(self, dispatch: Dispatch, task: JobTask) -> Reply:
+        """Run ``dispatch`` of ``task``; a model that cannot be loaded is reported as a failed invocation that is
+        not retried."""
         started = time.perf_counter()
-        task = self._task(dispatch)
         try:
             instance, cold = self._instance(dispatch.task, task)
         except Exception as exc:

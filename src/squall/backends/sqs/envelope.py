@@ -1,5 +1,5 @@
-"""What travels on the queues: a :class:`Dispatch` (one attempt) on the request queue, a :class:`Reply` (its report)
-on the results queue. JSON, versioned, never pickled; no credentials (the task is a reference, not its content).
+"""What travels on the queues: a :class:`Dispatch` (one attempt) on the request queue; a :class:`Started` (a
+consumer took it) and a :class:`Reply` (its report) on the results queue. JSON, versioned, never pickled; no credentials (the task is a reference, not its content).
 
 A dispatch holds the chunk descriptor, the attempt number, the job's output
 schema once it has one, a reference to the job's task (stored once per job, see
@@ -20,7 +20,7 @@ from squall.errors import MessageRefused
 from squall.runtime.messages import Invoke, Reported, decode, encode
 
 ENVELOPE_VERSION = 1
-_DISPATCH, _REPLY = "squall.dispatch", "squall.reply"
+_DISPATCH, _STARTED, _REPLY = "squall.dispatch", "squall.started", "squall.reply"
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,27 @@ class Dispatch:
 
 
 @dataclass(frozen=True)
+class Started:
+    """A consumer took attempt ``attempt`` of chunk ``chunk_id`` off the queue: its time limit counts from now."""
+
+    job_id: str
+    slot: int
+    chunk_id: int
+    attempt: int
+    version: int = ENVELOPE_VERSION
+
+    @classmethod
+    def of(cls, dispatch: Dispatch) -> Started:
+        """The notice that ``dispatch`` has started."""
+        return cls(dispatch.job_id, dispatch.slot, dispatch.invoke.chunk.chunk_id, dispatch.invoke.attempt)
+
+    def to_json(self) -> str:
+        """The message body."""
+        return json.dumps({"kind": _STARTED, "version": self.version, "job_id": self.job_id, "slot": self.slot,
+                           "chunk_id": self.chunk_id, "attempt": self.attempt})
+
+
+@dataclass(frozen=True)
 class Reply:
     """An invocation's report, as a results-queue message."""
 
@@ -94,14 +115,26 @@ class Reply:
             raise MessageRefused(f"not a squall reply: {_reason(exc)}") from None
 
 
-def _envelope(body: str, kind: str) -> dict[str, Any]:
+def parse_result(body: str) -> Started | Reply:
+    """What a results-queue message holds; raises :class:`MessageRefused` for anything else."""
+    data = _envelope(body, None)
+    if data.get("kind") == _STARTED:
+        try:
+            return Started(str(data["job_id"]), int(data["slot"]), int(data["chunk_id"]), int(data["attempt"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MessageRefused(f"not a squall start notice: {_reason(exc)}") from None
+    return Reply.parse(body)
+
+
+def _envelope(body: str, kind: str | None) -> dict[str, Any]:
+    """The JSON object ``body`` holds, of ``kind`` (any squall kind when ``None``) and this version."""
     try:
         data = json.loads(body)
     except ValueError:
         raise MessageRefused(f"not JSON (starts {body[:40]!r})") from None
-    if not isinstance(data, dict) or data.get("kind") != kind:
-        found = data.get("kind") if isinstance(data, dict) else type(data).__name__
-        raise MessageRefused(f"not a {kind} message (kind {found!r})")
+    found = data.get("kind") if isinstance(data, dict) else type(data).__name__
+    if not isinstance(data, dict) or (found != kind if kind else found not in (_DISPATCH, _STARTED, _REPLY)):
+        raise MessageRefused(f"not a {kind or 'squall'} message (kind {found!r})")
     if data.get("version") != ENVELOPE_VERSION:
         raise MessageRefused(
             f"{kind} version {data.get('version')!r}, this squall speaks version {ENVELOPE_VERSION}; run the same "
