@@ -195,3 +195,26 @@ def test_messages_no_worker_can_run_end_in_the_sqs_dead_letter_queue_and_squall_
     assert queues.depth(queues.dlq_url) == 2, "listing the dead-letter queue took messages off it"
     table = run_cli("dlq", "--queue", queues.name)
     assert "2 message(s) in the SQS dead-letter queue" in table.stdout and "not JSON" in table.stdout, table.stdout
+
+
+def test_squall_worker_on_sigterm_finishes_the_message_in_hand_reports_it_and_exits_0(deployment, monkeypatch):
+    rows = 1_000
+    upload_ids(deployment.fs, f"{deployment.bucket}/in/ids.parquet", rows)
+    monkeypatch.setenv("FAULT_SLEEP", "1.0")  # each batch of 250 rows takes a second
+    deployment.workers.start(1)
+    spec = ids_spec(deployment, "faultmodels:steady", chunk_rows=500, batch_size=250, workers=1, timeout=60)
+    outcome: dict[str, squall.JobResult] = {}
+    coordinator = threading.Thread(target=lambda: outcome.setdefault("result", squall.run(spec)))
+    coordinator.start()
+    wait_until(lambda: deployment.workers.in_flight(0), "the worker to take a message")
+    worker = deployment.workers.processes[0]
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
+    log = deployment.workers.log(0)
+    assert log.count("finished message") == 1 and not deployment.workers.in_flight(0), log
+    deployment.workers.replace(0)  # the job goes on with a fresh worker
+    coordinator.join(timeout=180)
+    result = outcome["result"]
+    assert (result.state, result.rows_out) == ("SUCCEEDED", rows)
+    assert committed_ids(deployment)["id"].tolist() == list(range(rows))
+    assert invocation_outcomes(result.job_id) == ["ok", "ok"], "the message in hand at SIGTERM was not finished"

@@ -177,15 +177,16 @@ def supervise(settings: WorkerSettings, processes: int = 1) -> int:
     worst = 0
     while children:
         time.sleep(0.1)
-        for index, child in enumerate(list(children)):
+        running = []
+        for child in children:
             code = child.poll()
             if code is None:
-                continue
-            if code == TIME_LIMIT_EXIT and not stopping.is_set():
-                children[index] = _spawn(settings)
-                continue
-            children.remove(child)
-            worst = worst or (0 if code in (0, TIME_LIMIT_EXIT) else code)
+                running.append(child)
+            elif code == TIME_LIMIT_EXIT and not stopping.is_set():
+                running.append(_spawn(settings))
+            else:
+                worst = worst or (0 if code in (0, TIME_LIMIT_EXIT) else code)
+        children[:] = running  # in place: the signal handler signals this list
     return worst
 
 
