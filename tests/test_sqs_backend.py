@@ -36,7 +36,10 @@ from support.sqs_deployment import (
 )
 
 import squall
+import squall.errors
+from squall.backends.sqs.backend import SqsBackend
 from squall.backends.sqs.envelope import Dispatch
+from squall.backends.sqs.options import SqsOptions
 from squall.backends.sqs.task_object import task_uri
 from squall.plan.chunk import Chunk, Piece
 from squall.runtime.messages import Invoke
@@ -218,3 +221,27 @@ def test_squall_worker_on_sigterm_finishes_the_message_in_hand_reports_it_and_ex
     assert (result.state, result.rows_out) == ("SUCCEEDED", rows)
     assert committed_ids(deployment)["id"].tolist() == list(range(rows))
     assert invocation_outcomes(result.job_id) == ["ok", "ok"], "the message in hand at SIGTERM was not finished"
+
+
+def test_paths_on_the_coordinator_s_disk_are_refused_before_any_work_unless_the_workers_share_them(tmp_path):
+    with pytest.raises(ValueError, match="sqs-shared-filesystem"):
+        squall.JobSpec.model_validate({"model": str(tmp_path / "m.joblib"), "input": ["s3://b/in"], "output": "s3://b/out",
+                                       "backend": "sqs", "backend_options": {"sqs": {"queue": "preds"}}})
+    with pytest.raises(ValueError, match="--queue"):
+        squall.JobSpec.model_validate({"model": "s3://b/m.joblib", "input": ["s3://b/in"], "output": "s3://b/out", "backend": "sqs"})
+    backend = SqsBackend(SqsOptions(queue="preds"))
+    with pytest.raises(squall.errors.InputError, match="cannot reach"):
+        backend.check_reach([(str(tmp_path / "in.parquet"), 10)], "s3://b/out")
+    backend.check_reach([("s3://b/in.parquet", 10)], "s3://b/out")
+    SqsBackend(SqsOptions(queue="preds", shared_filesystem=True)).check_reach([(str(tmp_path / "x"), 1)], str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("body, reason", [
+    ("not json", "not JSON"),
+    ('{"kind": "squall.dispatch", "version": 99}', "version 99"),
+    ('{"kind": "squall.dispatch", "version": 1, "job_id": "j"}', "missing field"),
+    ('{"kind": "squall.reply", "version": 1}', "not a squall.dispatch message"),
+])
+def test_a_message_that_is_not_a_dispatch_this_worker_runs_is_refused_saying_why(body, reason):
+    with pytest.raises(squall.errors.MessageRefused, match=reason):
+        Dispatch.parse(body)
