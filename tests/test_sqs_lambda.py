@@ -86,7 +86,9 @@ def test_the_lambda_handler_runs_sqs_events_warm_and_cold_and_reports_only_bad_r
     poison = client.send_message(QueueUrl=queues.url, MessageBody='{"kind": "not squall"}')["MessageId"]
     arn = client.get_queue_attributes(QueueUrl=queues.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     outcome: dict[str, squall.JobResult] = {}
-    coordinator = threading.Thread(target=lambda: outcome.setdefault("result", squall.run(deployment.spec("parquet"))))
+    # A time limit no cold start on a loaded machine reaches: an abandoned first attempt would hide its cold start.
+    spec = deployment.spec("parquet", timeout=180)
+    coordinator = threading.Thread(target=lambda: outcome.setdefault("result", squall.run(spec)))
     environments = [Environment(f"2026/11/29/[$LATEST]env{i}", deployment.s3) for i in range(ENVIRONMENTS)]
     failed: list[str] = []
     try:
@@ -125,7 +127,7 @@ def test_the_lambda_handler_runs_sqs_events_warm_and_cold_and_reports_only_bad_r
     assert len(records) - len(cold) >= ENVIRONMENTS, "no invocation found its environment warm"
     # The mapping polls on after the job: the bad record, received maxReceiveCount times, moves to the dead-letter queue.
     wait_until(lambda: poll_once(client, queues.url) or poison in dead_letter_ids(client, queues.dlq_url),
-               "the bad record to reach the dead-letter queue", timeout=30)
+               "the bad record to reach the dead-letter queue", timeout=60)
 
 
 def poll_once(client: Any, url: str) -> bool:
