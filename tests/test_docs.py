@@ -157,6 +157,7 @@ def test_every_cli_command_is_documented_in_the_reference():
 def test_every_cli_option_is_documented_in_the_reference():
     commands = commands_section()
     spec_options = {option(name) for name in [*JobSpec.model_fields, *backend_option_names()]}  # both tables above
+    spec_options |= backend_option_aliases()  # the short flags, documented in the backend options tables
     for name, command in main.commands.items():
         row = next(r for r in table_rows(commands) if r[0].startswith(f"`squall {name}"))
         takes_spec = any(param.name == "spec_file" for param in command.params)
@@ -170,6 +171,19 @@ def test_every_cli_option_is_documented_in_the_reference():
                 if takes_spec and spec_flag:
                     continue  # documented in the spec field table
                 assert f"`{flag}" in row[2], f"`squall {name} {flag}` is not documented in the command table"
+
+
+def backend_option_aliases() -> set[str]:
+    """The short flags backends give some options (``--queue``), each documented beside its option's own flag."""
+    from squall.backends.registry import BACKENDS
+
+    aliases: set[str] = set()
+    for backend in BACKENDS.names():
+        options = BACKENDS.load(backend).Options
+        for name, flag in options.cli_aliases.items():
+            assert f"`{flag}`" in section(page("reference.md"), f"`{backend}`"), f"{flag} is not in the `{backend}` table"
+            aliases.add(flag)
+    return aliases
 
 
 def _recipe(target: str) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import types
 from typing import TYPE_CHECKING, Any, Callable, Literal, NoReturn, Union, get_args, get_origin
 
@@ -30,8 +31,10 @@ _FLAG_HELP = {"input": "Input path, directory, glob or URL (repeatable, or comma
 def _spec_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add one option per spec field and per backend option (``--ray-address``), all defaulting to "not given"
     so the spec file can set them."""
+    aliases = _backend_option_aliases()
     for name, field in reversed([*JobSpec.model_fields.items(), *_backend_option_fields()]):
-        command = click.option(*_option_decl(name, field.annotation), default=None, help=_FLAG_HELP.get(name, field.description), **_option_kind(field.annotation))(command)
+        declared = [*_option_decl(name, field.annotation), *aliases.get(name, ())]
+        command = click.option(*declared, default=None, help=_FLAG_HELP.get(name, field.description), **_option_kind(field.annotation))(command)
     return click.option("--spec", "spec_file", type=click.Path(dir_okay=False), help="TOML or JSON spec file; options override it.")(command)
 
 
@@ -43,6 +46,18 @@ def _backend_option_fields() -> list[tuple[str, Any]]:
         (name, BACKENDS.load(backend).Options.model_fields[option])
         for name, (backend, option) in backend_option_names().items()
     ]
+
+
+def _backend_option_aliases() -> dict[str, tuple[str, ...]]:
+    """The shorter flags a backend gives some of its options (``--queue`` for ``--sqs-queue``), by flat name."""
+    from squall.backends.registry import BACKENDS
+
+    aliases: dict[str, tuple[str, ...]] = {}
+    for name, (backend, option) in backend_option_names().items():
+        flag = BACKENDS.load(backend).Options.cli_aliases.get(option)
+        if flag:
+            aliases[name] = (flag,)
+    return aliases
 
 
 def _option_decl(name: str, annotation: Any) -> list[str]:
@@ -298,22 +313,71 @@ def _stop_on_sigterm() -> None:
 
 
 @main.command()
-@click.argument("job_id")
+@click.argument("job_id", required=False)
 @click.option("--state-dir", help="Where job state lives; default $SQUALL_HOME or ~/.squall.")
+@click.option("--queue", help="Instead of a job: list the SQS dead-letter queue of this request queue (NAME-dlq).")
+@click.option("--region", help="AWS region of --queue; default $AWS_REGION.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def dlq(job_id: str, state_dir: str | None, as_json: bool) -> None:
-    """List a job's dead-lettered chunks with every attempt's reason and timings."""
+def dlq(job_id: str | None, state_dir: str | None, queue: str | None, region: str | None, as_json: bool) -> None:
+    """List a job's dead-lettered chunks with every attempt's reason and timings, or (--queue) the messages in an
+    SQS dead-letter queue with the reason a worker refuses each."""
     from squall import api
     from squall.observe.statusview import dlq_table
 
+    if (job_id is None) == (queue is None):
+        _fail(_stderr(), UsageError("give a JOB_ID, or --queue NAME for an SQS dead-letter queue"))
     try:
-        dead = api.dead_letters(job_id, state_dir)
+        dead: list[Any] = api.dead_letters(job_id, state_dir) if job_id else _refused_messages(queue or "", region)
     except SquallError as error:
         _fail(_stderr(), error)
     if as_json:
         click.echo(json.dumps([d.__dict__ for d in dead], indent=2, default=str))
-    else:
+    elif job_id:
         dlq_table(_stdout(), dead)
+    else:
+        _refused_table(dead)
+
+
+def _refused_messages(queue: str, region: str | None) -> list[Any]:
+    from squall.backends.sqs.dead_letters import refused_messages
+
+    return list(refused_messages(queue, region))
+
+
+def _refused_table(messages: list[Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{len(messages)} message(s) in the SQS dead-letter queue")
+    for column in ("message", "sent", "what", "why it is refused"):
+        table.add_column(column, overflow="fold")
+    for message in messages:
+        sent = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(message.sent_at))
+        table.add_row(message.message_id, sent, message.what, message.reason)
+    _stdout().print(table)
+
+
+@main.command()
+@click.option("--queue", required=True, help="The SQS request queue to consume (a name or a queue URL).")
+@click.option("--region", help="AWS region of the queue; default $AWS_REGION / $AWS_DEFAULT_REGION.")
+@click.option("--wait-s", type=click.IntRange(0, 20), default=20, show_default=True, help="Seconds one long poll waits for a message.")
+@click.option("--visibility-s", type=click.IntRange(5, 43_200), default=60, show_default=True,
+              help="Seconds a message in work stays hidden from other workers; extended while it runs.")
+@click.option("--processes", type=click.IntRange(1), default=1, show_default=True, help="Consumer processes to run.")
+@click.option("--max-messages", type=int, help="Each process exits after this many messages (default: run until SIGTERM).")
+def worker(queue: str, region: str | None, wait_s: int, visibility_s: int, processes: int, max_messages: int | None) -> None:
+    """Consume an SQS request queue: run each dispatched chunk, keep the model warm, report, repeat."""
+    import logging
+    import os
+
+    from squall.backends.sqs.queues import Queue
+    from squall.backends.sqs.worker import WorkerSettings, supervise
+
+    logging.basicConfig(level=os.environ.get("SQUALL_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        Queue.named(queue, region)  # a queue that is not there is a usage error now, not in each process
+    except SquallError as error:
+        _fail(_stderr(), error)
+    sys.exit(supervise(WorkerSettings(queue, region, wait_s, visibility_s, max_messages), processes))
 
 
 @main.command()

@@ -13,7 +13,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-from squall.backends.base import Backend, InvocationDone, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady
+from squall.backends.base import (
+    Backend, InvocationDone, InvocationStarted, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady,
+)
 from squall.errors import EnvironmentFault, JobCancelled, ModelLoadError, environment_cause, stopped_by_environment
 from squall.io.output import open_output
 from squall.io.output_schema import schema_from_text
@@ -161,6 +163,10 @@ class Coordinator:
         if isinstance(event, WorkerReady):
             self._init_s[event.worker] = event.init_s
             self._tell(lambda listener: listener.worker_ready(event.worker, event.init_s))
+        elif isinstance(event, InvocationStarted):
+            lease = self._leases.get(event.worker)
+            if lease is not None:  # it waited on a queue for a consumer: its time limit starts now
+                lease.deadline = self._limits.deadline(lease.claim.lane, self._clock())
         elif isinstance(event, InvocationDone):
             self._start_failures = 0
             self._on_report(event.worker, event.report)

@@ -13,12 +13,14 @@ Each message says what went wrong *and* what to change. The tree::
     │   ├── JobNotFoundError, JobStateError
     │   ├── PathNotAllowed        a location outside the service's allowed roots
     │   ├── SecretsMissing        a stored job's secrets are found nowhere
+    │   ├── QueueUnreachable      a job's queue cannot be found or reached
     │   └── MissingDependency     a plugin, storage protocol or database driver is not installed
     │       └── UnknownPlugin     a name no registry holds
     ├── JobCancelled              exit code 130: a real cancel (squall cancel, Ctrl-C, SIGTERM)
     ├── EnvironmentFault          the machine, not the data: a full or read-only output
     ├── StoreError                the job store is unusable
     ├── OutputUnreachable         the output cannot be reached to commit
+    ├── MessageRefused            a queue message a worker will not act on (left to the queue's dead-letter queue)
     └── InvocationError           raised inside an invocation; it becomes the invocation's report
         ├── OutputShapeError      the model's output is not one row per input row
         ├── BatchShapeError       a batch cannot become the model's matrix
@@ -105,6 +107,10 @@ class SecretsMissing(UsageError):
     """A stored job needs secrets that were not stored with it and cannot be found again; the message names each."""
 
 
+class QueueUnreachable(UsageError):
+    """A queue a job or a worker needs cannot be found or reached; the message names it and what to check."""
+
+
 class MissingDependency(UsageError):
     """What a job needs is not installed (a flavor's library, a storage protocol's package, a database
     driver); the message says what to install."""
@@ -167,6 +173,12 @@ class StoreError(SquallError):
 class OutputUnreachable(SquallError):
     """The output cannot be reached to commit a chunk (its database connection keeps failing); nothing
     committed is lost, and ``squall resume`` finishes the job once the output answers again."""
+
+
+class MessageRefused(SquallError):
+    """A queue message a worker will not act on: not squall's, of a version it does not know, or naming a job
+    task it cannot read. The worker leaves it on the queue, whose redrive policy moves it to the dead-letter
+    queue after ``maxReceiveCount`` receives (``squall dlq --queue NAME`` shows why)."""
 
 
 class InvocationError(SquallError):

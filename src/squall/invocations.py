@@ -61,9 +61,11 @@ class InvocationRecord:
         cls, report: InvocationReport, outcome: str, init_s: float | None = None, error: str | None = None
     ) -> InvocationRecord:
         """The record of an invocation that reported ``report`` and closed with ``outcome``."""
+        # A worker that learns of its cold start only as it runs (a queue consumer) reports it in its report.
+        cold = init_s if init_s is not None else report.init_s
         return cls(
             report.job_id, report.chunk_id, report.attempt, report.worker, outcome, report.started_at,
-            report.duration_s, init_s, report.max_rss_mb, report.rows_in, report.rows_out, report.error_rows, error,
+            report.duration_s, cold, report.max_rss_mb, report.rows_in, report.rows_out, report.error_rows, error,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -44,3 +44,11 @@ def assert_committed_exactly(fs: fsspec.AbstractFileSystem, output: str) -> dict
     for part in manifest["parts"]:
         assert pq.ParquetFile(io.BytesIO(fs.cat_file(f"{output}/{part['path']}"))).metadata.num_rows == part["rows"]
     return manifest
+
+
+def upload_ids(fs: fsspec.AbstractFileSystem, path: str, rows: int, row_group_size: int = 250) -> None:
+    """A Parquet object of ``rows`` rows: an ``id`` key and its ``id_copy`` feature (what the fault models read)."""
+    ids = pa.array(range(rows), pa.int64())
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"id": ids, "id_copy": ids}), buffer, row_group_size=row_group_size)
+    fs.pipe_file(path, buffer.getvalue())

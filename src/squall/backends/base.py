@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Sequence, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict
 
@@ -39,6 +39,14 @@ class InvocationDone:
 
     worker: int
     report: InvocationReport
+
+
+@dataclass(frozen=True)
+class InvocationStarted:
+    """The invocation handed to ``worker`` began only now (a queue backend: a consumer took its message off the
+    queue); its time limit counts from here rather than from when it was handed over."""
+
+    worker: int
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,7 @@ class WorkerRecycling:
         return cls(spec.memory, spec.max_invocations_per_worker, spec.recycle_rss_mb)
 
 
-WorkerEvent = Union[WorkerReady, InvocationDone, WorkerDied, WorkerLoadFailed]
+WorkerEvent = Union[WorkerReady, InvocationStarted, InvocationDone, WorkerDied, WorkerLoadFailed]
 
 
 class Backend(Protocol):
@@ -120,6 +128,9 @@ class BackendOptions(BaseModel):
     ``--NAME-OPTION`` on the command line, ``backend_options: {NAME: {...}}`` in JSON. This base has none."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cli_aliases: ClassVar[dict[str, str]] = {}
+    """Shorter command-line flags for some options (``{"queue": "--queue"}`` beside ``--sqs-queue``)."""
 
     def threads_per_worker(self) -> int | None:
         """BLAS/OpenMP threads each worker may use, when the backend decides it (``None``: cores ÷ workers)."""

@@ -15,5 +15,6 @@ from squall.registry import Plugin, Registry
 BACKENDS: Registry[BackendKind] = Registry("backend", "squall.backends", (
     Plugin("local", "squall.backends.local.backend:LocalBackend"),
     Plugin("ray", "squall.backends.ray.backend:RayBackend", "ray"),
+    Plugin("sqs", "squall.backends.sqs.backend:SqsBackend", "aws"),
 ), error=SpecError)
 
