@@ -75,6 +75,19 @@ def test_parts_at_or_above_the_floor_and_a_floor_of_zero_are_left_as_they_are(tm
     assert_exact_output(tmp_path / "out", set(range(ROWS)))
 
 
+def test_by_default_many_tiny_parts_are_merged_and_a_few_are_kept_one_per_chunk(tmp_path):
+    one_row_lines(tmp_path / "in")
+    fields = {key: value for key, value in spec_fields(tmp_path).items() if key != "min_part_bytes"}
+    many = squall.run(squall.JobSpec.model_validate(fields))
+    assert (many.state, many.rows_out, len(list((tmp_path / "out").glob("part-*")))) == ("SUCCEEDED", ROWS, 1)
+    assert_exact_output(tmp_path / "out", set(range(ROWS)))
+
+    few = {**fields, "output": str(tmp_path / "few"), "chunk_rows": 4, "job_id": "few"}  # 75 parts: fewer than 100
+    result = squall.run(squall.JobSpec.model_validate(few))
+    assert (result.state, result.chunks, len(list((tmp_path / "few").glob("part-*")))) == ("SUCCEEDED", 75, 75)
+    assert_exact_output(tmp_path / "few", set(range(ROWS)))
+
+
 # The coordinator kills itself (SIGKILL, a real one) right after one step of the merge; each step leaves the
 # output and the store in another state, which `squall resume` must finish without losing or doubling a row.
 KILLER = textwrap.dedent(

@@ -31,6 +31,9 @@ from squall.io.output import Output
 from squall.store import DoneChunk, JobStore
 
 MERGED_PART_BYTES = 32 * 1024 * 1024
+# Below this many small files a job keeps one file per chunk: a few small files cost a reader nothing, and a
+# file per chunk lets an incremental run redo one chunk instead of every chunk sharing a merged file.
+MIN_SMALL_PARTS = 100
 
 
 @dataclass(frozen=True)
@@ -62,11 +65,14 @@ class MergeGroup:
 
 def merge_groups(done: list[DoneChunk], sizes: dict[str, int], floor: int) -> list[MergeGroup]:
     """The groups to merge: the files below ``floor`` bytes that done chunks lie in, in the order of their
-    first chunk, cut into groups of about :data:`MERGED_PART_BYTES`; a group of one file is left out."""
+    first chunk, cut into groups of about :data:`MERGED_PART_BYTES`; a group of one file is left out, and
+    nothing is merged while fewer than :data:`MIN_SMALL_PARTS` files are small."""
     small: dict[str, list[DoneChunk]] = {}
     for chunk in done:
         if chunk.part is not None and sizes.get(chunk.part, floor) < floor:
             small.setdefault(chunk.part, []).append(chunk)
+    if len(small) < MIN_SMALL_PARTS:
+        return []
     groups: list[list[tuple[str, tuple[DoneChunk, ...]]]] = [[]]
     total = 0
     for part, chunks in small.items():

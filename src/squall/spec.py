@@ -104,7 +104,9 @@ class JobSpec(BaseModel):
     output: str = Field(description="Output directory or URL.")
     output_format: str = Field("parquet", description="Format of the part files (a registered output format).")
     min_part_bytes: int = Field(
-        0, ge=0, description="Parquet parts smaller than this are merged into fewer files at finalize; 0 keeps every part."
+        65536, ge=0,
+        description="Parquet parts smaller than this are merged into fewer files at finalize, once a job leaves at "
+        "least 100 of them; 0 keeps every part.",
     )
     table: str | None = Field(None, description="Table the predictions go to, when `output` is a database URL.")
     prediction_column: str = Field("prediction", min_length=1, description="Name (or prefix) of prediction columns.")
