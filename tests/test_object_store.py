@@ -22,6 +22,7 @@ from support.cli import SQUALL, run_cli
 from support.data import FEATURES, make_frame
 from support.expect import expected_proba
 from support.faults import run_killing_workers
+from support.s3server import serve
 from support.s3 import (
     assert_committed_exactly,
     filesystem,
@@ -54,6 +55,24 @@ def test_predictions_from_s3_to_s3_equal_the_model_with_ranged_reads_only(fmt, s
     input_gets = s3.log.object_gets(f"/{bucket}/in/")
     assert len(input_gets) >= result.chunks
     assert all(status == 206 for _, status in input_gets), "an input object was downloaded whole"
+
+
+def test_each_job_reaches_the_store_aws_endpoint_url_names_when_it_runs(s3, bucket, linear_model, monkeypatch):
+    """Regression: fsspec caches a filesystem by its options; with the endpoint only in the environment, a job run
+    after the variable changed (in a service, or a test session) was handed a client of the earlier endpoint. Here
+    that endpoint is a second server, stopped before the second job (moto's servers in one process share their
+    data, so only a stopped one tells them apart)."""
+    fs = filesystem(s3)
+    upload_frame(fs, make_frame(300, seed=0), f"{bucket}/in/data.parquet", "parquet")
+    servers = serve()
+    other = next(servers)
+    for server, output in ((other, "first"), (s3, "second")):
+        monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
+        spec = squall.JobSpec(model=str(linear_model), input=[f"s3://{bucket}/in/*.parquet"],
+                              output=f"s3://{bucket}/{output}", key=["id"], method="predict_proba", workers=1)
+        assert squall.run(spec).state == "SUCCEEDED"
+        assert_committed_exactly(fs, f"{bucket}/{output}")
+        servers.close()  # the first job's server is gone before the second job starts
 
 
 def test_a_job_planned_over_a_bucket_prefix_reads_every_object_under_it(s3, bucket, linear_model):

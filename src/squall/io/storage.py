@@ -90,12 +90,18 @@ def configure(options: Mapping[str, Any], uris: Iterable[str]) -> None:
 
 
 def _with_s3_defaults(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """S3 options with squall's defaults under the user's own ``config_kwargs``: more botocore retries than its
+    """S3 options with squall's defaults under the user's own ``config_kwargs`` (and the endpoint of
+    ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` made explicit): more botocore retries than its
     default five attempts (a store that throttles (503 SlowDown) or drops connections under load would
     otherwise fail whole chunks), and :data:`S3_CONNECTIONS` pooled connections instead of its ten, so that
     planning's concurrent footer reads are not queued behind each other."""
     if name not in _S3_PROTOCOLS:
         return options
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint and "endpoint_url" not in options and "endpoint_url" not in (options.get("client_kwargs") or {}):
+        # botocore reads the variable itself, but fsspec caches filesystems by their options: without the endpoint
+        # among them, a process whose variable changed (a service, a test session) is handed a client of the old one.
+        options = {**options, "endpoint_url": endpoint}
     defaults: dict[str, Any] = {"max_pool_connections": S3_CONNECTIONS}
     if not os.environ.get("AWS_MAX_ATTEMPTS"):
         defaults["retries"] = {"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"}
