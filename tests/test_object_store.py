@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -64,8 +65,8 @@ def test_each_job_reaches_the_store_aws_endpoint_url_names_when_it_runs(s3, buck
     data, so only a stopped one tells them apart)."""
     fs = filesystem(s3)
     upload_frame(fs, make_frame(300, seed=0), f"{bucket}/in/data.parquet", "parquet")
-    servers = serve()
-    other = next(servers)
+    servers = contextlib.ExitStack()
+    other = servers.enter_context(contextlib.contextmanager(serve)())
     for server, output in ((other, "first"), (s3, "second")):
         monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
         spec = squall.JobSpec(model=str(linear_model), input=[f"s3://{bucket}/in/*.parquet"],
