@@ -26,9 +26,13 @@ def add_files(folder: Path, first: int, count: int, rows: int = 500) -> None:
 
 
 def predictions(output: Path) -> pd.DataFrame:
+    """The output as the manifest lists it; each file on disk is listed, and each chunk's rows are its slice
+    (a merged file holds many chunks, each at its ``first_row``)."""
     manifest = json.loads((output / "_manifest.json").read_text())
-    frames = [pd.read_parquet(output / part["path"]) for part in manifest["parts"]]
-    assert sorted(p.name for p in output.glob("part-*")) == sorted(part["path"] for part in manifest["parts"])
+    tables = {path: pq.read_table(output / path) for path in {part["path"] for part in manifest["parts"]}}
+    assert sorted(p.name for p in output.glob("part-*")) == sorted(tables)
+    frames = [tables[part["path"]].slice(part.get("first_row", 0), part["rows"]).to_pandas() for part in manifest["parts"]]
+    assert sum(len(frame) for frame in frames) == sum(table.num_rows for table in tables.values())
     return pd.concat(frames).set_index("id").sort_index()
 
 
