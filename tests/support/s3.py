@@ -10,11 +10,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from support.s3server import S3Server
+from support.s3server import CREDENTIALS, S3Server
 
 
 def filesystem(s3: S3Server) -> fsspec.AbstractFileSystem:
-    return fsspec.filesystem("s3", endpoint_url=s3.endpoint, skip_instance_cache=True, use_listings_cache=False)
+    # The credentials are given, not looked up: a client that found none in this process's environment at the
+    # moment would fall back to anonymous requests, which moto refuses (403) for the objects squall wrote.
+    return fsspec.filesystem("s3", endpoint_url=s3.endpoint, key=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                             secret=CREDENTIALS["AWS_SECRET_ACCESS_KEY"], anon=False, skip_instance_cache=True,
+                             use_listings_cache=False)
 
 
 def upload_frame(fs: fsspec.AbstractFileSystem, frame: pd.DataFrame, path: str, fmt: str) -> None:
