@@ -113,6 +113,35 @@ def test_workers_sigkilled_at_random_with_a_message_in_hand_lose_nothing_and_eve
     assert outcomes.count("timeout") >= landed, "a killed worker's attempt was not abandoned and retried"
 
 
+def test_a_message_run_again_after_its_job_ended_adds_no_row_a_reader_of_the_output_sees(deployment, monkeypatch):
+    rows = 1_000
+    upload_ids(deployment.fs, f"{deployment.bucket}/in/ids.parquet", rows)
+    monkeypatch.setenv("FAULT_SLEEP", "0.05")
+    deployment.workers.start(1)
+    spec = ids_spec(deployment, "faultmodels:steady", chunk_rows=250, batch_size=50, workers=1, timeout=3)
+    outcome: dict[str, squall.JobResult] = {}
+    coordinator = threading.Thread(target=lambda: outcome.setdefault("result", squall.run(spec)))
+    coordinator.start()
+    assert deployment.workers.kill_when_in_flight(0), "the kill did not land while the worker held a message"
+    deployment.workers.replace(0)
+    coordinator.join(timeout=180)
+    result = outcome["result"]
+    assert (result.state, result.rows_out) == ("SUCCEEDED", rows)
+    finished_in_job = deployment.workers.every_log().count("finished message")
+    assert finished_in_job == result.chunks, "the killed worker's message ran again before its job ended"
+    # SQS delivers the killed worker's message again after its visibility timeout (10 s): a worker runs the
+    # abandoned attempt and writes its file, now that the job is final.
+    wait_until(lambda: deployment.workers.every_log().count("finished message") > finished_in_job,
+               "the abandoned message to be delivered again and run")
+    out = f"{deployment.bucket}/out"
+    late = [p for p in deployment.fs.find(out) if "-a1." in p]
+    assert late and all("/_tmp/" in p for p in late), f"the late attempt wrote {late}, where a reader looks"
+    manifest = json.loads(deployment.fs.cat_file(f"{out}/_manifest.json"))
+    visible = sorted(p.rsplit("/", 1)[-1] for p in deployment.fs.ls(out, detail=False) if "/part-" in p)
+    assert visible == sorted(part["path"] for part in manifest["parts"])
+    assert read_s3_output(deployment.fs, out).sort_values("id")["id"].tolist() == list(range(rows))
+
+
 def test_a_coordinator_sigkilled_with_messages_in_flight_is_finished_by_squall_resume(deployment, monkeypatch):
     rows = 4_000
     upload_ids(deployment.fs, f"{deployment.bucket}/in/ids.parquet", rows)

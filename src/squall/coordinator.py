@@ -178,7 +178,7 @@ class Coordinator:
     def _on_report(self, worker: int, report: InvocationReport) -> None:
         lease = self._leases.get(worker)
         if lease is None or lease.chunk.chunk_id != report.chunk_id or lease.attempt != report.attempt:
-            if not self._leased(report.chunk_id, report.attempt) and not self._committed(report):
+            if not self._leased(report.chunk_id, report.attempt):
                 self._discard(report)  # a late or duplicate delivery; never a live attempt's file
             self._notify(report, committed=False)
             return
@@ -223,11 +223,6 @@ class Coordinator:
         with suppress(EnvironmentFault):  # a read-only output keeps the attempt's file; finalize removes it
             self._discard_attempt(lease)
         raise stopped_by_environment(error, self._task.job_id)
-
-    def _committed(self, report: InvocationReport) -> bool:
-        """Whether the report's attempt is the one its chunk committed: on an object store its files are the
-        committed part itself, so a second delivery of it must not delete them."""
-        return self._store.was_committed(self._task.job_id, report.chunk_id, report.attempt)
 
     def _leased(self, chunk_id: int, attempt: int) -> bool:
         return any(l.chunk.chunk_id == chunk_id and l.attempt == attempt for l in self._leases.values())

@@ -1,13 +1,13 @@
 """The output committer: the coordinator alone decides which attempt of a chunk wins and commits it.
 
-Workers write under attempt names (:mod:`squall.io.layout`). On a local or
-POSIX filesystem committing the winner is an atomic rename from ``_tmp/`` to
-the chunk's part name. On an object store, where a rename is a copy of the
-whole object, the winner's object already lies under its final name (one
-PUT, no copy), and committing it is recording it. Every other attempt's file is
-deleted. A duplicate delivery, a late zombie or a retry therefore never
-replaces or doubles a committed part. ``_manifest.json`` and then
-``_SUCCESS`` are written last.
+Workers write under attempt names in ``_tmp/`` (:mod:`squall.io.layout`). On a
+local or POSIX filesystem committing the winner is an atomic rename to the
+chunk's part name; on an object store it is a server-side copy (the bytes do
+not pass through the coordinator) and the attempt's object is deleted. Every
+other attempt's file is deleted. A duplicate delivery, a late zombie or a
+retry therefore never replaces or doubles a committed part, even one that
+writes after the job ended: its file lies in ``_tmp/``, which readers skip.
+``_manifest.json`` and then ``_SUCCESS`` are written last.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class OutputDir:
         return layout.attempt_errors(self.uri, chunk_id, attempt, prefix)
 
     def committed_part(self, chunk_id: int, ext: str, prefix: str = "") -> str:
-        """The name a chunk's committed predictions have (on an object store, the attempt's name is recorded)."""
+        """The name a chunk's committed predictions have."""
         return layout.committed_part(self.uri, chunk_id, ext, prefix)
 
     def committed_errors(self, chunk_id: int, prefix: str = "") -> str:
@@ -100,9 +100,9 @@ class OutputDir:
     def remove_unlisted(self, listed: set[str]) -> list[str]:
         """Delete committed-looking part files that ``listed`` (paths relative to the output) does not name.
 
-        A chunk whose part was renamed into place just before its coordinator
-        died, and that was then split or dead-lettered, would otherwise leave a
-        part beside its children's, doubling rows for a reader of the folder.
+        A chunk whose part was committed just before its coordinator died (renamed or copied, not yet
+        recorded), and that was then split or dead-lettered, would otherwise leave a part beside its
+        children's, doubling rows for a reader of the folder.
         """
         removed = []
         for folder in (self._path, f"{self._path}/{layout.ERRORS_DIR}"):
@@ -155,27 +155,23 @@ class OutputDir:
             return None
 
     def commit(self, attempt_uri: str, final_uri: str) -> Committed:
-        """Commit a winning attempt's file: renamed to ``final_uri`` (atomic on a local or POSIX
-        filesystem), or left where it lies on an object store; its rows are counted from the committed file."""
-        if not self._renames:
-            return self._counted(attempt_uri)
+        """Commit a winning attempt's file under ``final_uri``: renamed (atomic on a local or POSIX filesystem),
+        or copied server-side and the attempt deleted (an object store, where a copy is whole or absent);
+        its rows are counted from the committed file."""
         source, target = self._fs._strip_protocol(attempt_uri), self._fs._strip_protocol(final_uri)
-        folder = os.path.dirname(target)
-        if folder not in self._folders:
-            os.makedirs(folder, exist_ok=True)
-            self._folders.add(folder)
-        os.replace(source, target)  # atomic: the part is there whole, or not at all
+        if self._renames:
+            folder = os.path.dirname(target)
+            if folder not in self._folders:
+                os.makedirs(folder, exist_ok=True)
+                self._folders.add(folder)
+            os.replace(source, target)  # atomic: the part is there whole, or not at all
+        else:
+            self._fs.copy(source, target)
+            self._fs.rm(source)
         from squall.io.part_formats import count_rows
 
-        with open(target, "rb") as handle:
+        with self._fs.open(target, "rb") as handle:
             return Committed(final_uri, count_rows(handle, final_uri))
-
-    def _counted(self, uri: str) -> Committed:
-        from squall.io.part_formats import count_rows
-
-        _, path = url_to_fs(uri)
-        with self._fs.open(path, "rb") as handle:
-            return Committed(uri, count_rows(handle, uri))
 
     def discard(self, attempt_uri: str | None) -> None:
         """Delete a losing attempt's file, if it exists."""
@@ -186,8 +182,7 @@ class OutputDir:
             self._fs.rm(path)
 
     def clear_attempts(self) -> None:
-        """Remove every attempt file left in ``_tmp/`` (on an object store, attempts lie beside the committed
-        parts under part names, and :meth:`remove_unlisted` removes those never committed)."""
+        """Remove every attempt file left in ``_tmp/``."""
         path = f"{self._path}/{layout.TMP_DIR}"
         if self._fs.exists(path):
             self._fs.rm(path, recursive=True)

@@ -8,12 +8,12 @@ OUTPUT/_squall_job.json            which job owns this directory
 OUTPUT/_manifest.json, _SUCCESS    written last, at finalize
 ```
 
-On an object store there is no rename (a "rename" copies the whole object),
-so an attempt writes its part once, with one whole-object PUT, straight under
-its final-looking name with the attempt in it (``part-00007-a2.parquet``,
-``_errors/part-00007-a2.parquet``). Committing it is recording it (store,
-then manifest); losing attempts are deleted, and finalize deletes every part
-the manifest does not list before it writes ``_SUCCESS``.
+Attempts lie under ``_tmp/`` on every filesystem, apart from the committed
+parts, so a worker that writes late (a zombie an abandoned attempt left
+running, an SQS message delivered again after its job ended) can never add
+a file a reader of the output takes for a result: readers of a folder
+(Spark, pyarrow datasets, pandas) skip names that begin with ``_``. A local
+commit is an atomic rename; an object store's is a server-side copy.
 """
 
 from __future__ import annotations
@@ -36,22 +36,18 @@ def join(base: str, *parts: str) -> str:
 
 @lru_cache(maxsize=64)  # asked for every part of a job, about the same few outputs
 def commits_by_rename(output: str) -> bool:
-    """Whether committing an attempt renames it (local disk) or records it where it lies (object stores)."""
+    """Whether committing an attempt renames it (local disk) or copies it server-side (object stores)."""
     return not is_remote(output)
 
 
 def attempt_part(output: str, chunk_id: int, attempt: int, ext: str, prefix: str = "") -> str:
     """Where attempt ``attempt`` of a chunk writes its predictions."""
-    if commits_by_rename(output):
-        return join(output, TMP_DIR, f"part-{prefix}{chunk_id:05d}-a{attempt}.{ext}")
-    return join(output, f"part-{prefix}{chunk_id:05d}-a{attempt}.{ext}")
+    return join(output, TMP_DIR, f"part-{prefix}{chunk_id:05d}-a{attempt}.{ext}")
 
 
 def attempt_errors(output: str, chunk_id: int, attempt: int, prefix: str = "") -> str:
     """Where attempt ``attempt`` of a chunk writes its error rows."""
-    if commits_by_rename(output):
-        return join(output, TMP_DIR, f"errors-{prefix}{chunk_id:05d}-a{attempt}.parquet")
-    return join(output, ERRORS_DIR, f"part-{prefix}{chunk_id:05d}-a{attempt}.parquet")
+    return join(output, TMP_DIR, f"errors-{prefix}{chunk_id:05d}-a{attempt}.parquet")
 
 
 def committed_part(output: str, chunk_id: int, ext: str, prefix: str = "") -> str:

@@ -346,13 +346,6 @@ class JobStore:
                 [(_redacted(part), first, job_id, chunk_id) for chunk_id, part, first in moves],
             )
 
-    def was_committed(self, job_id: str, chunk_id: int, attempt: int) -> bool:
-        """Whether attempt ``attempt`` of the chunk is the one whose files were committed."""
-        row = self._db.execute(
-            "SELECT outcome FROM attempts WHERE job_id=? AND chunk_id=? AND attempt=?", (job_id, chunk_id, attempt)
-        ).fetchone()
-        return row is not None and row[0] == Outcome.OK
-
     def output_schema(self, job_id: str) -> str | None:
         """The schema every part of the job is written in, once its first part is committed."""
         row = self._db.execute("SELECT output_schema FROM jobs WHERE job_id=?", (job_id,)).fetchone()
