@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from squall.io import layout
-from squall.io.output import Output
+from squall.io.output import MergesParts, Output
 from squall.store import DoneChunk, JobStore
 
 MERGED_PART_BYTES = 32 * 1024 * 1024
@@ -86,8 +86,8 @@ def merge_groups(done: list[DoneChunk], sizes: dict[str, int], floor: int) -> li
 
 def coalesce(store: JobStore, job_id: str, output: Output, output_uri: str, floor: int, prefix: str = "") -> int:
     """Merge the job's committed Parquet parts below ``floor`` bytes (module docstring); returns how many files
-    fewer the output has. ``floor`` 0 merges none."""
-    if floor <= 0:
+    fewer the output has. ``floor`` 0, or an output of no part files (a table), merges none."""
+    if floor <= 0 or not isinstance(output, MergesParts):
         return 0
     done = [d for d in store.done_chunks(job_id) if d.part and d.part.endswith(".parquet")]
     fewer = 0

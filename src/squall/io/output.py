@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -68,7 +68,7 @@ class Output(Protocol):
         """Where that attempt writes its error rows."""
 
     def committed_part(self, chunk_id: int, ext: str, prefix: str = "") -> str:
-        """The name a chunk's committed predictions have (or are recorded under)."""
+        """The name a chunk's committed predictions have."""
 
     def committed_errors(self, chunk_id: int, prefix: str = "") -> str:
         """The name a chunk's committed error rows have."""
@@ -89,19 +89,11 @@ class Output(Protocol):
         """Delete a losing attempt, if it exists."""
 
     def clear_attempts(self) -> None:
-        """Delete every attempt kept apart from the committed parts (``_tmp/``, staging tables). An output that
-        commits an attempt by recording it where it lies (an object store) keeps its attempts beside the
-        committed parts: :meth:`remove_unlisted` removes the ones never committed, at finalize."""
+        """Delete every attempt (``_tmp/``, staging tables): they are kept apart from the committed parts,
+        so an attempt written after its job ended is never read as a result."""
 
     def remove_unlisted(self, listed: set[str]) -> list[str]:
         """Delete committed parts that ``listed`` (names relative to the output) does not name; returns them."""
-
-    def part_sizes(self) -> dict[str, int]:
-        """Bytes of every committed prediction part, by URI as committed; empty for an output without files."""
-
-    def merge_parts(self, parts: Sequence[str], final_uri: str) -> Committed:
-        """Write the rows of ``parts`` (Parquet parts of one schema), in order, as one part at ``final_uri``:
-        whole, or not at all. The parts themselves are left as they are."""
 
     def remove_final_markers(self) -> None:
         """Withdraw the "final" mark before a resume, redrive or replay changes the output again."""
@@ -111,6 +103,18 @@ class Output(Protocol):
 
     def finalize(self, manifest: dict[str, Any], success: bool) -> None:
         """Write the manifest, then mark the output final when ``success``."""
+
+
+@runtime_checkable
+class MergesParts(Protocol):
+    """An output of part files that can merge small ones (:mod:`squall.coalesce`); a table output cannot."""
+
+    def part_sizes(self) -> dict[str, int]:
+        """Bytes of every committed prediction part, by URI as committed."""
+
+    def merge_parts(self, parts: Sequence[str], final_uri: str) -> Committed:
+        """Write the rows of ``parts`` (Parquet parts of one schema), in order, as one part at ``final_uri``:
+        whole, or not at all. The parts themselves are left as they are."""
 
 
 OUTPUTS: Registry[type[Output]] = Registry("output", "squall.outputs", (

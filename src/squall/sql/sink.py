@@ -172,14 +172,6 @@ class TableOutput:
 
         self._run(drop_staging, f"dropping the staging tables of {self._table}")
 
-    def part_sizes(self) -> dict[str, int]:
-        """None: a table's chunks are rows in one table, not files."""
-        return {}
-
-    def merge_parts(self, parts: Sequence[str], final_uri: str) -> Committed:
-        """Never asked: a table has no part files (:meth:`part_sizes` lists none)."""
-        raise NotImplementedError("a table output has no part files to merge")
-
     def remove_unlisted(self, listed: set[str]) -> list[str]:
         """Delete the rows of chunks the manifest does not list (a part committed just before a crash
         whose chunk was then split or dead-lettered)."""
