@@ -21,6 +21,7 @@ from squall.errors import ErrorInfo
 from squall.models.base import LoadedModel
 from squall.runtime.instance import WarmInstance, load_model
 from squall.runtime.messages import Configure, Invoke, Load, LoadFailed, Ready, Reported, Stop
+from squall.runtime.parent_death import die_with_parent
 
 
 def serve(read_fd: int, write_fd: int) -> int:
@@ -52,30 +53,6 @@ def serve_jobs(read_fd: int, write_fd: int, worker: int, model: LoadedModel, sta
                 return load_failed(write_fd, exc)
         elif isinstance(message, Invoke):
             wire.send(write_fd, Reported(instance.invoke(message)))
-
-
-def die_with_parent(parent: int | None = None) -> None:
-    """On Linux, have the kernel kill this process when its parent dies, so no orphan writes late files.
-
-    ``parent`` (default: ``$SQUALL_PARENT_PID``) is the pid the parent had; if
-    it is already gone, exit now. Comparing with that pid, not with 1, keeps a
-    coordinator that is itself pid 1 (a container's entry point) working.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import resource
-    import signal
-
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crashing model must not fill the disk with cores
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    expected = parent or int(os.environ.get("SQUALL_PARENT_PID", "0"))
-    if expected and os.getppid() != expected:
-        os._exit(0)
 
 
 def load_failed(write_fd: int, exc: BaseException) -> int:

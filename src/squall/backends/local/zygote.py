@@ -29,11 +29,12 @@ import sys
 import time
 import traceback
 
-from squall.backends.local.worker import die_with_parent, serve_jobs
+from squall.backends.local.worker import serve_jobs
 from squall.errors import ErrorInfo
 from squall.models.base import LoadedModel
 from squall.runtime.instance import load_model
 from squall.runtime.messages import Exited, Fork, Forked, Load, LoadFailed, Message, Ready, Stop, Unforkable, decode, encode
+from squall.runtime.parent_death import die_with_parent
 
 _MAX_MESSAGE = 1 << 20
 _REAP_EVERY_S = 0.1

@@ -198,7 +198,7 @@ def _spawn(settings: WorkerSettings) -> subprocess.Popen[bytes]:
 
 def consume(settings: WorkerSettings) -> int:
     """One consumer process: serve until SIGTERM (the message in hand finishes first)."""
-    from squall.backends.local.worker import die_with_parent
+    from squall.runtime.parent_death import die_with_parent
 
     die_with_parent()
     worker = Worker(settings)
