@@ -235,6 +235,29 @@ def test_a_duplicate_delivery_of_the_winning_report_changes_nothing(where, data,
     assert_predicted(got, linear_model, frame)
 
 
+def test_reports_that_arrive_together_on_an_object_store_are_committed_at_once_and_each_exactly_once(
+    dataset, linear_model, s3, bucket
+):
+    folder, frame = dataset("parquet", rows=12 * CHUNK, row_group_size=CHUNK)
+    backend = StubBackend()
+    backend.duplicate(5, 1)  # delivered twice in the batch of chunks 4-7
+    # With four workers the stub reports chunks 4-7 together, after chunk 0 (committed alone) fixed the schema.
+    final_names = {f"/{bucket}/out/part-{c:05d}.parquet" for c in range(4, 8)}
+    copies = lambda request: request.method == "PUT" and request.path in final_names  # noqa: E731
+    spec = spec_of(linear_model, folder, f"s3://{bucket}/out", workers=4, endpoint_url=s3.endpoint)
+    with s3.traffic.held(copies, 4, timeout_s=20):
+        result = squall.run(spec, backend=backend)
+
+    assert s3.traffic.most_at_once(copies) == 4, "the commits of reports that arrived together ran one at a time"
+    assert len(s3.traffic.requests(copies)) == 4, "a part was committed twice"
+    assert (result.state, result.rows_out) == ("SUCCEEDED", 12 * CHUNK)
+    fs = filesystem(s3)
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/out", detail=False))
+    assert [n for n in names if n.startswith("part-")] == [f"part-{c:05d}.parquet" for c in range(12)]
+    assert "_tmp" not in names, "an attempt's object was left after its copy"
+    assert_predicted(read_s3_output(fs, f"{bucket}/out"), linear_model, frame)
+
+
 def test_a_cancel_stops_the_job_as_cancelled_and_keeps_what_was_committed(data, linear_model, tmp_path):
     folder, frame = data
     backend = StubBackend()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -17,7 +18,7 @@ from squall.backends.base import (
     Backend, InvocationDone, InvocationStarted, WorkerDied, WorkerEvent, WorkerLoadFailed, WorkerReady,
 )
 from squall.errors import EnvironmentFault, JobCancelled, ModelLoadError, environment_cause, stopped_by_environment
-from squall.io.output import open_output
+from squall.io.output import Committed, open_output
 from squall.io.output_schema import schema_from_text
 from squall.io.part_formats import extension_of
 from squall.invocations import InvocationRecord
@@ -80,6 +81,8 @@ class Coordinator:
         self._notices: list[Callable[[JobListener], None]] = []
         self._init_s: dict[int, float] = {}  # start-up time of ready workers that have not run an invocation yet
         self._output_schema = store.output_schema(task.job_id)  # fixed by the job's first committed part
+        self._commit_pool: ThreadPoolExecutor | None = None
+        self._ahead: dict[tuple[int, int], Future[tuple[Committed | None, Committed | None]]] = {}
 
     def drive(self) -> None:
         """Run every pending chunk on the (started, configured) backend until each is done or dead.
@@ -98,6 +101,7 @@ class Coordinator:
         try:
             while True:
                 with self._turn():  # what the events changed, then the next leases
+                    self._commit_ahead(events)
                     for event in events:
                         self._handle(event)
                     self._enforce_deadlines()
@@ -109,6 +113,8 @@ class Coordinator:
                 self._backend.scale(self._outstanding - len(self._leases))
                 events = self._backend.wait(self._wait_time())
         finally:
+            if self._commit_pool is not None:
+                self._commit_pool.shutdown(wait=True)  # no copy may land after the job's state is decided
             self._store.add_starts(job_id, self._backend.cold_starts(), self._backend.worker_starts())
 
     @property
@@ -238,16 +244,45 @@ class Coordinator:
                 raise
             raise stopped_by_environment(f"{exc} (output {self._task.output})", self._task.job_id) from exc
 
-    def _commit(self, report: InvocationReport) -> None:
+    def _commit_ahead(self, events: list[WorkerEvent]) -> None:
+        """Start committing the files of every winning report among ``events`` at once, where the output
+        allows (an object store's copies each wait on the store); :meth:`_commit` then takes the result.
+        Only once the job's schema is fixed: a first part could still turn a later one into a mismatch."""
+        if self._output.concurrent_commits <= 1 or self._output_schema is None:
+            return
+        winners = [e.report for e in events if isinstance(e, InvocationDone) and self._wins(e.worker, e.report)]
+        if len(winners) < 2:
+            return
+        if self._commit_pool is None:
+            self._commit_pool = ThreadPoolExecutor(self._output.concurrent_commits, thread_name_prefix="squall-commit")
+        for report in winners:
+            key = (report.chunk_id, report.attempt)
+            if key not in self._ahead:  # a report delivered twice in one batch is committed once
+                self._ahead[key] = self._commit_pool.submit(self._commit_files, report)
+
+    def _wins(self, worker: int, report: InvocationReport) -> bool:
+        """Whether :meth:`_on_report` will commit ``report``: the attempt leased to ``worker``, successful."""
+        lease = self._leases.get(worker)
+        return (
+            lease is not None and lease.chunk.chunk_id == report.chunk_id and lease.attempt == report.attempt
+            and report.outcome == Outcome.OK and not report.environment_fault and self._schema_mismatch(report) is None
+        )
+
+    def _commit_files(self, report: InvocationReport) -> tuple[Committed | None, Committed | None]:
+        """Commit the report's part and error part under their chunk's names."""
         ext = extension_of(self._task.output_format)
         part = error_part = None
+        if report.part:
+            part = self._output.commit(report.part, self._output.committed_part(report.chunk_id, ext, self._task.part_prefix))
+        if report.error_part:
+            final = self._output.committed_errors(report.chunk_id, self._task.part_prefix)
+            error_part = self._output.commit(report.error_part, final)
+        return part, error_part
+
+    def _commit(self, report: InvocationReport) -> None:
+        ahead = self._ahead.pop((report.chunk_id, report.attempt), None)
         with self._changing_output():
-            if report.part:
-                final = self._output.committed_part(report.chunk_id, ext, self._task.part_prefix)
-                part = self._output.commit(report.part, final)
-            if report.error_part:
-                final = self._output.committed_errors(report.chunk_id, self._task.part_prefix)
-                error_part = self._output.commit(report.error_part, final)
+            part, error_part = ahead.result() if ahead is not None else self._commit_files(report)
         fixes_schema = report.part_schema if self._output_schema is None else None
         self._store.complete(report, part, error_part, fixes_schema)  # the committed counts, which finalize reconciles
         self._output_schema = self._output_schema or fixes_schema

@@ -26,6 +26,8 @@ from squall.io.output import Committed
 if TYPE_CHECKING:
     from squall.io.parts import PartFile
 
+REMOTE_COMMITS = 16  # server-side copies in flight at once: each waits on the store, not on this machine
+
 # The part writers and counters load pyarrow: imported where a part is written or counted, so that resolving a
 # job's output (before its workers start) does not wait for pyarrow.
 
@@ -37,6 +39,7 @@ class OutputDir:
         self.uri = uri.rstrip("/") or "/"
         self._fs, self._path = url_to_fs(self.uri)
         self._renames = layout.commits_by_rename(self.uri)
+        self.concurrent_commits = 1 if self._renames else REMOTE_COMMITS
         self._folders: set[str] = set()  # folders this committer made: each is made once, not per part
 
     @classmethod

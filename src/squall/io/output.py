@@ -53,6 +53,9 @@ class Output(Protocol):
     """A job's output location and its committer."""
 
     uri: str
+    concurrent_commits: int
+    """How many :meth:`commit` calls the coordinator may run at once, from threads: more than one only where
+    a commit waits on a remote store (a server-side copy), never where commits share one connection."""
 
     def __init__(self, location: str) -> None: ...
 

@@ -65,6 +65,8 @@ T = TypeVar("T")
 class TableOutput:
     """The table ``DATABASE_URL#table``; raises :class:`SpecError` for a name the database would cut."""
 
+    concurrent_commits = 1  # every commit is a transaction on the one connection
+
     def __init__(self, location: str) -> None:
         self.uri = location
         self._url, _, self._table = location.partition("#")
