@@ -18,6 +18,10 @@ everything else: its CPU seconds during each run (this process's, which does
 nothing else meanwhile) are printed beside the workers' and the
 coordinator's, so the part of the time that is moto's is stated, not guessed.
 
+Every run's output is compared with the model's own call, value by value
+(``compare_verify``: each ``id`` exactly once, probabilities within float32
+rounding; the no-op model's zeros likewise), before its time counts.
+
     python benchmarks/bench_sqs.py [--rows 2000000] [--messages 2000] [--repeat 3]
 """
 
@@ -36,12 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+import numpy as np
 import fsspec
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 from moto.server import ThreadedMotoServer
 
+import compare_verify
 import data
 
 BUCKET = "squall-bench-sqs"
@@ -114,6 +120,13 @@ def one_row_chunks(messages: int) -> bytes:
     return buffer.getvalue()
 
 
+def check(output: str, kind: str, want: np.ndarray) -> None:
+    """Stop the benchmark unless ``output`` holds the model's own outputs, each row once."""
+    verdict = compare_verify.verify(kind, output, want)
+    if not verdict.ok:
+        raise SystemExit(f"{output} does not hold the model's outputs: {verdict.problem}")
+
+
 def job_args(backend: str, model: str, input: str, output: str, extra: list[str]) -> list[str]:
     chosen = ["--backend", "sqs", "--queue", QUEUE] if backend == "sqs" else ["--backend", "local"]
     return [*chosen, "--model", model, "--input", input, "--output", output, "--key", "id", "--workers", "2",
@@ -163,16 +176,20 @@ def main() -> None:
         gbdt = {"local": [], "sqs": []}
         noop = {"local": [], "sqs": []}
         model = f"s3://{BUCKET}/model/gbdt.joblib"
+        want = compare_verify.expected("sklearn", paths["gbdt"], paths["input"], args.dir / f"expected-gbdt-{args.rows}.npy")
+        zeros = np.zeros((args.messages, 1))
         for index in range(args.repeat):
             for backend in ("local", "sqs"):
                 gbdt[backend].append(timed_job(job_args(backend, model, f"s3://{BUCKET}/in/input.parquet",
                                                         f"s3://{BUCKET}/out-{backend}", ["--trust-model", "--method", "predict_proba"]),
                                                watched, env))
+                check(f"s3://{BUCKET}/out-{backend}", "sklearn", want)
                 noop[backend].append(timed_job(job_args(backend, "noop_model:predict", f"s3://{BUCKET}/ones/ones.parquet",
                                                         f"s3://{BUCKET}/noop-{backend}", ["--features", "x", "--chunk-rows", "1"]),
                                                watched, env))
+                check(f"s3://{BUCKET}/noop-{backend}", "sklearn", zeros)
         print(f"GBDT (100 trees) over {args.rows:,} rows x 32 features, S3 in and out on moto, 2 workers each, "
-              f"{args.repeat} interleaved runs, medians")
+              f"{args.repeat} interleaved runs, medians; every output equal to the model's own call")
         rates = measure("GBDT", gbdt, args.rows, "rows")
         messages = measure(f"no-op model, {args.messages:,} one-row chunks (per-message overhead)", noop, args.messages, "msgs")
         print(json.dumps({"gbdt_rows_per_s": {k: round(v) for k, v in rates.items()},
