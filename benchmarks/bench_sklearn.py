@@ -2,7 +2,7 @@
 
 For each workload (``linear``: LogisticRegression.predict_proba, ``gbdt``:
 HistGradientBoostingClassifier.predict_proba) on the same Parquet file it
-measures wall seconds, rows/s and peak RSS of the process tree for
+measures wall seconds, rows/s and peak RSS and PSS of the process tree for
 
 * the 1-process streaming loop (``baselines.one_process``),
 * the 2-process loop over row-group halves (``baselines.two_processes``),
@@ -133,11 +133,12 @@ def _by_name(results: list[Result], name: str) -> Result | None:
 def print_table(workload: str, results: list[Result]) -> None:
     two = _by_name(results, "2-process loop")
     print(f"\n{workload}: {METHOD}")
-    print(f"{'system':22} {'rows':>10} {'wall s':>8} {'rows/s':>12} {'peak MiB':>9}  vs 2-process")
+    print(f"{'system':22} {'rows':>10} {'wall s':>8} {'rows/s':>12} {'RSS MiB':>9} {'PSS MiB':>9}  vs 2-process")
     for r in results:
         rate = r.rows / r.m.wall_s
         ratio = rate / (two.rows / two.m.wall_s) if two else float("nan")
-        print(f"{r.system:22} {r.rows:>10,} {r.m.wall_s:>8.2f} {rate:>12,.0f} {r.m.peak_rss_mib:>9.0f}  {ratio:.2f}x")
+        print(f"{r.system:22} {r.rows:>10,} {r.m.wall_s:>8.2f} {rate:>12,.0f} {r.m.peak_rss_mib:>9.0f} "
+              f"{r.m.peak_pss_mib:>9.0f}  {ratio:.2f}x")
     print_verdict(workload, results)
 
 
@@ -153,8 +154,8 @@ def print_verdict(workload: str, results: list[Result]) -> None:
     print(f"target: squall >= {target:.1f}x the 2-process loop's rows/s: {ratio:.2f}x {verdict}")
     scaled = [r for r in results if r.system.startswith("squall (")]
     for r in scaled:
-        growth = r.m.peak_rss_mib / squall.m.peak_rss_mib
-        print(f"peak memory at {r.rows:,} rows vs {squall.rows:,}: {growth:.2f}x")
+        rss, pss = r.m.peak_rss_mib / squall.m.peak_rss_mib, r.m.peak_pss_mib / squall.m.peak_pss_mib
+        print(f"peak memory at {r.rows:,} rows vs {squall.rows:,}: RSS {rss:.2f}x, PSS {pss:.2f}x")
 
 
 def parse_args() -> argparse.Namespace:
