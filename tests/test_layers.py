@@ -160,3 +160,20 @@ def test_the_checks_see_a_lazy_import_and_ignore_one_for_annotations_only():
     found = {(edge.source, edge.target) for edge in edges()}
     assert ("squall.spec", "squall.models.registry") in found
     assert ("squall.backends.base", "squall.spec") not in found
+
+
+def test_every_error_squall_raises_to_its_callers_is_defined_in_errors_py():
+    """The error tree is one module: no other module subclasses one of its classes (nor ``Exception`` for an
+    error that leaves it; a private one, named ``_…``, that its module catches itself is allowed)."""
+    tree = {node.name for node in ast.walk(ast.parse((SRC / "errors.py").read_text())) if isinstance(node, ast.ClassDef)}
+    elsewhere = []
+    for module, path in modules().items():
+        if module == "squall.errors":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ClassDef) or node.name.startswith("_"):
+                continue
+            bases = {base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "") for base in node.bases}
+            if bases & (tree | {"Exception", "BaseException"}):
+                elsewhere.append(f"{module}.{node.name}")
+    assert elsewhere == [], f"error classes outside errors.py: {elsewhere}"

@@ -181,6 +181,10 @@ class MessageRefused(SquallError):
     queue after ``maxReceiveCount`` receives (``squall dlq --queue NAME`` shows why)."""
 
 
+class StackFailed(SquallError):
+    """CloudFormation could not create, update or delete a ``squall deploy`` stack; the message has its reasons."""
+
+
 class InvocationError(SquallError):
     """Raised inside an invocation; the invocation reports it (an error row, or a failed attempt)."""
 

@@ -13,14 +13,13 @@ from squall.backends.sqs.deploy.bucket_notification import (
 from squall.backends.sqs.deploy.settings import DeploySettings
 from squall.backends.sqs.deploy.stack import (
     Progress,
-    StackFailed,
     aws_session,
     delete_stack,
     deploy_stack,
     stack_outputs,
 )
 from squall.backends.sqs.deploy.template import template_json
-from squall.errors import UsageError
+from squall.errors import StackFailed, UsageError
 
 
 def deploy(settings: DeploySettings, progress: Progress) -> dict[str, str]:

@@ -12,15 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from squall.errors import MissingDependency, SquallError, UsageError
+from squall.errors import MissingDependency, StackFailed, UsageError
 
 Progress = Callable[[str], None]
 WAIT_LIMIT_S = 3600.0
 _NO_CHANGE = "No updates are to be performed"
-
-
-class StackFailed(SquallError):
-    """CloudFormation could not create, update or delete the stack; the message has its reasons."""
 
 
 def aws_session() -> Any:
