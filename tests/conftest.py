@@ -19,6 +19,13 @@ from support.s3 import filesystem
 from support.s3server import S3Server, serve_with_credentials
 
 
+# No test reaches a real AWS endpoint: a client given no endpoint gets one nobody listens on (tests on the loopback
+# server name theirs), no credentials of this machine's user are read, and none are asked of instance metadata.
+for _name in [name for name in os.environ if name.startswith("AWS_")]:
+    del os.environ[_name]
+os.environ.update(AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_EC2_METADATA_DISABLED="true",
+                  AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
