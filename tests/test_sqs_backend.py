@@ -175,6 +175,64 @@ def test_a_coordinator_sigkilled_with_messages_in_flight_is_finished_by_squall_r
     np.testing.assert_array_equal(got["prediction"].to_numpy(), got["id"].to_numpy() * 2.0)
 
 
+def test_an_sqs_job_is_redriven_after_the_model_is_fixed_and_status_and_report_show_what_the_workers_did(
+    deployment, monkeypatch, tmp_path
+):
+    rows = 3_000
+    upload_ids(deployment.fs, f"{deployment.bucket}/in/ids.parquet", rows, row_group_size=500)
+    flag = tmp_path / "bug"
+    flag.write_text("on")
+    monkeypatch.setenv("FAULT_FLAG", str(flag))  # the workers see it: they start after this
+    deployment.workers.start(2)
+    spec = ids_spec(deployment, "faultmodels:broken_until_fixed", chunk_rows=500, max_attempts=2, max_dead_chunks=2,
+                    backoff_base=0.0)
+    first = squall.run(spec)
+    assert (first.state, first.rows_out, first.dead_chunks) == ("PARTIAL", rows - 500, 1)
+    flag.unlink()  # the model is fixed; the warm workers run the dead chunk again
+    redriven = run_cli("redrive", first.job_id, "--max-attempts", "3", "-q")
+    assert redriven.returncode == 0 and f"SUCCEEDED {rows} rows" in redriven.stdout, redriven.stdout + redriven.stderr
+    got = committed_ids(deployment)
+    assert got["id"].tolist() == list(range(rows))
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), got["id"].to_numpy() * 2.0)
+    status = json.loads(run_cli("status", first.job_id, "--json").stdout)
+    assert (status["state"], status["rows_out"]) == ("SUCCEEDED", rows)
+    report = json.loads(run_cli("report", first.job_id, "--format", "json").stdout)
+    outcomes = sorted(i["outcome"] for i in report["invocations"])
+    assert outcomes == sorted(["ok"] * 6 + ["error"] * 2), outcomes  # six chunks, the bad one failing twice first
+    logged = deployment.workers.every_log()
+    assert logged.count("finished message") == len(outcomes), "an invocation did not run on the sqs workers"
+
+
+def test_an_sqs_job_cancelled_from_the_cli_keeps_its_committed_parts_and_resume_finishes_it(deployment, monkeypatch):
+    rows = 10_000
+    upload_ids(deployment.fs, f"{deployment.bucket}/in/ids.parquet", rows, row_group_size=500)
+    monkeypatch.setenv("FAULT_SLEEP", "0.2")  # a chunk of 500 rows in batches of 100: about a second
+    deployment.workers.start(2)
+    coordinator = subprocess.Popen(
+        [*SQUALL, "run", "--job-id", "stop-me", "--backend", "sqs", "--queue", deployment.queues.name, "--model",
+         "faultmodels:steady", "--input", f"s3://{deployment.bucket}/in/ids.parquet", "--output",
+         f"s3://{deployment.bucket}/out", "--key", "id", "--features", "id_copy", "--workers", "2", "--chunk-rows", "500",
+         "--batch-size", "100", "--timeout", "60", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    committed = lambda: deployment.fs.glob(f"{deployment.bucket}/out/part-*")  # noqa: E731 (attempts lie in _tmp/)
+    wait_until(lambda: len(committed()) >= 2 or coordinator.poll() is not None, "the job to commit two chunks")
+    assert coordinator.poll() is None, "the job finished before it was cancelled"
+    assert run_cli("cancel", "stop-me").returncode == 0
+    output, _ = coordinator.communicate(timeout=60)
+    assert coordinator.returncode == 130, output
+    status = json.loads(run_cli("status", "stop-me", "--json").stdout)
+    assert status["state"] == "CANCELLED" and 0 < status["rows_out"] < rows, status
+    assert not deployment.fs.exists(f"{deployment.bucket}/out/_SUCCESS")
+    # Messages the cancelled coordinator had sent still run: their reports reach the resumed one, which did not
+    # lease those attempts, and discards them.
+    resumed = run_cli("resume", "stop-me", "-q")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    got = committed_ids(deployment)
+    assert got["id"].tolist() == list(range(rows)), "a row is missing or doubled"
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), got["id"].to_numpy() * 2.0)
+
+
 def test_rows_the_model_raises_on_are_bisected_into_error_rows_and_every_other_row_is_predicted(deployment):
     rows = 3_000
     upload_ids(deployment.fs, f"{deployment.bucket}/in/ids.parquet", rows)
