@@ -290,16 +290,19 @@ def test_a_model_folder_is_readable_as_the_folder_and_nothing_beside_it() -> Non
 
 def test_plan_scales_the_measured_speed_to_the_functions_share_of_a_vcpu(tmp_path: Path, linear_model: Path) -> None:
     """A local run measures the model's speed on one core; at 128 MB a function has 128/1769 of a vCPU, so the
-    chunk that fits the timeout on a full core does not fit it there."""
-    write_frame(make_frame(200_000, seed=1), tmp_path / "in" / "f.parquet", "parquet", 50_000)
+    chunk that fits the timeout on a full core does not fit it there. The chunk is big enough that even at
+    several million rows per second a whole second (the least timeout) is under its time at 128 MB."""
+    rows = 1_000_000
+    write_frame(make_frame(rows, seed=1), tmp_path / "in" / "f.parquet", "parquet", 250_000)
     spec = tmp_path / "job.toml"
     spec.write_text(f'model = "{linear_model}"\ninput = ["{tmp_path / "in"}"]\noutput = "{tmp_path / "out"}"\n'
-                    'key = ["id"]\nchunk_rows = 200000\nworkers = 1\nfork = false\n')
+                    f'key = ["id"]\nchunk_rows = {rows}\nworkers = 1\nfork = false\n')
     ran = run_cli("run", "--spec", str(spec), "--quiet")
     assert ran.returncode == 0, ran.stderr
     measured = json.loads(run_cli("plan", "--spec", str(spec), "--json").stdout)["forecast"]["measured"]["rows_per_s"]
     # three times the time the chunk takes on a full core: it fits there, and not at 128 MB (13.8× slower)
-    timeout = str(max(1, math.ceil(3 * 200_000 / measured)))
+    timeout = str(max(1, math.ceil(3 * rows / measured)))
+    assert rows / (measured * 128 / 1769) > int(timeout), f"{measured:,.0f} rows/s: the chunk fits 1 s even at 128 MB"
     scoped = ["--model", "s3://models/m.onnx", "--input-prefix", "s3://data/in/", "--output-prefix", "s3://data/out/",
               "--max-concurrency", "2"]
     full_core = deploy_cli(None, "--stack", "p", "--spec", str(spec), *scoped, "--plan", "--dry-run",
