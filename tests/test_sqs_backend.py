@@ -75,6 +75,18 @@ def ids_spec(deployment: Deployment, model: str, **fields: object) -> squall.Job
     )
 
 
+def cli_ids_job(deployment: Deployment, job_id: str, chunk_rows: int, batch_size: int, timeout: int) -> subprocess.Popen[str]:
+    """``squall run`` on the sqs backend in its own process (a coordinator a test can kill or cancel), over the ids
+    object with the ``steady`` fault model on two workers."""
+    return subprocess.Popen(
+        [*SQUALL, "run", "--job-id", job_id, "--backend", "sqs", "--queue", deployment.queues.name, "--model",
+         "faultmodels:steady", "--input", f"s3://{deployment.bucket}/in/ids.parquet", "--output",
+         f"s3://{deployment.bucket}/out", "--key", "id", "--features", "id_copy", "--workers", "2", "--chunk-rows",
+         str(chunk_rows), "--batch-size", str(batch_size), "--timeout", str(timeout), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
 def invocation_outcomes(job_id: str) -> list[str]:
     with JobStore.at(None) as store:
         return [record.outcome for record in store.invocations(job_id)]
@@ -148,12 +160,7 @@ def test_a_coordinator_sigkilled_with_messages_in_flight_is_finished_by_squall_r
     monkeypatch.setenv("FAULT_SLEEP", "0.05")
     deployment.workers.start(2)
     job_id = "sqs-resume"
-    coordinator = subprocess.Popen(
-        [*SQUALL, "run", "--job-id", job_id, "--backend", "sqs", "--queue", deployment.queues.name, "--model", "faultmodels:steady",
-         "--input", f"s3://{deployment.bucket}/in/ids.parquet", "--output", f"s3://{deployment.bucket}/out", "--key", "id",
-         "--features", "id_copy", "--workers", "2", "--chunk-rows", "250", "--batch-size", "50", "--timeout", "10", "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    coordinator = cli_ids_job(deployment, job_id, chunk_rows=250, batch_size=50, timeout=10)
     wait_until(lambda: deployment.workers.every_log().count("finished message") >= 3 or coordinator.poll() is not None,
                "the job to commit a few chunks")
     wait_until(lambda: deployment.workers.in_flight(0) or deployment.workers.in_flight(1), "a message in a worker's hands")
@@ -208,13 +215,7 @@ def test_an_sqs_job_cancelled_from_the_cli_keeps_its_committed_parts_and_resume_
     upload_ids(deployment.fs, f"{deployment.bucket}/in/ids.parquet", rows, row_group_size=500)
     monkeypatch.setenv("FAULT_SLEEP", "0.2")  # a chunk of 500 rows in batches of 100: about a second
     deployment.workers.start(2)
-    coordinator = subprocess.Popen(
-        [*SQUALL, "run", "--job-id", "stop-me", "--backend", "sqs", "--queue", deployment.queues.name, "--model",
-         "faultmodels:steady", "--input", f"s3://{deployment.bucket}/in/ids.parquet", "--output",
-         f"s3://{deployment.bucket}/out", "--key", "id", "--features", "id_copy", "--workers", "2", "--chunk-rows", "500",
-         "--batch-size", "100", "--timeout", "60", "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    coordinator = cli_ids_job(deployment, "stop-me", chunk_rows=500, batch_size=100, timeout=60)
     committed = lambda: deployment.fs.glob(f"{deployment.bucket}/out/part-*")  # noqa: E731 (attempts lie in _tmp/)
     wait_until(lambda: len(committed()) >= 2 or coordinator.poll() is not None, "the job to commit two chunks")
     assert coordinator.poll() is None, "the job finished before it was cancelled"

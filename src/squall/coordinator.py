@@ -182,8 +182,8 @@ class Coordinator:
             raise ModelLoadError(f"the model could not be loaded: {event.error}")
 
     def _on_report(self, worker: int, report: InvocationReport) -> None:
-        lease = self._leases.get(worker)
-        if lease is None or lease.chunk.chunk_id != report.chunk_id or lease.attempt != report.attempt:
+        lease = self._lease_of(worker, report)
+        if lease is None:
             if not self._leased(report.chunk_id, report.attempt):
                 self._discard(report)  # a late or duplicate delivery; never a live attempt's file
             self._notify(report, committed=False)
@@ -262,11 +262,17 @@ class Coordinator:
 
     def _wins(self, worker: int, report: InvocationReport) -> bool:
         """Whether :meth:`_on_report` will commit ``report``: the attempt leased to ``worker``, successful."""
-        lease = self._leases.get(worker)
         return (
-            lease is not None and lease.chunk.chunk_id == report.chunk_id and lease.attempt == report.attempt
-            and report.outcome == Outcome.OK and not report.environment_fault and self._schema_mismatch(report) is None
+            self._lease_of(worker, report) is not None and report.outcome == Outcome.OK
+            and not report.environment_fault and self._schema_mismatch(report) is None
         )
+
+    def _lease_of(self, worker: int, report: InvocationReport) -> _Lease | None:
+        """``worker``'s lease, if ``report`` is of the attempt it holds (else the report is late or a duplicate)."""
+        lease = self._leases.get(worker)
+        if lease is None or lease.chunk.chunk_id != report.chunk_id or lease.attempt != report.attempt:
+            return None
+        return lease
 
     def _commit_files(self, report: InvocationReport) -> tuple[Committed | None, Committed | None]:
         """Commit the report's part and error part under their chunk's names."""

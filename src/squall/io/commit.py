@@ -173,7 +173,7 @@ class OutputDir:
             self._fs.rm(source)
         from squall.io.part_formats import count_rows
 
-        with self._fs.open(target, "rb") as handle:
+        with open(target, "rb") if self._renames else self._fs.open(target, "rb") as handle:  # plain open: per chunk
             return Committed(final_uri, count_rows(handle, final_uri))
 
     def discard(self, attempt_uri: str | None) -> None:
